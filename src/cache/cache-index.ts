@@ -1,0 +1,203 @@
+import { and, asc, eq, inArray, like, sql } from "drizzle-orm";
+import type { Db } from "../db/client.ts";
+import { blobs, entries, type EntryRow } from "../db/schema.ts";
+import type { BlobStore } from "../store/blob-store.ts";
+import { variantOf } from "./key.ts";
+
+/** A cached response as the pipeline uses it. */
+export interface StoredEntry {
+  id: number;
+  url: string;
+  variant: string;
+  vary: string[] | null;
+  sha256: string;
+  size: number;
+  status: number;
+  headers: Headers;
+  requestTime: number;
+  responseTime: number;
+}
+
+export type NewEntry = Omit<StoredEntry, "id" | "variant">;
+
+export interface CacheIndex {
+  lookup(url: string, requestHeaders: Headers): StoredEntry | undefined;
+  /** Records a complete, committed blob and its response; replaces the same variant. */
+  insert(entry: NewEntry, requestHeaders: Headers): StoredEntry;
+  /** After a 304: new headers and timing, same body (RFC 9111 §4.3.4). */
+  refresh(entry: StoredEntry, headers: Headers, requestTime: number, responseTime: number): StoredEntry;
+  touch(entry: StoredEntry): void;
+  /** Drops every variant of the URLs matching; returns how many entries went. */
+  purge(match: { url: string } | { prefix: string }): Promise<number>;
+  remove(entry: StoredEntry): Promise<void>;
+  /** Marks a blob as being read, so eviction leaves it alone. */
+  pin(sha256: string): void;
+  unpin(sha256: string): void;
+  totalBytes(): number;
+  /** Evicts least recently used entries until the store is under its limit. */
+  evict(maxBytes: number): Promise<number>;
+  flush(): void;
+  knowsBlob(sha256: string): boolean;
+}
+
+const headersToJson = (h: Headers) => JSON.stringify([...h]);
+const headersFromJson = (s: string) => new Headers(JSON.parse(s) as [string, string][]);
+
+/** Writes of last-access times are batched; LRU order only needs to be roughly right. */
+const TOUCH_FLUSH_MS = 1000;
+/** Lookups are served from memory; this bounds how many URLs are remembered. */
+const MEMO_URLS = 20_000;
+
+export function createCacheIndex(db: Db, store: BlobStore, now: () => number): CacheIndex {
+  const memo = new Map<string, StoredEntry[]>();
+  const touched = new Map<number, number>(); // entry id → hit count since last flush
+  const pins = new Map<string, number>();
+  let total = db.select({ n: sql<number>`coalesce(sum(${blobs.size}), 0)` }).from(blobs).get()?.n ?? 0;
+
+  const byUrl = db.select().from(entries).where(eq(entries.url, sql.placeholder("url"))).prepare();
+  const sizeOf = db.select({ size: blobs.size }).from(blobs).where(eq(blobs.sha256, sql.placeholder("sha"))).prepare();
+
+  const toEntry = (row: EntryRow): StoredEntry => ({
+    id: row.id,
+    url: row.url,
+    variant: row.variant,
+    vary: row.vary === null ? null : (JSON.parse(row.vary) as string[]),
+    sha256: row.sha256,
+    size: sizeOf.get({ sha: row.sha256 })?.size ?? 0,
+    status: row.status,
+    headers: headersFromJson(row.headers),
+    requestTime: row.requestTime,
+    responseTime: row.responseTime,
+  });
+
+  const variantsOf = (url: string): StoredEntry[] => {
+    let list = memo.get(url);
+    if (!list) {
+      list = byUrl.all({ url }).map(toEntry);
+      if (memo.size >= MEMO_URLS) memo.delete(memo.keys().next().value!);
+      memo.set(url, list);
+    }
+    return list;
+  };
+
+  /** Deletes blobs no entry references any more, unless an agent is reading them. */
+  const collect = async (shas: Iterable<string>) => {
+    for (const sha of new Set(shas)) {
+      if (pins.has(sha)) continue; // unpin() collects it later
+      const ref = db.select({ id: entries.id }).from(entries).where(eq(entries.sha256, sha)).limit(1).get();
+      if (ref) continue;
+      const gone = db.delete(blobs).where(eq(blobs.sha256, sha)).returning({ size: blobs.size }).get();
+      if (gone) {
+        total -= gone.size;
+        await store.remove(sha);
+      }
+    }
+  };
+
+  const deleteRows = async (rows: { id: number; url: string; sha256: string }[]) => {
+    if (rows.length === 0) return;
+    db.delete(entries).where(inArray(entries.id, rows.map((r) => r.id))).run();
+    for (const r of rows) {
+      memo.delete(r.url);
+      touched.delete(r.id);
+    }
+    await collect(rows.map((r) => r.sha256));
+  };
+
+  const flush = () => {
+    if (touched.size === 0) return;
+    const at = now();
+    db.transaction((tx) => {
+      for (const [id, hits] of touched) {
+        tx.update(entries).set({ lastAccess: at, hits: sql`${entries.hits} + ${hits}` }).where(eq(entries.id, id)).run();
+      }
+    });
+    touched.clear();
+  };
+  setInterval(flush, TOUCH_FLUSH_MS).unref();
+
+  return {
+    lookup(url, requestHeaders) {
+      return variantsOf(url).find((e) => e.variant === variantOf(e.vary, requestHeaders));
+    },
+
+    insert(e, requestHeaders) {
+      const variant = variantOf(e.vary, requestHeaders);
+      const at = now();
+      const row = db.transaction((tx) => {
+        const added = tx.insert(blobs).values({ sha256: e.sha256, size: e.size, createdAt: at }).onConflictDoNothing().returning().get();
+        if (added) total += e.size;
+        const values = {
+          url: e.url,
+          variant,
+          vary: e.vary === null ? null : JSON.stringify(e.vary),
+          sha256: e.sha256,
+          status: e.status,
+          headers: headersToJson(e.headers),
+          requestTime: e.requestTime,
+          responseTime: e.responseTime,
+          lastAccess: at,
+        };
+        const previous = tx.select({ sha256: entries.sha256 }).from(entries).where(and(eq(entries.url, e.url), eq(entries.variant, variant))).get();
+        const inserted = tx.insert(entries).values(values).onConflictDoUpdate({ target: [entries.url, entries.variant], set: { ...values, hits: 0 } }).returning().get();
+        return { inserted, previous };
+      });
+      memo.delete(e.url);
+      if (row.previous && row.previous.sha256 !== e.sha256) void collect([row.previous.sha256]);
+      return { ...e, id: row.inserted.id, variant };
+    },
+
+    refresh(entry, headers, requestTime, responseTime) {
+      db.update(entries).set({ headers: headersToJson(headers), requestTime, responseTime, lastAccess: now() }).where(eq(entries.id, entry.id)).run();
+      memo.delete(entry.url);
+      return { ...entry, headers, requestTime, responseTime };
+    },
+
+    touch(entry) {
+      touched.set(entry.id, (touched.get(entry.id) ?? 0) + 1);
+    },
+
+    async purge(match) {
+      const where = "url" in match ? eq(entries.url, match.url) : like(entries.url, `${match.prefix.replace(/[\\%_]/g, "\\$&")}%`);
+      const rows = db.select({ id: entries.id, url: entries.url, sha256: entries.sha256 }).from(entries).where("url" in match ? where : sql`${where} escape '\\'`).all();
+      await deleteRows(rows);
+      return rows.length;
+    },
+
+    remove: (entry) => deleteRows([entry]),
+
+    pin(sha) {
+      pins.set(sha, (pins.get(sha) ?? 0) + 1);
+    },
+
+    unpin(sha) {
+      const n = (pins.get(sha) ?? 1) - 1;
+      if (n > 0) return void pins.set(sha, n);
+      pins.delete(sha);
+      void collect([sha]);
+    },
+
+    totalBytes: () => total,
+
+    async evict(maxBytes) {
+      if (total <= maxBytes) return 0;
+      flush();
+      // Evict down to 90% so a busy cache does not evict on every insert.
+      const target = Math.floor(maxBytes * 0.9);
+      let evicted = 0;
+      let offset = 0;
+      while (total > target) {
+        const batch = db.select({ id: entries.id, url: entries.url, sha256: entries.sha256 }).from(entries).orderBy(asc(entries.lastAccess)).limit(64).offset(offset).all();
+        if (batch.length === 0) break;
+        const free = batch.filter((r) => !pins.has(r.sha256));
+        offset += batch.length - free.length; // pinned rows stay; step past them
+        await deleteRows(free);
+        evicted += free.length;
+      }
+      return evicted;
+    },
+
+    flush,
+    knowsBlob: (sha) => sizeOf.get({ sha }) !== undefined,
+  };
+}

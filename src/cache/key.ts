@@ -1,0 +1,28 @@
+/**
+ * The cache key: the absolute URL with scheme and host lower-cased and the
+ * default port dropped (RFC 9110 §4.2.3), so `HTTP://Host:80/a` and
+ * `http://host/a` are one entry. Path and query are kept byte for byte.
+ */
+export function cacheKey(url: string | URL): string {
+  const u = typeof url === "string" ? new URL(url) : url;
+  // URL already lower-cases scheme and host and drops default ports; the
+  // fragment never reaches a server.
+  return `${u.protocol}//${u.host}${u.pathname}${u.search}`;
+}
+
+/**
+ * A variant names the request header values a response varies on
+ * (RFC 9111 §4.1). Values are compared after trimming and collapsing
+ * whitespace, which §4.1 allows ("normalizing").
+ */
+export function variantOf(vary: readonly string[] | null, headers: Headers): string {
+  if (vary === null || vary.length === 0) return "";
+  return vary.map((name) => `${name}:${(headers.get(name) ?? "").trim().replace(/\s+/g, " ")}`).join("\n");
+}
+
+/** The lower-cased, sorted header names of a Vary header; null when absent. `*` is handled by storability. */
+export function parseVary(value: string | null): string[] | null {
+  if (value === null) return null;
+  const names = value.split(",").map((s) => s.trim().toLowerCase()).filter((s) => s !== "");
+  return names.length === 0 ? null : [...new Set(names)].sort();
+}

@@ -1,0 +1,75 @@
+import * as v from "valibot";
+import { ConfigSchema, Port, type Config, type ConfigInput } from "./schema.ts";
+import { toFieldErrors, type FieldError } from "./issues.ts";
+
+/** Settings fixed at start: where things live and lab switches the admin API must never flip. */
+export interface RuntimeSettings {
+  dataDir: string;
+  host: string;
+  adminHost: string;
+  adminPort: number;
+  adminToken: string | undefined;
+  /** Lab and tests only: let upstreams resolve to loopback/private addresses. */
+  allowPrivateUpstreams: boolean;
+}
+
+type Env = Record<string, string | undefined>;
+
+export class EnvError extends Error {
+  constructor(readonly errors: FieldError[]) {
+    super(`invalid environment:\n${errors.map((e) => `  ${e.message} (got ${JSON.stringify(e.value)})`).join("\n")}`);
+  }
+}
+
+const flag = (value: string | undefined) => value !== undefined && /^(1|true|yes|on)$/i.test(value.trim());
+
+/** Parses an integer env value; anything else is passed through so the schema names the error. */
+const int = (value: string) => (/^\s*-?\d+\s*$/.test(value) ? Number(value) : value);
+
+const list = (value: string) => value.split(",").map((s) => s.trim()).filter((s) => s !== "");
+
+/** The configuration document as the environment seeds it (before persisted admin changes). */
+export function configInputFromEnv(env: Env): ConfigInput {
+  const doc: Record<string, Record<string, unknown> | unknown> = {};
+  const section = (name: string) => ((doc[name] ??= {}) as Record<string, unknown>);
+  if (env.CACHEGATE_CACHE_MODE !== undefined) section("cacheMode").enabled = flag(env.CACHEGATE_CACHE_MODE);
+  if (env.CACHEGATE_PORT !== undefined) section("cacheMode").port = int(env.CACHEGATE_PORT);
+  if (env.CACHEGATE_PLATFORM_DOMAINS !== undefined) doc.platformDomains = list(env.CACHEGATE_PLATFORM_DOMAINS);
+  if (env.CACHEGATE_CACHE_MAX_SIZE !== undefined) section("cache").maxSizeBytes = int(env.CACHEGATE_CACHE_MAX_SIZE);
+  return doc as ConfigInput;
+}
+
+export function configFromEnv(env: Env): Config {
+  const result = v.safeParse(ConfigSchema, configInputFromEnv(env));
+  if (!result.success) throw new EnvError(envNames(toFieldErrors(result.issues)));
+  return result.output;
+}
+
+const ENV_OF_PATH: Record<string, string> = {
+  "cacheMode.port": "CACHEGATE_PORT",
+  "cacheMode.enabled": "CACHEGATE_CACHE_MODE",
+  "cache.maxSizeBytes": "CACHEGATE_CACHE_MAX_SIZE",
+};
+
+/** Errors in env values are reported under the variable's name, which is what the operator typed. */
+function envNames(errors: FieldError[]): FieldError[] {
+  return errors.map((e) => {
+    const name = ENV_OF_PATH[e.path] ?? (e.path.startsWith("platformDomains") ? "CACHEGATE_PLATFORM_DOMAINS" : e.path);
+    return { ...e, path: name, message: e.message.replace(e.path, name) };
+  });
+}
+
+export function runtimeFromEnv(env: Env): RuntimeSettings {
+  const adminPort = env.CACHEGATE_ADMIN_PORT === undefined ? 9090 : v.safeParse(Port, int(env.CACHEGATE_ADMIN_PORT));
+  if (typeof adminPort === "object" && !adminPort.success) {
+    throw new EnvError([{ path: "CACHEGATE_ADMIN_PORT", value: env.CACHEGATE_ADMIN_PORT, rule: "port", message: `CACHEGATE_ADMIN_PORT ${adminPort.issues[0]?.message}` }]);
+  }
+  return {
+    dataDir: env.CACHEGATE_DATA_DIR || "./data",
+    host: env.CACHEGATE_HOST || "0.0.0.0",
+    adminHost: env.CACHEGATE_ADMIN_HOST || "127.0.0.1",
+    adminPort: typeof adminPort === "number" ? adminPort : adminPort.output,
+    adminToken: env.CACHEGATE_ADMIN_TOKEN || undefined,
+    allowPrivateUpstreams: flag(env.CACHEGATE_ALLOW_PRIVATE_UPSTREAMS),
+  };
+}

@@ -1,0 +1,116 @@
+import * as v from "valibot";
+import { DomainList } from "./domain-name.ts";
+
+/**
+ * The one configuration document. Defaults live here, types are inferred
+ * from here, and the admin API validates patches against this same schema.
+ */
+
+/** Ports the seed appliance reserves for itself (see ../shared/seed). */
+export const RESERVED_PORTS: ReadonlySet<number> = new Set([
+  22, 23, 2379, 2380, 4001, 5514, 7001, 48081, 48082, 48083, 48084, 48085, 48086,
+]);
+
+export const Port = v.pipe(
+  v.number("must be a whole number between 1 and 65535, e.g. 8080"),
+  v.integer("must be a whole number between 1 and 65535, e.g. 8080"),
+  v.minValue(1, "must be between 1 and 65535, e.g. 8080"),
+  v.maxValue(65535, "must be between 1 and 65535, e.g. 8080"),
+  v.check((p) => !RESERVED_PORTS.has(p), "is reserved (22, 23, 2379, 2380, 4001, 5514, 7001 and 48081-48086 are not allowed); choose another port, e.g. 8080"),
+);
+
+const Seconds = v.pipe(
+  v.number("must be a number of seconds"),
+  v.integer("must be a whole number of seconds"),
+  v.minValue(0, "must not be negative"),
+);
+
+const Pattern = v.pipe(
+  v.string("must be a regular expression matched against the full URL"),
+  v.nonEmpty("must not be empty; use \".\" to match every URL"),
+  v.check((p) => {
+    try {
+      new RegExp(p);
+      return true;
+    } catch {
+      return false;
+    }
+  }, "is not a valid regular expression"),
+);
+
+/**
+ * Freshness for responses that carry no caching headers of their own,
+ * modelled on Squid's refresh_pattern: the first rule whose pattern matches
+ * the URL applies. With a Last-Modified date the lifetime is lmFactor × the
+ * document's age, clamped to [min, max]; without one it is `min`.
+ */
+export const TtlRule = v.pipe(
+  v.strictObject({ pattern: Pattern, min: Seconds, lmFactor: v.pipe(v.number(), v.minValue(0), v.maxValue(10)), max: Seconds }),
+  v.check((r) => r.min <= r.max, "min must not be greater than max"),
+);
+
+export const DEFAULT_TTL_RULES: v.InferOutput<typeof TtlRule>[] = [
+  // Manifests change daily; a revalidation (304) is cheap, so keep them short.
+  { pattern: "(manifest|\\.(json|xml|ya?ml|txt)$)", min: 60, lmFactor: 0.1, max: 3600 },
+  // Installers and patches are versioned by name and rarely change.
+  { pattern: "\\.(exe|msi|msp|msu|cab|rpm|deb|pkg|dmg|zip|gz|tgz|xz|bz2|zst|tar|iso|bin|run|sh)$", min: 86400, lmFactor: 0.2, max: 2592000 },
+  // Anything else: the RFC 9111 §4.2.2 heuristic (10% of the document's age, at most a day).
+  { pattern: ".", min: 0, lmFactor: 0.1, max: 86400 },
+];
+
+export const DEFAULT_PLATFORM_DOMAINS = ["qualys.com", "qualys.eu", "qualys.ca", "qualys.in"];
+
+export const ConfigSchema = v.strictObject({
+  cacheMode: v.optional(
+    v.strictObject({
+      enabled: v.optional(v.boolean("must be true or false"), false),
+      port: v.optional(Port, 8080),
+    }),
+    {},
+  ),
+  platformDomains: v.optional(DomainList, DEFAULT_PLATFORM_DOMAINS),
+  allowedDomains: v.optional(
+    v.strictObject({
+      enabled: v.optional(v.boolean("must be true or false"), false),
+      domains: v.optional(DomainList, []),
+    }),
+    {},
+  ),
+  tls: v.optional(
+    v.strictObject({
+      minVersion: v.optional(v.picklist(["1.0", "1.1", "1.2", "1.3"], "must be one of \"1.0\", \"1.1\", \"1.2\", \"1.3\""), "1.2"),
+    }),
+    {},
+  ),
+  patchMode: v.optional(
+    v.strictObject({
+      enabled: v.optional(
+        v.pipe(
+          v.boolean("must be true or false"),
+          v.check((on) => !on, "cannot be enabled yet: Patch Mode needs the patch disk, which this version does not support; leave it false"),
+        ),
+        false,
+      ),
+    }),
+    {},
+  ),
+  cache: v.optional(
+    v.strictObject({
+      /** Upper bound of the blob store; least recently used entries go first. */
+      maxSizeBytes: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1024 * 1024, "must be at least 1 MiB (1048576)")), 10 * 1024 ** 3),
+      ttlRules: v.optional(v.array(TtlRule), DEFAULT_TTL_RULES),
+    }),
+    {},
+  ),
+  connect: v.optional(
+    v.strictObject({
+      /** CONNECT tunnels may only reach these ports (Squid's SSL_ports). */
+      ports: v.optional(v.array(Port), [443]),
+    }),
+    {},
+  ),
+});
+
+export type Config = v.InferOutput<typeof ConfigSchema>;
+export type ConfigInput = v.InferInput<typeof ConfigSchema>;
+export type TtlRuleConfig = v.InferOutput<typeof TtlRule>;

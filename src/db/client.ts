@@ -1,0 +1,25 @@
+import { Database } from "bun:sqlite";
+import { drizzle, type BunSQLiteDatabase } from "drizzle-orm/bun-sqlite";
+import { migrate } from "drizzle-orm/bun-sqlite/migrator";
+import { join } from "node:path";
+import * as schema from "./schema.ts";
+
+export type Db = BunSQLiteDatabase<typeof schema> & { $client: Database };
+
+const MIGRATIONS = join(import.meta.dir, "..", "..", "migrations");
+
+/** Opens (creating if needed) the index database and brings its schema up to date. */
+export function openDb(file: string): Db {
+  const sqlite = new Database(file, { create: true, strict: true });
+  // WAL: readers (hits) never wait for the writer (new entries, batched touches).
+  sqlite.exec("PRAGMA journal_mode = WAL");
+  // NORMAL is durable across process crashes in WAL mode; a power cut may lose
+  // the last transactions, which only forgets entries whose blobs are already
+  // on disk (they are swept at the next start).
+  sqlite.exec("PRAGMA synchronous = NORMAL");
+  sqlite.exec("PRAGMA foreign_keys = ON");
+  sqlite.exec("PRAGMA busy_timeout = 5000");
+  const db = drizzle(sqlite, { schema });
+  migrate(db, { migrationsFolder: MIGRATIONS });
+  return db as Db;
+}

@@ -1,0 +1,41 @@
+import { index, integer, sqliteTable, text, uniqueIndex } from "drizzle-orm/sqlite-core";
+
+/** One stored body, named by the sha256 of its bytes: one body under two URLs is kept once. */
+export const blobs = sqliteTable("blobs", {
+  sha256: text("sha256").primaryKey(),
+  size: integer("size").notNull(),
+  createdAt: integer("created_at").notNull(),
+});
+
+/**
+ * One cached response. A URL has one row per variant (RFC 9111 §4.1): `vary`
+ * holds the header names the response varies on and `variant` the request's
+ * values for them. A row is only written once its blob is complete and renamed
+ * into place, so a row never points at a partial body.
+ */
+export const entries = sqliteTable(
+  "entries",
+  {
+    id: integer("id").primaryKey({ autoIncrement: true }),
+    url: text("url").notNull(),
+    variant: text("variant").notNull().default(""),
+    vary: text("vary"),
+    sha256: text("sha256")
+      .notNull()
+      .references(() => blobs.sha256),
+    status: integer("status").notNull(),
+    /** JSON array of [name, value] pairs, hop-by-hop headers already removed. */
+    headers: text("headers").notNull(),
+    requestTime: integer("request_time").notNull(),
+    responseTime: integer("response_time").notNull(),
+    lastAccess: integer("last_access").notNull(),
+    hits: integer("hits").notNull().default(0),
+  },
+  (t) => [
+    uniqueIndex("entries_url_variant").on(t.url, t.variant),
+    index("entries_last_access").on(t.lastAccess),
+    index("entries_sha256").on(t.sha256),
+  ],
+);
+
+export type EntryRow = typeof entries.$inferSelect;

@@ -1,0 +1,23 @@
+import { configFromEnv, EnvError, runtimeFromEnv } from "./config/env.ts";
+import { startGateway } from "./gateway.ts";
+import { createLogger } from "./log.ts";
+
+const log = createLogger();
+
+try {
+  const gateway = await startGateway({ config: configFromEnv(process.env), runtime: runtimeFromEnv(process.env), log });
+  const shutdown = async (signal: string) => {
+    log.info("shutting down", { signal });
+    await gateway.stop();
+    process.exit(0);
+  };
+  process.once("SIGTERM", () => void shutdown("SIGTERM"));
+  process.once("SIGINT", () => void shutdown("SIGINT"));
+} catch (err) {
+  if (err instanceof EnvError) {
+    log.error("cachegate cannot start: fix these settings", { errors: err.errors.map((e) => e.message) });
+  } else {
+    log.error("cachegate cannot start", { error: err });
+  }
+  process.exit(1);
+}

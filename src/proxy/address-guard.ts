@@ -1,0 +1,189 @@
+/**
+ * Upstream address guard: the gateway resolves the upstream host itself, refuses
+ * addresses an agent must never reach through it (loopback, RFC 1918, cloud
+ * metadata, ...), and hands back the exact address it checked so the caller
+ * connects to that address. Re-resolving at connect time would let a DNS answer
+ * change between check and connect (DNS rebinding).
+ */
+import { lookup as dnsLookup } from "node:dns/promises";
+import { isIP } from "node:net";
+import { networkInterfaces } from "node:os";
+
+export type AddressClass =
+  | "loopback" | "private" | "unique-local" | "link-local" | "cgnat"
+  | "unspecified" | "multicast" | "broadcast" | "reserved";
+
+export interface ResolvedUpstream { host: string; address: string; family: 4 | 6; port: number }
+
+export class UpstreamRefused extends Error {
+  override name = "UpstreamRefused";
+  /** status: 403 for policy refusals, 502 when the name does not resolve. */
+  constructor(message: string, readonly status: number) {
+    super(message);
+  }
+}
+
+export interface GuardOptions {
+  allowPrivate: boolean;
+  ownListeners: () => readonly { port: number }[];
+  lookup?: (host: string) => Promise<{ address: string; family: number }[]>;
+}
+
+interface Parsed { family: 4 | 6; value: bigint }
+
+function parseIPv4(s: string): bigint {
+  let v = 0n;
+  for (const octet of s.split(".")) v = (v << 8n) | BigInt(Number(octet));
+  return v;
+}
+
+/** Parses an IPv6 literal (zone already stripped, validated by isIP): `::` compression and a trailing dotted IPv4. */
+function parseIPv6(s: string): bigint {
+  const groupsOf = (part: string): number[] => {
+    if (part === "") return [];
+    const out: number[] = [];
+    for (const g of part.split(":")) {
+      if (g.includes(".")) {
+        const v4 = Number(parseIPv4(g));
+        out.push(v4 >>> 16, v4 & 0xffff);
+      } else out.push(parseInt(g, 16));
+    }
+    return out;
+  };
+  const gap = s.indexOf("::");
+  const head = groupsOf(gap < 0 ? s : s.slice(0, gap));
+  const tail = gap < 0 ? [] : groupsOf(s.slice(gap + 2));
+  const groups = [...head, ...new Array<number>(Math.max(0, 8 - head.length - tail.length)).fill(0), ...tail];
+  if (groups.length !== 8) throw new TypeError(`not an IP address: ${s}`);
+  return groups.reduce((v, g) => (v << 16n) | BigInt(g), 0n);
+}
+
+function parse(ip: string): Parsed {
+  // Zone ids (fe80::1%eth0) select an interface; they do not change which address it is.
+  const bare = ip.includes(":") ? ip.replace(/%.*$/, "") : ip;
+  const family = isIP(ip);
+  if (family === 4) return { family, value: parseIPv4(bare) };
+  if (family === 6) return { family, value: parseIPv6(bare) };
+  throw new TypeError(`not an IP address: ${JSON.stringify(ip)}`);
+}
+
+const MAPPED = parseIPv6("::ffff:0:0"); // ::ffff:0:0/96, RFC 4291 §2.5.5.2
+const NAT64 = parseIPv6("64:ff9b::"); // 64:ff9b::/96, RFC 6052 well-known NAT64 prefix
+
+/** IPv4-mapped addresses are dialled as their IPv4 address, so compare and classify them as IPv4. */
+function canonical(p: Parsed): Parsed {
+  return p.family === 6 && p.value >> 32n === MAPPED >> 32n ? { family: 4, value: p.value & 0xffffffffn } : p;
+}
+
+/**
+ * Special-purpose ranges, after the IANA registries defined by RFC 6890 (IPv4 and
+ * IPv6 special-purpose address registries) plus RFC 1112/4291 multicast. Only
+ * ranges an agent could use to reach something that is not the public internet,
+ * or that no public host may legitimately hold, are listed; first match wins.
+ */
+const RULES: [cidr: string, cls: AddressClass][] = [
+  ["255.255.255.255/32", "broadcast"], // RFC 919 limited broadcast; before 240/4
+  ["0.0.0.0/8", "unspecified"], // RFC 1122 "this network"; 0.0.0.0 reaches the local host on Linux
+  ["10.0.0.0/8", "private"], // RFC 1918
+  ["100.64.0.0/10", "cgnat"], // RFC 6598 shared address space
+  ["127.0.0.0/8", "loopback"], // RFC 1122
+  ["169.254.0.0/16", "link-local"], // RFC 3927; includes 169.254.169.254 cloud metadata
+  ["172.16.0.0/12", "private"], // RFC 1918
+  ["192.0.0.0/24", "reserved"], // RFC 6890 IETF protocol assignments
+  ["192.0.2.0/24", "reserved"], // RFC 5737 TEST-NET-1
+  ["192.168.0.0/16", "private"], // RFC 1918
+  ["198.18.0.0/15", "reserved"], // RFC 2544 benchmarking
+  ["198.51.100.0/24", "reserved"], // RFC 5737 TEST-NET-2
+  ["203.0.113.0/24", "reserved"], // RFC 5737 TEST-NET-3
+  ["224.0.0.0/4", "multicast"], // RFC 5771
+  ["240.0.0.0/4", "reserved"], // RFC 1112 future use
+  ["::/128", "unspecified"], // RFC 4291
+  ["::1/128", "loopback"], // RFC 4291
+  ["::/96", "reserved"], // RFC 4291 deprecated IPv4-compatible addresses
+  ["64:ff9b:1::/48", "reserved"], // RFC 8215 local-use NAT64
+  ["100::/64", "reserved"], // RFC 6666 discard-only
+  ["2001:db8::/32", "reserved"], // RFC 3849 documentation
+  ["fc00::/7", "unique-local"], // RFC 4193
+  ["fe80::/10", "link-local"], // RFC 4291
+  ["fec0::/10", "reserved"], // RFC 3879 deprecated site-local, still routed inside some sites
+  ["ff00::/8", "multicast"], // RFC 4291
+];
+
+const PREFIXES = RULES.map(([cidr, cls]) => {
+  const [base = "", len = ""] = cidr.split("/");
+  const p = parse(base);
+  const shift = BigInt((p.family === 4 ? 32 : 128) - Number(len));
+  return { family: p.family, prefix: p.value >> shift, shift, cls };
+});
+
+export function classifyAddress(ip: string): AddressClass | null {
+  let p = canonical(parse(ip));
+  // The well-known NAT64 prefix is translated to the embedded IPv4 address, so judge that.
+  if (p.family === 6 && p.value >> 32n === NAT64 >> 32n) p = { family: 4, value: p.value & 0xffffffffn };
+  for (const r of PREFIXES) if (r.family === p.family && p.value >> r.shift === r.prefix) return r.cls;
+  return null;
+}
+
+function sameAddress(a: Parsed, b: Parsed): boolean {
+  return a.family === b.family && a.value === b.value;
+}
+
+/** True when connecting to address:port would land on one of this gateway's own listeners (a request loop). */
+function isOwnListener(address: string, cls: AddressClass | null, port: number, opts: GuardOptions): boolean {
+  if (!opts.ownListeners().some((l) => l.port === port)) return false;
+  if (cls === "loopback" || cls === "unspecified") return true;
+  const target = canonical(parse(address));
+  // Read interfaces per check: addresses change (DHCP, VPNs) while the gateway runs.
+  return Object.values(networkInterfaces()).some((list) =>
+    (list ?? []).some((i) => isIP(i.address) !== 0 && sameAddress(canonical(parse(i.address)), target)),
+  );
+}
+
+const defaultLookup = (host: string) => dnsLookup(host, { all: true });
+
+export function createAddressGuard(opts: GuardOptions): (host: string, port: number) => Promise<ResolvedUpstream> {
+  const lookup = opts.lookup ?? defaultLookup;
+  return async (rawHost, port) => {
+    const host = rawHost.startsWith("[") && rawHost.endsWith("]") ? rawHost.slice(1, -1) : rawHost;
+    let answers: { address: string }[];
+    if (isIP(host) !== 0) {
+      answers = [{ address: host }]; // a literal needs no DNS, and must not be re-resolved
+    } else {
+      let reason = "no addresses";
+      try {
+        answers = await lookup(host);
+      } catch (err) {
+        answers = [];
+        reason = (err as { code?: string }).code ?? (err instanceof Error ? err.message : String(err));
+      }
+      if (answers.length === 0) {
+        throw new UpstreamRefused(`could not resolve ${host}: ${reason}; check the name, or the gateway's DNS`, 502);
+      }
+    }
+
+    const accepted: ResolvedUpstream[] = [];
+    const policy: string[] = [];
+    const self: string[] = [];
+    for (const { address } of answers) {
+      const cls = classifyAddress(address);
+      // Checked first and regardless of allowPrivate: a request to ourselves is a loop, never a lab need.
+      if (isOwnListener(address, cls, port, opts)) self.push(`${address} port ${port}`);
+      else if (cls !== null && !opts.allowPrivate) policy.push(`${address} is ${cls}`);
+      else accepted.push({ host, address, family: isIP(address) === 4 ? 4 : 6, port });
+    }
+
+    if (accepted.length === 0) {
+      const parts: string[] = [];
+      if (policy.length > 0) {
+        parts.push(`upstream ${host} refused: ${policy.join(", ")}; set CACHEGATE_ALLOW_PRIVATE_UPSTREAMS=1 only in a lab to allow it`);
+      }
+      if (self.length > 0) {
+        parts.push(`upstream ${host} (${self.join(", ")}) is this gateway's own listener; requests through the gateway cannot target the gateway itself`);
+      }
+      throw new UpstreamRefused(parts.join("; "), 403);
+    }
+    // Array.prototype.sort is stable, so resolver order is kept within each family.
+    accepted.sort((a, b) => a.family - b.family);
+    return accepted[0]!;
+  };
+}

@@ -1,0 +1,75 @@
+import { connect, type Socket } from "node:net";
+import type { Duplex } from "node:stream";
+import type { IncomingMessage } from "node:http";
+import type { Config } from "../config/schema.ts";
+import type { Logger } from "../log.ts";
+import { UpstreamRefused, type ResolvedUpstream } from "./address-guard.ts";
+import { deniedMessage, reachOf } from "./policy.ts";
+
+export interface TunnelOptions {
+  config: () => Config;
+  guard: (host: string, port: number) => Promise<ResolvedUpstream>;
+  log: Logger;
+}
+
+/** Parses a CONNECT authority (`host:port`, `[v6]:port`), or returns null. */
+export function parseAuthority(authority: string): { host: string; port: number } | null {
+  const m = /^(\[[0-9a-fA-F:.]+\]|[^:\s/@]+):(\d{1,5})$/.exec(authority);
+  if (!m) return null;
+  const port = Number(m[2]);
+  if (port < 1 || port > 65535) return null;
+  return { host: m[1]!.toLowerCase(), port };
+}
+
+/**
+ * CONNECT: a byte tunnel to a host that policy allows, on a port that is
+ * allowed for tunnels (443 by default, as Squid's SSL_ports). The gateway
+ * never sees inside; it only checks where the tunnel goes.
+ */
+export function createTunnelHandler(opts: TunnelOptions) {
+  return async function tunnel(req: IncomingMessage, client: Duplex, head: Buffer): Promise<void> {
+    client.on("error", () => {});
+    const target = parseAuthority(req.url ?? "");
+    if (!target) return refuse(client, 400, `CONNECT needs host:port, e.g. "CONNECT example.qualys.com:443"; got "${req.url}"`);
+    const config = opts.config();
+    if (reachOf(target.host, config) === "denied") return refuse(client, 403, deniedMessage(target.host, config));
+    if (!config.connect.ports.includes(target.port)) {
+      return refuse(client, 403, `CONNECT to port ${target.port} is refused; tunnels may only reach ports ${config.connect.ports.join(", ")} (connect.ports)`);
+    }
+    let address: ResolvedUpstream;
+    try {
+      address = await opts.guard(target.host, target.port);
+    } catch (err) {
+      const status = err instanceof UpstreamRefused ? err.status : 502;
+      return refuse(client, status, (err as Error).message);
+    }
+    const upstream: Socket = connect({ host: address.address, port: target.port });
+    let connected = false;
+    upstream.once("connect", () => {
+      connected = true;
+      client.write("HTTP/1.1 200 Connection Established\r\n\r\n");
+      if (head.length > 0) upstream.write(head);
+      upstream.pipe(client);
+      client.pipe(upstream);
+    });
+    upstream.on("error", (err) => {
+      if (!connected) {
+        opts.log.warn("tunnel upstream failed", { target: req.url, error: err });
+        return refuse(client, 502, `could not connect to ${req.url}: ${err.message}`);
+      }
+      client.destroy();
+    });
+    client.on("close", () => upstream.destroy());
+    upstream.on("close", () => client.destroy());
+  };
+}
+
+const REASONS: Record<number, string> = { 400: "Bad Request", 403: "Forbidden", 502: "Bad Gateway" };
+
+function refuse(client: Duplex, status: number, message: string): void {
+  const body = `cachegate: ${message}\n`;
+  client.end(
+    `HTTP/1.1 ${status} ${REASONS[status] ?? "Error"}\r\nContent-Type: text/plain; charset=utf-8\r\n` +
+      `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+  );
+}

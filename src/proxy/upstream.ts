@@ -1,0 +1,65 @@
+import { HTTPException } from "hono/http-exception";
+import { UpstreamRefused, type ResolvedUpstream } from "./address-guard.ts";
+import { addVia, stripHopByHop } from "./hop-by-hop.ts";
+
+export interface UpstreamOptions {
+  /** Resolves and checks the upstream address (connection security). */
+  guard: (host: string, port: number) => Promise<ResolvedUpstream>;
+  via: string;
+  /** How long upstream may take to send its response head. */
+  headersTimeoutMs?: number;
+}
+
+export type UpstreamFetch = (req: Request) => Promise<Response>;
+
+/**
+ * Sends a request upstream the way a proxy must: hop-by-hop headers removed
+ * both ways, Via added to the request (the app adds it to responses), no redirects followed, bodies passed on byte for
+ * byte (never decompressed). It connects to the address the guard checked,
+ * with the original name in Host, so a DNS answer that changes between
+ * check and connect cannot redirect the request.
+ */
+export function createUpstreamFetch(opts: UpstreamOptions): UpstreamFetch {
+  const headersTimeoutMs = opts.headersTimeoutMs ?? 30_000;
+
+  return async function fetchUpstream(req) {
+    const url = new URL(req.url);
+    const port = Number(url.port) || (url.protocol === "https:" ? 443 : 80);
+    let target: ResolvedUpstream;
+    try {
+      target = await opts.guard(url.hostname, port);
+    } catch (err) {
+      if (err instanceof UpstreamRefused) throw new HTTPException(err.status as 403 | 502, { message: err.message, cause: err });
+      throw err;
+    }
+
+    const headers = stripHopByHop(req.headers);
+    headers.set("host", url.host);
+    addVia(headers, opts.via);
+    const direct = new URL(url);
+    direct.hostname = target.family === 6 ? `[${target.address}]` : target.address;
+
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(new Error(`no response within ${headersTimeoutMs / 1000} s`)), headersTimeoutMs);
+    let res: Response;
+    try {
+      res = await fetch(direct, {
+        method: req.method,
+        headers,
+        body: req.body,
+        redirect: "manual",
+        decompress: false,
+        signal: abort.signal,
+        // TLS to the checked address still verifies the certificate for the name.
+        tls: { serverName: url.hostname },
+        duplex: "half",
+      });
+    } catch (err) {
+      const reason = abort.signal.aborted ? String((abort.signal.reason as Error).message) : (err as Error).message;
+      throw new HTTPException(abort.signal.aborted ? 504 : 502, { message: `upstream ${url.host} failed: ${reason}`, cause: err });
+    } finally {
+      clearTimeout(timer);
+    }
+    return new Response(res.body, { status: res.status, statusText: res.statusText, headers: stripHopByHop(res.headers) });
+  };
+}

@@ -1,0 +1,113 @@
+import { mkdir, open, readdir, rename, rm, stat, unlink, type FileHandle } from "node:fs/promises";
+import { randomBytes } from "node:crypto";
+import { join } from "node:path";
+
+/**
+ * Bodies on disk, content-addressed: `blobs/ab/ab12…` named by the sha256 of
+ * the bytes. A body is written to `tmp/` while it is hashed, flushed, then
+ * renamed into place, so a file under `blobs/` is always complete.
+ */
+export interface BlobStore {
+  readonly dir: string;
+  createTemp(): Promise<TempBlob>;
+  /** Flushes and renames the temp file into place; returns its sha256. The handle stays open for readers. */
+  commit(temp: TempBlob): Promise<string>;
+  pathOf(sha256: string): string;
+  open(sha256: string): Promise<FileHandle>;
+  remove(sha256: string): Promise<void>;
+  /** Start-up sweep: removes interrupted downloads and blobs no index row knows. */
+  sweep(isKnown: (sha256: string) => boolean): Promise<{ temps: number; orphans: number }>;
+  /** Re-reads a blob and returns the sha256 of what is on disk now. */
+  rehash(sha256: string): Promise<string>;
+}
+
+export class TempBlob {
+  size = 0;
+  private readonly hasher = new Bun.CryptoHasher("sha256");
+  constructor(
+    readonly path: string,
+    readonly handle: FileHandle,
+  ) {}
+
+  async write(chunk: Uint8Array): Promise<void> {
+    let done = 0;
+    while (done < chunk.length) {
+      const { bytesWritten } = await this.handle.write(chunk, done, chunk.length - done, this.size + done);
+      done += bytesWritten;
+    }
+    this.hasher.update(chunk);
+    this.size += chunk.length;
+  }
+
+  digest(): string {
+    return this.hasher.digest("hex");
+  }
+}
+
+export async function createBlobStore(dir: string): Promise<BlobStore> {
+  const tmpDir = join(dir, "tmp");
+  const blobDir = join(dir, "blobs");
+  await mkdir(tmpDir, { recursive: true });
+  await mkdir(blobDir, { recursive: true });
+  const pathOf = (sha256: string) => join(blobDir, sha256.slice(0, 2), sha256);
+
+  return {
+    dir,
+    pathOf,
+
+    async createTemp() {
+      const path = join(tmpDir, `${Date.now().toString(36)}-${randomBytes(6).toString("hex")}.part`);
+      return new TempBlob(path, await open(path, "w+", 0o640));
+    },
+
+    async commit(temp) {
+      await temp.handle.sync();
+      const sha256 = temp.digest();
+      const target = pathOf(sha256);
+      if (await exists(target)) {
+        // The same bytes are already stored (another URL, or a re-download): keep one copy.
+        await unlink(temp.path);
+      } else {
+        await mkdir(join(blobDir, sha256.slice(0, 2)), { recursive: true });
+        await rename(temp.path, target);
+      }
+      return sha256;
+    },
+
+    open: (sha256) => open(pathOf(sha256), "r"),
+
+    async remove(sha256) {
+      await rm(pathOf(sha256), { force: true });
+    },
+
+    async sweep(isKnown) {
+      let temps = 0;
+      let orphans = 0;
+      for (const name of await readdir(tmpDir)) {
+        await rm(join(tmpDir, name), { force: true, recursive: true });
+        temps++;
+      }
+      for (const shard of await readdir(blobDir)) {
+        for (const name of await readdir(join(blobDir, shard))) {
+          if (isKnown(name)) continue;
+          await rm(join(blobDir, shard, name), { force: true });
+          orphans++;
+        }
+      }
+      return { temps, orphans };
+    },
+
+    async rehash(sha256) {
+      const hasher = new Bun.CryptoHasher("sha256");
+      for await (const chunk of Bun.file(pathOf(sha256)).stream()) hasher.update(chunk);
+      return hasher.digest("hex");
+    },
+  };
+}
+
+async function exists(path: string): Promise<boolean> {
+  return stat(path).then(
+    () => true,
+    () => false,
+  );
+}
