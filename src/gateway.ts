@@ -3,11 +3,20 @@ import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { mkdir } from "node:fs/promises";
 import { randomBytes } from "node:crypto";
+import { HTTPException } from "hono/http-exception";
 import { createAdminApp } from "./admin/app.ts";
+import { cacheRoutes } from "./admin/cache-routes.ts";
+import { configRoutes } from "./admin/config-routes.ts";
+import { statsRoutes } from "./admin/stats-routes.ts";
+import { loadAdminToken } from "./admin/token.ts";
 import { createCacheIndex, type CacheIndex } from "./cache/cache-index.ts";
 import { createCachePipeline, type CachePipeline } from "./cache/pipeline.ts";
+import { createVerifier } from "./cache/verify.ts";
 import type { RuntimeSettings } from "./config/env.ts";
-import type { Config } from "./config/schema.ts";
+import { LiveConfig } from "./config/live-config.ts";
+import type { JsonObject } from "./config/merge-patch.ts";
+import type { ConfigInput } from "./config/schema.ts";
+import { loadOverrides, saveOverrides } from "./config/settings-store.ts";
 import { openDb } from "./db/client.ts";
 import { createLogger, type Logger } from "./log.ts";
 import { createAddressGuard } from "./proxy/address-guard.ts";
@@ -15,25 +24,29 @@ import { createProxyApp } from "./proxy/app.ts";
 import { createProxyServer } from "./proxy/listener.ts";
 import { createTunnelHandler } from "./proxy/tunnel.ts";
 import { createUpstreamFetch } from "./proxy/upstream.ts";
+import { createStats, type Stats } from "./stats/collector.ts";
 import { createBlobStore } from "./store/blob-store.ts";
 
 export interface GatewayOptions {
-  config: Config;
+  /** The configuration as the environment sets it; admin API changes are layered over it. */
+  config: ConfigInput;
   runtime: RuntimeSettings;
   log?: Logger;
   now?: () => number;
-  /** Overrides cacheMode.port (tests listen on port 0). */
+  /** Overrides cacheMode.port for the first bind (tests listen on port 0). */
   proxyPort?: number;
   /** Overrides runtime.adminPort (tests listen on port 0). */
   adminPort?: number;
 }
 
 export interface Gateway {
-  proxyPort: number;
+  readonly proxyPort: number;
   adminPort: number;
-  config: { current: Config };
+  adminToken: string;
+  config: LiveConfig;
   index: CacheIndex;
   pipeline: CachePipeline;
+  stats: Stats;
   stop(): Promise<void>;
 }
 
@@ -42,20 +55,24 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const log = opts.log ?? createLogger();
   const now = opts.now ?? Date.now;
   const { runtime } = opts;
-  const config = { current: opts.config };
   const started = now();
 
   await mkdir(runtime.dataDir, { recursive: true });
   const db = openDb(join(runtime.dataDir, "index.sqlite"));
+  const config = new LiveConfig({ env: opts.config as JsonObject, overrides: loadOverrides(db), save: (o) => saveOverrides(db, o, now()) });
+  if (config.ignored.length > 0) log.error("persisted admin settings no longer valid; started from the environment", { errors: config.ignored.map((e) => e.message) });
+  const adminToken = await loadAdminToken(runtime.dataDir, runtime.adminToken, log);
+
   const store = await createBlobStore(runtime.dataDir);
   const index = createCacheIndex(db, store, now);
   const swept = await store.sweep(index.knowsBlob);
   if (swept.temps + swept.orphans > 0) log.info("swept leftovers of interrupted downloads", swept);
+  const stats = createStats(db, { kinds: () => config.current.stats.kinds, now });
 
   const listeners: { port: number }[] = [];
   const guard = createAddressGuard({ allowPrivate: runtime.allowPrivateUpstreams, ownListeners: () => listeners });
   const via = `cachegate-${randomBytes(3).toString("hex")}`;
-  const fetchUpstream = createUpstreamFetch({ guard, via });
+  const fetchUpstream = createUpstreamFetch({ guard, via, onBody: stats.upstream });
   const pipeline = createCachePipeline({
     index,
     store,
@@ -66,37 +83,69 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     now,
   });
   const proxyApp = createProxyApp({ config: () => config.current, pipeline, fetchUpstream, via, log });
-  const proxy = createProxyServer({
-    fetch: (req, env) => proxyApp.fetch(req, env),
-    connect: createTunnelHandler({ config: () => config.current, guard, log }),
-    log,
-  });
+  const tunnel = createTunnelHandler({ config: () => config.current, guard, log });
+  const newProxyServer = () => createProxyServer({ fetch: (req, env) => proxyApp.fetch(req, env), connect: tunnel, log, onServed: stats.served });
 
+  const verifier = createVerifier(index, store, log);
   const adminApp = createAdminApp({
     log,
+    token: adminToken,
     health: () => ({ cacheMode: config.current.cacheMode.enabled, uptimeSeconds: Math.floor((now() - started) / 1000), downloads: pipeline.inFlight() }),
+    routes: [
+      configRoutes({ config, log }),
+      statsRoutes({ stats, index, maxBytes: () => config.current.cache.maxSizeBytes, inFlight: pipeline.inFlight }),
+      cacheRoutes({ index, verifier, ttlRules: () => config.current.cache.ttlRules, now, log }),
+    ],
   });
   const admin = Bun.serve({ hostname: runtime.adminHost, port: opts.adminPort ?? runtime.adminPort, fetch: adminApp.fetch });
-  const proxyPort = await listen(proxy, opts.proxyPort ?? config.current.cacheMode.port, runtime.host);
+
+  let proxy = newProxyServer();
+  let proxyPort = await listen(proxy, opts.proxyPort ?? config.current.cacheMode.port, runtime.host);
   listeners.push({ port: proxyPort }, { port: admin.port! });
+
+  // A new cache port listens before the old one closes; requests in flight on the old one finish.
+  config.onApply(async (next, prev) => {
+    if (next.cacheMode.port === prev.cacheMode.port) return;
+    const replacement = newProxyServer();
+    let port: number;
+    try {
+      port = await listen(replacement, next.cacheMode.port, runtime.host);
+    } catch (err) {
+      throw new HTTPException(409, { message: `cannot listen on port ${next.cacheMode.port} (${(err as Error).message}); choose a free port; nothing was changed` });
+    }
+    const old = proxy;
+    proxy = replacement;
+    proxyPort = port;
+    listeners[0] = { port };
+    old.close();
+    old.closeIdleConnections();
+    log.info("cache port moved", { from: prev.cacheMode.port, to: port });
+  });
+
   log.info("cachegate listening", {
     proxy: `${runtime.host}:${proxyPort}`,
     admin: `${runtime.adminHost}:${admin.port}`,
     cacheMode: config.current.cacheMode.enabled,
     dataDir: runtime.dataDir,
     cachedBytes: index.totalBytes(),
+    settingsFromAdminApi: Object.entries(config.sources()).filter(([, s]) => s === "api").map(([p]) => p),
   });
 
   return {
-    proxyPort,
+    get proxyPort() {
+      return proxyPort;
+    },
     adminPort: admin.port!,
+    adminToken,
     config,
     index,
     pipeline,
+    stats,
     async stop() {
       proxy.closeAllConnections();
       await new Promise<void>((resolve) => proxy.close(() => resolve()));
       await admin.stop(true);
+      stats.stop();
       index.flush();
       db.$client.close();
     },

@@ -1,11 +1,12 @@
-import { configFromEnv, EnvError, runtimeFromEnv } from "./config/env.ts";
+import { configFromEnv, configInputFromEnv, EnvError, runtimeFromEnv } from "./config/env.ts";
 import { startGateway } from "./gateway.ts";
 import { createLogger } from "./log.ts";
 
 const log = createLogger();
 
 try {
-  const gateway = await startGateway({ config: configFromEnv(process.env), runtime: runtimeFromEnv(process.env), log });
+  configFromEnv(process.env); // reports bad CACHEGATE_* values by their variable names
+  const gateway = await startGateway({ config: configInputFromEnv(process.env), runtime: runtimeFromEnv(process.env), log });
   const shutdown = async (signal: string) => {
     log.info("shutting down", { signal });
     await gateway.stop();

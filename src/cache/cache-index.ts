@@ -1,4 +1,4 @@
-import { and, asc, eq, inArray, like, sql } from "drizzle-orm";
+import { and, asc, eq, gt, inArray, sql } from "drizzle-orm";
 import type { Db } from "../db/client.ts";
 import { blobs, entries, type EntryRow } from "../db/schema.ts";
 import type { BlobStore } from "../store/blob-store.ts";
@@ -38,7 +38,14 @@ export interface CacheIndex {
   evict(maxBytes: number): Promise<number>;
   flush(): void;
   knowsBlob(sha256: string): boolean;
+  /** A page of entries in id order, optionally under a URL prefix (admin listing). */
+  list(opts: { prefix?: string; after?: number; limit: number }): ListedEntry[];
+  blobHashes(): string[];
+  /** Forgets a blob that is damaged: every entry pointing at it goes, then the file. */
+  dropBlob(sha256: string): Promise<number>;
 }
+
+export type ListedEntry = StoredEntry & { hits: number; lastAccess: number };
 
 const headersToJson = (h: Headers) => JSON.stringify([...h]);
 const headersFromJson = (s: string) => new Headers(JSON.parse(s) as [string, string][]);
@@ -56,6 +63,8 @@ export function createCacheIndex(db: Db, store: BlobStore, now: () => number): C
 
   const byUrl = db.select().from(entries).where(eq(entries.url, sql.placeholder("url"))).prepare();
   const sizeOf = db.select({ size: blobs.size }).from(blobs).where(eq(blobs.sha256, sql.placeholder("sha"))).prepare();
+
+  const prefixed = (prefix: string) => sql`${entries.url} like ${`${prefix.replace(/[\\%_]/g, "\\$&")}%`} escape '\\'`;
 
   const toEntry = (row: EntryRow): StoredEntry => ({
     id: row.id,
@@ -158,8 +167,8 @@ export function createCacheIndex(db: Db, store: BlobStore, now: () => number): C
     },
 
     async purge(match) {
-      const where = "url" in match ? eq(entries.url, match.url) : like(entries.url, `${match.prefix.replace(/[\\%_]/g, "\\$&")}%`);
-      const rows = db.select({ id: entries.id, url: entries.url, sha256: entries.sha256 }).from(entries).where("url" in match ? where : sql`${where} escape '\\'`).all();
+      const where = "url" in match ? eq(entries.url, match.url) : prefixed(match.prefix);
+      const rows = db.select({ id: entries.id, url: entries.url, sha256: entries.sha256 }).from(entries).where(where).all();
       await deleteRows(rows);
       return rows.length;
     },
@@ -199,5 +208,27 @@ export function createCacheIndex(db: Db, store: BlobStore, now: () => number): C
 
     flush,
     knowsBlob: (sha) => sizeOf.get({ sha }) !== undefined,
+
+    list({ prefix, after = 0, limit }) {
+      flush();
+      const where = prefix === undefined ? gt(entries.id, after) : and(gt(entries.id, after), prefixed(prefix));
+      return db
+        .select()
+        .from(entries)
+        .where(where)
+        .orderBy(asc(entries.id))
+        .limit(limit)
+        .all()
+        .map((row) => ({ ...toEntry(row), hits: row.hits, lastAccess: row.lastAccess }));
+    },
+
+    blobHashes: () => db.select({ sha256: blobs.sha256 }).from(blobs).all().map((r) => r.sha256),
+
+    async dropBlob(sha256) {
+      const rows = db.select({ id: entries.id, url: entries.url, sha256: entries.sha256 }).from(entries).where(eq(entries.sha256, sha256)).all();
+      await deleteRows(rows);
+      await collect([sha256]); // also when no entry pointed at it
+      return rows.length;
+    },
   };
 }

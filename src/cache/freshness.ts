@@ -128,15 +128,15 @@ function directiveRejection(reqHeaders: Headers, resHeaders: Headers, resCc: Dir
  * heuristically cacheable status. Response no-cache (§5.2.2.4) does not stop
  * storing; freshnessLifetime() makes such a response revalidate on every use.
  */
-function canAssignFreshness(res: { status: number; headers: Headers }, resCc: Directives, hasTtlRule: boolean): boolean {
+function canAssignFreshness(res: { status: number; headers: Headers }, resCc: Directives, byRule: boolean): boolean {
   const explicit =
     deltaSeconds(resCc.get("s-maxage")) !== undefined ||
     deltaSeconds(resCc.get("max-age")) !== undefined ||
     res.headers.has("expires");
   // Operator TTL rules (like nginx proxy_cache_valid) cover 200 only. 200 is
   // heuristically cacheable today; this keeps the rule independent of that set.
-  const byRule = hasTtlRule && res.status === 200;
-  return explicit || resCc.has("public") || HEURISTICALLY_CACHEABLE.has(res.status) || byRule;
+  const ruled = byRule && res.status === 200;
+  return explicit || resCc.has("public") || HEURISTICALLY_CACHEABLE.has(res.status) || ruled;
 }
 
 /** Freshness lifetime in seconds (RFC 9111 §4.2.1); `responseTime` (ms) stands in for a missing Date. */
@@ -162,7 +162,9 @@ export function freshnessLifetime(
   }
   // RFC 9111 §4.2.2: heuristics only for heuristically cacheable statuses or public.
   if (!HEURISTICALLY_CACHEABLE.has(res.status) && !cc.has("public")) return 0;
-  return heuristicLifetime(res.headers, date, matchTtlRule(url, rules));
+  // Operator TTL rules speak for successful downloads only: a missing
+  // installer (404) must not be remembered as missing for the rule's `min`.
+  return heuristicLifetime(res.headers, date, res.status === 200 ? matchTtlRule(url, rules) : undefined);
 }
 
 /** RFC 9111 §4.2.2: a fraction of the time since Last-Modified. */

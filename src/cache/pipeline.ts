@@ -195,20 +195,24 @@ export function createCachePipeline(deps: PipelineDeps): CachePipeline {
     if (res.body) {
       const reader = res.body.getReader();
       let timer: Timer | undefined;
+      let silent = false;
       const arm = () => {
         clearTimeout(timer);
-        timer = setTimeout(() => void reader.cancel(new Error(`upstream sent nothing for ${idleTimeoutMs / 1000} s`)), idleTimeoutMs);
+        timer = setTimeout(() => {
+          silent = true;
+          void reader.cancel();
+        }, idleTimeoutMs);
       };
       try {
         for (arm(); ; arm()) {
           const { done, value } = await reader.read();
+          if (silent) throw new Error(`upstream sent nothing for ${idleTimeoutMs / 1000} s`);
           if (done) break;
           await download.append(value);
         }
       } finally {
         clearTimeout(timer);
       }
-      if (timer === undefined) throw new Error("upstream body was cancelled");
     }
     const got = download.available();
     if (download.expectedSize !== undefined && got !== download.expectedSize) {

@@ -58,6 +58,18 @@ export const DEFAULT_TTL_RULES: v.InferOutput<typeof TtlRule>[] = [
   { pattern: ".", min: 0, lmFactor: 0.1, max: 86400 },
 ];
 
+/** How the bandwidth table sorts URLs into kinds of file; the first match wins, else "other". */
+export const KindRule = v.strictObject({
+  kind: v.pipe(v.string(), v.regex(/^[a-z][a-z0-9-]{0,31}$/, "must be a short lower-case name such as \"manifest\"")),
+  pattern: Pattern,
+});
+
+export const DEFAULT_KIND_RULES: v.InferOutput<typeof KindRule>[] = [
+  { kind: "manifest", pattern: "(manifest|\\.(json|xml|ya?ml)$)" },
+  { kind: "patch", pattern: "(patch|\\.(msu|msp|cab|delta)$)" },
+  { kind: "installer", pattern: "\\.(exe|msi|pkg|dmg|rpm|deb|zip|tar\\.gz|tgz|sh|run)$" },
+];
+
 export const DEFAULT_PLATFORM_DOMAINS = ["qualys.com", "qualys.eu", "qualys.ca", "qualys.in"];
 
 export const ConfigSchema = v.strictObject({
@@ -102,6 +114,12 @@ export const ConfigSchema = v.strictObject({
     }),
     {},
   ),
+  stats: v.optional(
+    v.strictObject({
+      kinds: v.optional(v.array(KindRule), DEFAULT_KIND_RULES),
+    }),
+    {},
+  ),
   connect: v.optional(
     v.strictObject({
       /** CONNECT tunnels may only reach these ports (Squid's SSL_ports). */
@@ -114,3 +132,4 @@ export const ConfigSchema = v.strictObject({
 export type Config = v.InferOutput<typeof ConfigSchema>;
 export type ConfigInput = v.InferInput<typeof ConfigSchema>;
 export type TtlRuleConfig = v.InferOutput<typeof TtlRule>;
+export type KindRuleConfig = v.InferOutput<typeof KindRule>;

@@ -1,4 +1,4 @@
-import { index, integer, sqliteTable, text, uniqueIndex } from "drizzle-orm/sqlite-core";
+import { index, integer, primaryKey, sqliteTable, text, uniqueIndex } from "drizzle-orm/sqlite-core";
 
 /** One stored body, named by the sha256 of its bytes: one body under two URLs is kept once. */
 export const blobs = sqliteTable("blobs", {
@@ -39,3 +39,53 @@ export const entries = sqliteTable(
 );
 
 export type EntryRow = typeof entries.$inferSelect;
+
+/** Admin API settings that survive restarts: `config` holds the overrides of the environment. */
+export const settings = sqliteTable("settings", {
+  key: text("key").primaryKey(),
+  value: text("value").notNull(),
+  updatedAt: integer("updated_at").notNull(),
+});
+
+/** Lifetime counters (hits, misses, bytes…), added to in batches. */
+export const counters = sqliteTable("counters", {
+  name: text("name").primaryKey(),
+  value: integer("value").notNull(),
+});
+
+/** The seed's bandwidth table: per day (UTC) and kind of file. */
+export const dailyStats = sqliteTable(
+  "daily_stats",
+  {
+    day: text("day").notNull(),
+    kind: text("kind").notNull(),
+    requests: integer("requests").notNull().default(0),
+    /** Bytes agents received: what would have crossed the internet without the cache. */
+    bytesServed: integer("bytes_served").notNull().default(0),
+    /** Bytes fetched from upstream: what did cross it. */
+    bytesUpstream: integer("bytes_upstream").notNull().default(0),
+  },
+  (t) => [primaryKey({ columns: [t.day, t.kind] })],
+);
+
+/** Which agents fetched which kind of file on which day (for the table's "Number of Agents"). */
+export const dailyAgents = sqliteTable(
+  "daily_agents",
+  {
+    day: text("day").notNull(),
+    kind: text("kind").notNull(),
+    agent: text("agent").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.day, t.kind, t.agent] })],
+);
+
+/** Every agent (client address) ever seen, for active and total agent counts. */
+export const clients = sqliteTable(
+  "clients",
+  {
+    agent: text("agent").primaryKey(),
+    firstSeen: integer("first_seen").notNull(),
+    lastSeen: integer("last_seen").notNull(),
+  },
+  (t) => [index("clients_last_seen").on(t.lastSeen)],
+);

@@ -8,6 +8,8 @@ export interface ProxyListenerOptions {
   fetch: (req: Request, env: ProxyBindings) => Response | Promise<Response>;
   connect: (req: IncomingMessage, socket: Duplex, head: Buffer) => Promise<void>;
   log: Logger;
+  /** Told about every response once its body has been sent (bandwidth accounting). */
+  onServed?: (served: { agent: string; url: string; label: string | null; bytes: number }) => void;
 }
 
 /**
@@ -27,7 +29,10 @@ export function createProxyServer(opts: ProxyListenerOptions): Server {
       return;
     }
     Promise.resolve(opts.fetch(request, { client, form }))
-      .then((response) => writeResponse(res, response))
+      .then(async (response) => {
+        const bytes = await writeResponse(res, response);
+        opts.onServed?.({ agent: client, url: target, label: response.headers.get("x-cache"), bytes });
+      })
       .catch((error) => {
         opts.log.error("writing a response failed", { url: target, error });
         res.destroy();

@@ -27,7 +27,8 @@ export function toRequest(req: IncomingMessage, url: string): Request {
  * Content-Length or a chunked body without its last chunk), never a
  * truncated body passed off as complete.
  */
-export async function writeResponse(res: ServerResponse, response: Response): Promise<void> {
+/** Resolves with the number of body bytes handed to the socket. */
+export async function writeResponse(res: ServerResponse, response: Response): Promise<number> {
   const headers: Record<string, string | string[]> = {};
   for (const [name, value] of response.headers) {
     if (name === "set-cookie") continue;
@@ -41,8 +42,9 @@ export async function writeResponse(res: ServerResponse, response: Response): Pr
   if (body === null || res.req.method === "HEAD") {
     void body?.cancel();
     res.end();
-    return;
+    return 0;
   }
+  let sent = 0;
   const reader = body.getReader();
   const gone = () => void reader.cancel(new Error("agent disconnected")).catch(() => {});
   res.once("close", gone);
@@ -50,7 +52,8 @@ export async function writeResponse(res: ServerResponse, response: Response): Pr
     for (;;) {
       const { done, value } = await reader.read();
       if (done) break;
-      if (res.destroyed) return;
+      if (res.destroyed) return sent;
+      sent += value.length;
       if (!res.write(value)) await drained(res);
     }
     res.end();
@@ -59,6 +62,7 @@ export async function writeResponse(res: ServerResponse, response: Response): Pr
   } finally {
     res.off("close", gone);
   }
+  return sent;
 }
 
 function drained(res: ServerResponse): Promise<void> {

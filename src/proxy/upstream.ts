@@ -8,6 +8,8 @@ export interface UpstreamOptions {
   via: string;
   /** How long upstream may take to send its response head. */
   headersTimeoutMs?: number;
+  /** Told how many body bytes each upstream response carried, once it ends (bandwidth accounting). */
+  onBody?: (url: string, bytes: number) => void;
 }
 
 export type UpstreamFetch = (req: Request) => Promise<Response>;
@@ -60,6 +62,43 @@ export function createUpstreamFetch(opts: UpstreamOptions): UpstreamFetch {
     } finally {
       clearTimeout(timer);
     }
-    return new Response(res.body, { status: res.status, statusText: res.statusText, headers: stripHopByHop(res.headers) });
+    const body = res.body && opts.onBody ? counted(res.body, (n) => opts.onBody!(req.url, n)) : res.body;
+    return new Response(body, { status: res.status, statusText: res.statusText, headers: stripHopByHop(res.headers) });
   };
+}
+
+/** Passes a body through unchanged and reports its length when it ends, fails or is cancelled. */
+function counted(body: ReadableStream<Uint8Array>, report: (bytes: number) => void): ReadableStream<Uint8Array> {
+  const reader = body.getReader();
+  let bytes = 0;
+  let reported = false;
+  const done = () => {
+    if (!reported) {
+      reported = true;
+      report(bytes);
+    }
+  };
+  return new ReadableStream<Uint8Array>(
+    {
+      async pull(controller) {
+        try {
+          const { done: end, value } = await reader.read();
+          if (end) {
+            done();
+            return controller.close();
+          }
+          bytes += value.length;
+          controller.enqueue(value);
+        } catch (err) {
+          done();
+          controller.error(err);
+        }
+      },
+      cancel(reason) {
+        done();
+        return reader.cancel(reason);
+      },
+    },
+    { highWaterMark: 0 },
+  );
 }

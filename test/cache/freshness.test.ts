@@ -161,13 +161,25 @@ describe("freshnessLifetime (RFC 9111 §4.2.1)", () => {
     ["uses the next rule when the first does not match (§4.2.2)", 200, { date: at(0) }, "https://dl.example.com/readme", T, 5],
     ["prefers max-age over a matching rule (§4.2.1)", 200, { "cache-control": "max-age=7" }, URL_EXE, T, 7],
     ["prefers Expires over a matching rule (§4.2.1)", 200, { date: at(0), expires: at(3) }, URL_EXE, T, 3],
-    ["applies a matching rule to a heuristically cacheable 404 too (§4.2.2)", 404, {}, URL_EXE, T, 100],
+    ["does not apply an operator rule to a 404: a missing file is not remembered for the rule's min (§4.2.2)", 404, {}, URL_EXE, T, 0],
     ["does not apply a matching rule to a 302 (§4.2.2)", 302, {}, URL_EXE, T, 0],
-    ["applies a matching rule to a public 302 (§4.2.2)", 302, { "cache-control": "public" }, URL_EXE, T, 100],
+    ["does not apply an operator rule to a public 302 either (rules speak for 200s) (§4.2.2)", 302, { "cache-control": "public" }, URL_EXE, T, 0],
   ];
 
   test.each(cases)("%s", (_name, status, fields, url, responseTime, expected) => {
     expect(freshnessLifetime({ status, headers: new Headers(fields) }, url, RULES, responseTime)).toBe(expected);
+  });
+
+  test("reads an asctime date as UTC whatever the local time zone (RFC 9110 §5.6.7)", () => {
+    const previous = process.env.TZ;
+    process.env.TZ = "America/New_York";
+    try {
+      const headers = new Headers({ expires: "Sun Nov  6 08:51:37 1994" });
+      expect(freshnessLifetime({ status: 200, headers }, "http://x/", [], T)).toBe(120);
+    } finally {
+      if (previous === undefined) delete process.env.TZ;
+      else process.env.TZ = previous;
+    }
   });
 });
 

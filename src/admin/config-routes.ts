@@ -1,0 +1,26 @@
+import { Hono } from "hono";
+import { HTTPException } from "hono/http-exception";
+import type { LiveConfig } from "../config/live-config.ts";
+import type { Json } from "../config/merge-patch.ts";
+import type { Logger } from "../log.ts";
+import { readJson } from "./json-body.ts";
+
+/** GET/PATCH /api/config: the one configuration document, live. */
+export function configRoutes(deps: { config: LiveConfig; log: Logger }) {
+  const app = new Hono();
+  const view = () => ({ config: deps.config.current, sources: deps.config.sources() });
+
+  app.get("/api/config", (c) => c.json(view()));
+
+  app.patch("/api/config", async (c) => {
+    const patch = await readJson<Json>(c.req.raw);
+    const changes = await deps.config.patch(patch);
+    if (changes.length > 0) deps.log.info("config changed", { changes });
+    return c.json({ ...view(), changes });
+  });
+
+  app.on(["PUT", "POST"], "/api/config", () => {
+    throw new HTTPException(405, { message: "use PATCH /api/config with only the fields to change (JSON merge patch); null resets a field to its environment or default value" });
+  });
+  return app;
+}

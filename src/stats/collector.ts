@@ -1,0 +1,171 @@
+import { desc, gte, sql } from "drizzle-orm";
+import type { Db } from "../db/client.ts";
+import { clients, counters, dailyAgents, dailyStats, entries } from "../db/schema.ts";
+import type { KindRuleConfig } from "../config/schema.ts";
+import { kindOf } from "./kinds.ts";
+
+/** One response the proxy finished sending to an agent. */
+export interface Served {
+  agent: string;
+  url: string;
+  /** The response's X-Cache value; null for gateway-made errors. */
+  label: string | null;
+  bytes: number;
+}
+
+const LABEL_COUNTER: Record<string, string> = {
+  HIT: "hits",
+  MISS: "misses",
+  COALESCED: "coalesced",
+  REVALIDATED: "revalidated",
+  STALE: "stale",
+  BYPASS: "bypass",
+};
+const FROM_CACHE = new Set(["HIT", "COALESCED", "REVALIDATED", "STALE"]);
+const COUNTERS = ["requests", "hits", "misses", "coalesced", "revalidated", "stale", "bypass", "bytes_served", "bytes_from_cache", "bytes_upstream"] as const;
+
+const ACTIVE_WINDOW_MS = 60 * 60 * 1000;
+const FLUSH_MS = 5000;
+
+export interface StatsOptions {
+  kinds: () => readonly KindRuleConfig[];
+  now?: () => number;
+}
+
+/**
+ * Bandwidth accounting. Requests are counted in memory and written to
+ * SQLite in one transaction every few seconds (and at shutdown), so the hot
+ * path never waits on the disk and the counters survive restarts.
+ */
+export function createStats(db: Db, opts: StatsOptions) {
+  const now = opts.now ?? Date.now;
+  const pendingCounters = new Map<string, number>();
+  const pendingDaily = new Map<string, { requests: number; served: number; upstream: number }>();
+  const pendingAgents = new Set<string>(); // day \t kind \t agent
+  const pendingClients = new Map<string, number>(); // agent → last seen
+
+  const add = (name: string, n: number) => pendingCounters.set(name, (pendingCounters.get(name) ?? 0) + n);
+  const day = () => new Date(now()).toISOString().slice(0, 10);
+  const daily = (kind: string) => {
+    const key = `${day()}\t${kind}`;
+    let row = pendingDaily.get(key);
+    if (!row) pendingDaily.set(key, (row = { requests: 0, served: 0, upstream: 0 }));
+    return row;
+  };
+
+  function flush(): void {
+    if (pendingCounters.size + pendingDaily.size + pendingAgents.size + pendingClients.size === 0) return;
+    db.transaction((tx) => {
+      for (const [name, n] of pendingCounters) {
+        tx.insert(counters).values({ name, value: n }).onConflictDoUpdate({ target: counters.name, set: { value: sql`${counters.value} + ${n}` } }).run();
+      }
+      for (const [key, d] of pendingDaily) {
+        const [dayKey = "", kind = ""] = key.split("\t");
+        tx.insert(dailyStats)
+          .values({ day: dayKey, kind, requests: d.requests, bytesServed: d.served, bytesUpstream: d.upstream })
+          .onConflictDoUpdate({
+            target: [dailyStats.day, dailyStats.kind],
+            set: {
+              requests: sql`${dailyStats.requests} + ${d.requests}`,
+              bytesServed: sql`${dailyStats.bytesServed} + ${d.served}`,
+              bytesUpstream: sql`${dailyStats.bytesUpstream} + ${d.upstream}`,
+            },
+          })
+          .run();
+      }
+      for (const key of pendingAgents) {
+        const [dayKey = "", kind = "", agent = ""] = key.split("\t");
+        tx.insert(dailyAgents).values({ day: dayKey, kind, agent }).onConflictDoNothing().run();
+      }
+      for (const [agent, seen] of pendingClients) {
+        tx.insert(clients).values({ agent, firstSeen: seen, lastSeen: seen }).onConflictDoUpdate({ target: clients.agent, set: { lastSeen: seen } }).run();
+      }
+    });
+    pendingCounters.clear();
+    pendingDaily.clear();
+    pendingAgents.clear();
+    pendingClients.clear();
+  }
+  const timer = setInterval(flush, FLUSH_MS);
+  timer.unref();
+
+  return {
+    /** Called once per response the proxy finished sending. */
+    served(s: Served): void {
+      add("requests", 1);
+      add("bytes_served", s.bytes);
+      const counter = s.label === null ? undefined : LABEL_COUNTER[s.label];
+      if (counter) add(counter, 1);
+      if (s.label !== null && FROM_CACHE.has(s.label)) add("bytes_from_cache", s.bytes);
+      const kind = kindOf(s.url, opts.kinds());
+      const row = daily(kind);
+      row.requests++;
+      row.served += s.bytes;
+      pendingAgents.add(`${day()}\t${kind}\t${s.agent}`);
+      pendingClients.set(s.agent, now());
+    },
+
+    /** Called once per upstream response body, with the bytes that crossed the internet. */
+    upstream(url: string, bytes: number): void {
+      add("bytes_upstream", bytes);
+      daily(kindOf(url, opts.kinds())).upstream += bytes;
+    },
+
+    flush,
+
+    /** Everything GET /api/stats reports (cache figures are the caller's). */
+    snapshot(days = 30) {
+      flush();
+      const totals = Object.fromEntries(COUNTERS.map((c) => [c, 0])) as Record<(typeof COUNTERS)[number], number>;
+      for (const row of db.select().from(counters).all()) if (row.name in totals) totals[row.name as keyof typeof totals] = row.value;
+      const active = db.select({ n: sql<number>`count(*)` }).from(clients).where(gte(clients.lastSeen, now() - ACTIVE_WINDOW_MS)).get()?.n ?? 0;
+      const total = db.select({ n: sql<number>`count(*)` }).from(clients).get()?.n ?? 0;
+      const agentsPerDay = db
+        .select({ day: dailyAgents.day, kind: dailyAgents.kind, n: sql<number>`count(*)` })
+        .from(dailyAgents)
+        .groupBy(dailyAgents.day, dailyAgents.kind)
+        .all();
+      const agentCount = new Map(agentsPerDay.map((r) => [`${r.day}\t${r.kind}`, r.n]));
+      const bandwidth = db
+        .select()
+        .from(dailyStats)
+        .orderBy(desc(dailyStats.day), dailyStats.kind)
+        .limit(days * 8)
+        .all()
+        .map((r) => ({
+          day: r.day,
+          kind: r.kind,
+          agents: agentCount.get(`${r.day}\t${r.kind}`) ?? 0,
+          requests: r.requests,
+          bytesWithoutCache: r.bytesServed,
+          bytesWithCache: r.bytesUpstream,
+          bytesSaved: Math.max(0, r.bytesServed - r.bytesUpstream),
+        }));
+      const entryCount = db.select({ n: sql<number>`count(*)` }).from(entries).get()?.n ?? 0;
+      return {
+        requests: totals.requests,
+        hits: totals.hits,
+        misses: totals.misses,
+        coalesced: totals.coalesced,
+        revalidated: totals.revalidated,
+        stale: totals.stale,
+        bypass: totals.bypass,
+        bytesServed: totals.bytes_served,
+        bytesFromCache: totals.bytes_from_cache,
+        bytesUpstream: totals.bytes_upstream,
+        bandwidthSaved: Math.max(0, totals.bytes_served - totals.bytes_upstream),
+        agents: { active, total },
+        entries: entryCount,
+        bandwidth,
+      };
+    },
+
+    stop(): void {
+      clearInterval(timer);
+      flush();
+    },
+  };
+}
+
+export type Stats = ReturnType<typeof createStats>;
+export type StatsSnapshot = ReturnType<Stats["snapshot"]>;

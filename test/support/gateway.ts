@@ -1,0 +1,68 @@
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { ConfigInput } from "../../src/config/schema.ts";
+import { startGateway, type Gateway, type GatewayOptions } from "../../src/gateway.ts";
+import { silentLogger } from "../../src/log.ts";
+
+export interface TestGateway extends Gateway {
+  dataDir: string;
+  proxyUrl: string;
+  adminUrl: string;
+  /** Stops the gateway; the data dir stays for a restart. */
+  restart(): Promise<TestGateway>;
+  /** Stops the gateway and removes its data dir. */
+  close(): Promise<void>;
+}
+
+export interface TestGatewayOptions {
+  config?: ConfigInput;
+  dataDir?: string;
+  allowPrivate?: boolean;
+  adminToken?: string;
+  log?: GatewayOptions["log"];
+  now?: () => number;
+}
+
+/**
+ * A real gateway on 127.0.0.1 port 0 with its data in a temp dir, in Cache
+ * Mode, with `localhost` as the platform domain so test origins are reachable.
+ */
+export async function startTestGateway(opts: TestGatewayOptions = {}): Promise<TestGateway> {
+  const dataDir = opts.dataDir ?? (await mkdtemp(join(tmpdir(), "cachegate-test-")));
+  const config: ConfigInput = { platformDomains: ["localhost"], ...opts.config, cacheMode: { enabled: true, ...opts.config?.cacheMode } };
+  const gateway = await startGateway({
+    config,
+    runtime: {
+      dataDir,
+      host: "127.0.0.1",
+      adminHost: "127.0.0.1",
+      adminPort: 0,
+      adminToken: opts.adminToken ?? "test-token",
+      allowPrivateUpstreams: opts.allowPrivate ?? true,
+    },
+    proxyPort: 0,
+    adminPort: 0,
+    log: opts.log ?? silentLogger,
+    now: opts.now,
+  });
+  return {
+    ...gateway,
+    get proxyPort() {
+      return gateway.proxyPort;
+    },
+    dataDir,
+    get proxyUrl() {
+      return `http://127.0.0.1:${gateway.proxyPort}`;
+    },
+    adminUrl: `http://127.0.0.1:${gateway.adminPort}`,
+    async restart() {
+      await gateway.stop();
+      return startTestGateway({ ...opts, dataDir });
+    },
+    async close() {
+      await gateway.stop();
+      await rm(dataDir, { recursive: true, force: true });
+    },
+  };
+}
