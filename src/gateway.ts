@@ -20,11 +20,16 @@ import { loadOverrides, saveOverrides } from "./config/settings-store.ts";
 import { openDb } from "./db/client.ts";
 import { createLogger, type Logger } from "./log.ts";
 import { createAddressGuard } from "./proxy/address-guard.ts";
-import { createProxyApp } from "./proxy/app.ts";
+import { createProxyApp, type ProxyBindings } from "./proxy/app.ts";
 import { createProxyServer } from "./proxy/listener.ts";
 import { createTunnelHandler } from "./proxy/tunnel.ts";
 import { createUpstreamFetch } from "./proxy/upstream.ts";
 import { createStats, type Stats } from "./stats/collector.ts";
+import { tlsRoutes } from "./admin/tls-routes.ts";
+import { createInterceptor } from "./proxy/intercept.ts";
+import { createTlsState } from "./tls/tls-state.ts";
+import { TLS_VERSIONS } from "./tls/versions.ts";
+import type { Config } from "./config/schema.ts";
 import { createBlobStore } from "./store/blob-store.ts";
 
 export interface GatewayOptions {
@@ -83,8 +88,11 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     now,
   });
   const proxyApp = createProxyApp({ config: () => config.current, pipeline, fetchUpstream, via, log });
-  const tunnel = createTunnelHandler({ config: () => config.current, guard, log });
-  const newProxyServer = () => createProxyServer({ fetch: (req, env) => proxyApp.fetch(req, env), connect: tunnel, log, onServed: stats.served });
+  const tls = await createTlsState(runtime.dataDir, config.current, log);
+  const handlerOptions = { fetch: (req: Request, env: ProxyBindings) => proxyApp.fetch(req, env), log, onServed: stats.served };
+  const interceptor = createInterceptor({ ...handlerOptions, minter: tls.minter, minVersion: () => TLS_VERSIONS[config.current.tls.minVersion] });
+  const tunnel = createTunnelHandler({ config: () => config.current, guard, log, interceptor: () => interceptor });
+  const newProxyServer = async (c: Config) => createProxyServer({ ...handlerOptions, connect: tunnel, tls: await tls.agentListenerOptions(c) });
 
   const verifier = createVerifier(index, store, log);
   const adminApp = createAdminApp({
@@ -95,31 +103,44 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       configRoutes({ config, log }),
       statsRoutes({ stats, index, maxBytes: () => config.current.cache.maxSizeBytes, inFlight: pipeline.inFlight }),
       cacheRoutes({ index, verifier, ttlRules: () => config.current.cache.ttlRules, now, log }),
+      tlsRoutes({ caPem: tls.caPem }),
     ],
   });
   const admin = Bun.serve({ hostname: runtime.adminHost, port: opts.adminPort ?? runtime.adminPort, fetch: adminApp.fetch });
 
-  let proxy = newProxyServer();
+  let proxy = await newProxyServer(config.current);
   let proxyPort = await listen(proxy, opts.proxyPort ?? config.current.cacheMode.port, runtime.host);
   listeners.push({ port: proxyPort }, { port: admin.port! });
 
-  // A new cache port listens before the old one closes; requests in flight on the old one finish.
+  config.onApply(tls.reload);
+  // A new listener (other port, or TLS settings of the agent port) binds before the old one
+  // closes; requests in flight on the old one finish.
   config.onApply(async (next, prev) => {
-    if (next.cacheMode.port === prev.cacheMode.port) return;
-    const replacement = newProxyServer();
+    const listenerTls = (c: Config) => JSON.stringify([c.tls.agentListener, c.tls.agentListener.enabled && c.tls.minVersion]);
+    if (next.cacheMode.port === prev.cacheMode.port && listenerTls(next) === listenerTls(prev)) return;
+    let replacement: Server;
+    try {
+      replacement = await newProxyServer(next);
+    } catch (err) {
+      throw new HTTPException(400, { message: `tls.agentListener: cannot set up TLS (${(err as Error).message}); check certFile/keyFile; nothing was changed` });
+    }
+    const samePort = next.cacheMode.port === prev.cacheMode.port;
+    // Same port (only TLS settings change): the old listener must let go first, a brief gap.
+    if (samePort) await new Promise<void>((resolve) => proxy.close(() => resolve()));
     let port: number;
     try {
-      port = await listen(replacement, next.cacheMode.port, runtime.host);
+      port = await listen(replacement, samePort ? proxyPort : next.cacheMode.port, runtime.host);
     } catch (err) {
+      if (samePort) await listen(proxy, proxyPort, runtime.host);
       throw new HTTPException(409, { message: `cannot listen on port ${next.cacheMode.port} (${(err as Error).message}); choose a free port; nothing was changed` });
     }
     const old = proxy;
     proxy = replacement;
     proxyPort = port;
     listeners[0] = { port };
-    old.close();
+    if (old.listening) old.close();
     old.closeIdleConnections();
-    log.info("cache port moved", { from: prev.cacheMode.port, to: port });
+    log.info("agent listener rebound", { port, tls: next.tls.agentListener.enabled });
   });
 
   log.info("cachegate listening", {

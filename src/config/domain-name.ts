@@ -19,16 +19,16 @@ export function domainNameProblem(input: string): string | null {
   if (raw.includes("/")) return `contains a path; enter only the domain, e.g. ${suggest(raw)}`;
   if (raw.startsWith("*.")) return `is a wildcard; an entry already covers its subdomains, so enter ${suggest(raw)}`;
   if (/:\d*$/.test(raw)) return `contains a port; enter only the domain, e.g. ${suggest(raw)}`;
-  if (raw.startsWith("www.")) return `starts with www.; enter ${suggest(raw)}, which covers www. and every other subdomain`;
+  if (/^www\./i.test(raw)) return `starts with www.; enter ${suggest(raw)}, which covers www. and every other subdomain`;
   const ascii = domainToASCII(raw.replace(/\.$/, "").toLowerCase());
   if (ascii === "") return "is not a valid domain name; enter a name such as microsoft.com";
-  if (ascii.length > 253) return "is longer than 253 characters, the limit for a domain name";
+  if (ascii.length > 253) return "is longer than 253 characters, the limit for a domain name; enter a name such as microsoft.com";
   const labels = ascii.split(".");
   if (labels.some((l) => l === "")) return "has an empty label (two dots in a row, or a leading dot); enter a name such as microsoft.com";
   const bad = labels.find((l) => !LABEL.test(l));
   if (bad !== undefined) {
     return bad.length > 63
-      ? `has a label longer than 63 characters ("${bad.slice(0, 20)}…")`
+      ? `has a label longer than 63 characters ("${bad.slice(0, 20)}…"); enter a name such as microsoft.com`
       : `has an invalid label "${bad}" (letters, digits and inner hyphens only); enter a name such as microsoft.com`;
   }
   return null;

@@ -1,3 +1,4 @@
+import { isIP } from "node:net";
 import * as v from "valibot";
 import { DomainList } from "./domain-name.ts";
 
@@ -38,6 +39,16 @@ const Pattern = v.pipe(
   }, "is not a valid regular expression"),
 );
 
+const FilePath = v.pipe(
+  v.string("must be an absolute file path"),
+  v.check((p) => p.startsWith("/") && !p.includes("\0"), "must be an absolute file path, e.g. /etc/cachegate/ca.pem"),
+);
+
+const ServerName = v.pipe(
+  v.string("must be a host name or IP address"),
+  v.check((n) => isIP(n) !== 0 || /^(?=.{1,253}$)[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/i.test(n), "must be a host name (gateway.example.com) or an IP address"),
+);
+
 /**
  * Freshness for responses that carry no caching headers of their own,
  * modelled on Squid's refresh_pattern: the first rule whose pattern matches
@@ -72,9 +83,21 @@ export const DEFAULT_KIND_RULES: v.InferOutput<typeof KindRule>[] = [
 
 export const DEFAULT_PLATFORM_DOMAINS = ["qualys.com", "qualys.eu", "qualys.ca", "qualys.in"];
 
+const SECTION_MESSAGE = "must be a JSON object of settings; see GET /api/config for its fields";
+
+/**
+ * A section of the document: a JSON object with only its own fields.
+ * valibot's objects also take an array, which would reset the section to
+ * its defaults (`{"cacheMode": []}`), so anything but an object is refused.
+ */
+function section<const T extends v.ObjectEntries>(entries: T) {
+  const fields = v.strictObject(entries, SECTION_MESSAGE);
+  return v.pipe(v.custom<v.InferInput<typeof fields>>((x) => typeof x === "object" && x !== null && !Array.isArray(x), SECTION_MESSAGE), fields);
+}
+
 export const ConfigSchema = v.strictObject({
   cacheMode: v.optional(
-    v.strictObject({
+    section({
       enabled: v.optional(v.boolean("must be true or false"), false),
       port: v.optional(Port, 8080),
     }),
@@ -82,20 +105,36 @@ export const ConfigSchema = v.strictObject({
   ),
   platformDomains: v.optional(DomainList, DEFAULT_PLATFORM_DOMAINS),
   allowedDomains: v.optional(
-    v.strictObject({
+    section({
       enabled: v.optional(v.boolean("must be true or false"), false),
       domains: v.optional(DomainList, []),
     }),
     {},
   ),
   tls: v.optional(
-    v.strictObject({
-      minVersion: v.optional(v.picklist(["1.0", "1.1", "1.2", "1.3"], "must be one of \"1.0\", \"1.1\", \"1.2\", \"1.3\""), "1.2"),
+    section({
+      minVersion: v.optional(v.picklist(["1.0", "1.1", "1.2", "1.3"], 'must be one of "1.0", "1.1", "1.2", "1.3"'), "1.2"),
+      /** Hosts whose tunnels are never decrypted (certificate pinning); like Allowed Domains they are not cached. */
+      doNotIntercept: v.optional(DomainList, []),
+      /** An operator CA (e.g. a customer-signed intermediate) instead of the generated one: PEM files on the gateway. */
+      caCertFile: v.optional(FilePath),
+      caKeyFile: v.optional(FilePath),
+      /** The agent port itself speaks TLS (an HTTPS proxy: `curl --proxy https://gateway:8080`). */
+      agentListener: v.optional(
+        section({
+          enabled: v.optional(v.boolean("must be true or false"), false),
+          /** Names in the listener's certificate when it is minted from the gateway CA. */
+          names: v.optional(v.array(ServerName), ["localhost", "127.0.0.1"]),
+          certFile: v.optional(FilePath),
+          keyFile: v.optional(FilePath),
+        }),
+        {},
+      ),
     }),
     {},
   ),
   patchMode: v.optional(
-    v.strictObject({
+    section({
       enabled: v.optional(
         v.pipe(
           v.boolean("must be true or false"),
@@ -107,7 +146,7 @@ export const ConfigSchema = v.strictObject({
     {},
   ),
   cache: v.optional(
-    v.strictObject({
+    section({
       /** Upper bound of the blob store; least recently used entries go first. */
       maxSizeBytes: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1024 * 1024, "must be at least 1 MiB (1048576)")), 10 * 1024 ** 3),
       ttlRules: v.optional(v.array(TtlRule), DEFAULT_TTL_RULES),
@@ -115,13 +154,13 @@ export const ConfigSchema = v.strictObject({
     {},
   ),
   stats: v.optional(
-    v.strictObject({
+    section({
       kinds: v.optional(v.array(KindRule), DEFAULT_KIND_RULES),
     }),
     {},
   ),
   connect: v.optional(
-    v.strictObject({
+    section({
       /** CONNECT tunnels may only reach these ports (Squid's SSL_ports). */
       ports: v.optional(v.array(Port), [443]),
     }),

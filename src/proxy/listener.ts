@@ -1,43 +1,76 @@
-import { createServer, type IncomingMessage, type Server } from "node:http";
+import { createServer, type IncomingMessage, type RequestListener, type Server } from "node:http";
+import { createServer as createTlsServer, type ServerOptions as TlsServerOptions } from "node:https";
 import type { Duplex } from "node:stream";
 import type { Logger } from "../log.ts";
 import type { ProxyBindings } from "./app.ts";
 import { toRequest, writeResponse } from "./node-adapter.ts";
 
-export interface ProxyListenerOptions {
+export interface Served {
+  agent: string;
+  url: string;
+  label: string | null;
+  bytes: number;
+}
+
+export interface RequestHandlerOptions {
   fetch: (req: Request, env: ProxyBindings) => Response | Promise<Response>;
-  connect: (req: IncomingMessage, socket: Duplex, head: Buffer) => Promise<void>;
   log: Logger;
   /** Told about every response once its body has been sent (bandwidth accounting). */
-  onServed?: (served: { agent: string; url: string; label: string | null; bytes: number }) => void;
+  onServed?: (served: Served) => void;
 }
 
 /**
- * The agent-facing listener. Absolute-form requests become Fetch Requests
- * for the Hono proxy app; CONNECT is handed the raw socket.
+ * Turns node:http requests into Fetch Requests for the proxy app and writes
+ * the answers back. `urlOf` says what URL a request target means: on the
+ * proxy port an absolute URL; inside an intercepted tunnel a path on the
+ * tunnel's host.
  */
-export function createProxyServer(opts: ProxyListenerOptions): Server {
-  const server = createServer({ maxHeaderSize: 32 * 1024 }, (req, res) => {
-    const client = req.socket.remoteAddress ?? "unknown";
-    const target = req.url ?? "/";
-    const form = target.startsWith("/") ? "origin" : "absolute";
+export function createRequestHandler(
+  opts: RequestHandlerOptions,
+  urlOf: (req: IncomingMessage) => { url: string; form: ProxyBindings["form"]; agent: string },
+): RequestListener {
+  return (req, res) => {
+    const { url, form, agent } = urlOf(req);
     let request: Request;
     try {
-      request = toRequest(req, form === "origin" ? `http://${req.headers.host || "gateway"}${target}` : target);
+      request = toRequest(req, url);
     } catch {
-      res.writeHead(400, { "content-type": "text/plain; charset=utf-8" }).end(`cachegate: "${target}" is not a valid request target\n`);
+      res.writeHead(400, { "content-type": "text/plain; charset=utf-8" }).end(`cachegate: "${req.url}" is not a valid request target\n`);
       return;
     }
-    Promise.resolve(opts.fetch(request, { client, form }))
+    Promise.resolve(opts.fetch(request, { client: agent, form }))
       .then(async (response) => {
         const bytes = await writeResponse(res, response);
-        opts.onServed?.({ agent: client, url: target, label: response.headers.get("x-cache"), bytes });
+        opts.onServed?.({ agent, url, label: response.headers.get("x-cache"), bytes });
       })
       .catch((error) => {
-        opts.log.error("writing a response failed", { url: target, error });
+        opts.log.error("writing a response failed", { url, error });
         res.destroy();
       });
+  };
+}
+
+export interface ProxyListenerOptions extends RequestHandlerOptions {
+  connect: (req: IncomingMessage, socket: Duplex, head: Buffer) => Promise<void>;
+  /** When set, agents speak TLS to the proxy port itself (an HTTPS proxy). */
+  tls?: TlsServerOptions;
+}
+
+/**
+ * The agent-facing listener. Absolute-form requests go to the proxy app;
+ * CONNECT is handed the raw socket (node:http is used because it is the
+ * server in Bun that gives up the socket of a CONNECT).
+ */
+export function createProxyServer(opts: ProxyListenerOptions): Server {
+  const handler = createRequestHandler(opts, (req) => {
+    const target = req.url ?? "/";
+    const agent = req.socket.remoteAddress ?? "unknown";
+    // origin-form (`GET /path`): the client did not treat us as a proxy.
+    if (target.startsWith("/")) return { url: `http://${req.headers.host || "gateway"}${target}`, form: "origin", agent };
+    return { url: target, form: "absolute", agent };
   });
+  const options = { maxHeaderSize: 32 * 1024 };
+  const server = opts.tls ? (createTlsServer({ ...options, ...opts.tls }, handler) as unknown as Server) : createServer(options, handler);
   server.on("connect", (req, socket, head) => {
     opts.connect(req, socket, head).catch((error) => {
       opts.log.error("tunnel failed", { target: req.url, error });

@@ -4,12 +4,16 @@ import type { IncomingMessage } from "node:http";
 import type { Config } from "../config/schema.ts";
 import type { Logger } from "../log.ts";
 import { UpstreamRefused, type ResolvedUpstream } from "./address-guard.ts";
+import { domainMatches } from "../config/domain-name.ts";
+import type { Interceptor } from "./intercept.ts";
 import { deniedMessage, reachOf } from "./policy.ts";
 
 export interface TunnelOptions {
   config: () => Config;
   guard: (host: string, port: number) => Promise<ResolvedUpstream>;
   log: Logger;
+  /** Decrypts tunnels to platform hosts in Cache Mode, so what flows through can be cached. */
+  interceptor?: () => Interceptor | undefined;
 }
 
 /** Parses a CONNECT authority (`host:port`, `[v6]:port`), or returns null. */
@@ -22,9 +26,11 @@ export function parseAuthority(authority: string): { host: string; port: number 
 }
 
 /**
- * CONNECT: a byte tunnel to a host that policy allows, on a port that is
- * allowed for tunnels (443 by default, as Squid's SSL_ports). The gateway
- * never sees inside; it only checks where the tunnel goes.
+ * CONNECT to a host that policy allows, on a port allowed for tunnels (443
+ * by default, as Squid's SSL_ports). In Cache Mode a tunnel to a platform
+ * host is intercepted (TLS terminated, requests cached); any other tunnel
+ * (Allowed Domains, do-not-intercept hosts) is a byte pipe the gateway
+ * never looks into.
  */
 export function createTunnelHandler(opts: TunnelOptions) {
   return async function tunnel(req: IncomingMessage, client: Duplex, head: Buffer): Promise<void> {
@@ -32,9 +38,15 @@ export function createTunnelHandler(opts: TunnelOptions) {
     const target = parseAuthority(req.url ?? "");
     if (!target) return refuse(client, 400, `CONNECT needs host:port, e.g. "CONNECT example.qualys.com:443"; got "${req.url}"`);
     const config = opts.config();
-    if (reachOf(target.host, config) === "denied") return refuse(client, 403, deniedMessage(target.host, config));
+    const reach = reachOf(target.host, config);
+    if (reach === "denied") return refuse(client, 403, deniedMessage(target.host, config));
     if (!config.connect.ports.includes(target.port)) {
       return refuse(client, 403, `CONNECT to port ${target.port} is refused; tunnels may only reach ports ${config.connect.ports.join(", ")} (connect.ports)`);
+    }
+    const intercept = opts.interceptor?.();
+    if (intercept && config.cacheMode.enabled && reach === "platform" && !domainMatches(target.host, config.tls.doNotIntercept)) {
+      // Upstream is resolved and checked per request, when (and only if) a request misses the cache.
+      return intercept(client, head, target.host, target.port, req.socket.remoteAddress ?? "unknown");
     }
     let address: ResolvedUpstream;
     try {

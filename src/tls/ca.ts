@@ -1,0 +1,92 @@
+import "reflect-metadata"; // @peculiar/x509's dependency injection needs it loaded first
+import * as x509 from "@peculiar/x509";
+import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import type { Logger } from "../log.ts";
+
+export const EC_P256 = { name: "ECDSA", namedCurve: "P-256", hash: "SHA-256" } as const;
+
+/** The certificate authority that signs the per-host certificates agents see inside intercepted tunnels. */
+export interface GatewayCa {
+  cert: x509.X509Certificate;
+  /** The certificate as PEM: what agents install into their trust store. */
+  certPem: string;
+  /** Extra certificates to send after a leaf (an operator's intermediate chain). */
+  chainPem: string;
+  privateKey: CryptoKey;
+  /** Where it came from, for the start-up log. */
+  source: string;
+}
+
+export interface CaFiles {
+  certFile?: string;
+  keyFile?: string;
+}
+
+/**
+ * Loads the operator's CA (a customer-signed intermediate: certificate,
+ * optionally followed by its chain, and its private key), or the one this
+ * gateway generated on first start, or generates it: ECDSA P-256, kept in
+ * `<dataDir>/ca/` with the key readable by the owner only.
+ */
+export async function loadCa(dataDir: string, files: CaFiles, log: Logger): Promise<GatewayCa> {
+  if (files.certFile || files.keyFile) {
+    if (!files.certFile || !files.keyFile) throw new Error("an operator CA needs both CACHEGATE_TLS_CA_CERT and CACHEGATE_TLS_CA_KEY");
+    return readCa(files.certFile, files.keyFile, files.certFile);
+  }
+  const dir = join(dataDir, "ca");
+  const certFile = join(dir, "ca.pem");
+  const keyFile = join(dir, "ca.key");
+  try {
+    return await readCa(certFile, keyFile, certFile);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+  }
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const keys = (await crypto.subtle.generateKey(EC_P256, true, ["sign", "verify"])) as CryptoKeyPair;
+  const now = Date.now();
+  const cert = await x509.X509CertificateGenerator.createSelfSigned({
+    serialNumber: randomSerial(),
+    name: `CN=cachegate CA ${new Date(now).toISOString().slice(0, 10)}, O=cachegate`,
+    notBefore: new Date(now - 3600_000),
+    notAfter: new Date(now + 10 * 365 * 86400_000),
+    keys,
+    signingAlgorithm: EC_P256,
+    extensions: [
+      new x509.BasicConstraintsExtension(true, 0, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
+      await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
+    ],
+  });
+  const keyPem = x509.PemConverter.encode(await crypto.subtle.exportKey("pkcs8", keys.privateKey), "PRIVATE KEY");
+  await writeFile(keyFile, keyPem, { mode: 0o600 });
+  await chmod(keyFile, 0o600);
+  await writeFile(certFile, cert.toString("pem"), { mode: 0o644 });
+  log.info("gateway CA generated; agents must trust its certificate (GET /api/ca.pem)", { certFile });
+  return { cert, certPem: cert.toString("pem"), chainPem: "", privateKey: keys.privateKey, source: certFile };
+}
+
+async function readCa(certFile: string, keyFile: string, source: string): Promise<GatewayCa> {
+  const pems = x509.PemConverter.decode(await readFile(certFile, "utf8"));
+  const first = pems[0];
+  if (!first) throw new Error(`${certFile} holds no PEM certificate`);
+  const cert = new x509.X509Certificate(first);
+  const chainPem = pems.slice(1).map((der) => new x509.X509Certificate(der).toString("pem")).join("\n");
+  const keyDer = x509.PemConverter.decode(await readFile(keyFile, "utf8"))[0];
+  if (!keyDer) throw new Error(`${keyFile} holds no PEM private key (PKCS#8 "BEGIN PRIVATE KEY" expected)`);
+  const privateKey = await crypto.subtle.importKey("pkcs8", keyDer, await signingAlgorithmOf(cert), false, ["sign"]);
+  return { cert, certPem: cert.toString("pem"), chainPem, privateKey, source };
+}
+
+/** The import parameters for the CA's private key: ECDSA on the certificate's curve, else RSA. */
+async function signingAlgorithmOf(cert: x509.X509Certificate): Promise<{ name: string; namedCurve?: string; hash?: string }> {
+  const alg = cert.publicKey.algorithm as { name: string; namedCurve?: string };
+  if (alg.name === "ECDSA") return { name: "ECDSA", namedCurve: alg.namedCurve };
+  return { name: "RSASSA-PKCS1-v1_5", hash: "SHA-256" };
+}
+
+export function randomSerial(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  bytes[0]! &= 0x7f; // positive, as RFC 5280 §4.1.2.2 requires
+  return Buffer.from(bytes).toString("hex");
+}

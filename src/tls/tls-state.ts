@@ -1,0 +1,51 @@
+import { readFile } from "node:fs/promises";
+import { HTTPException } from "hono/http-exception";
+import type { ServerOptions } from "node:https";
+import type { Config } from "../config/schema.ts";
+import type { Logger } from "../log.ts";
+import { loadCa, type GatewayCa } from "./ca.ts";
+import { createLeafMinter, type LeafMinter } from "./leaf-minter.ts";
+import { TLS_VERSIONS } from "./versions.ts";
+
+/**
+ * The gateway's TLS material as the configuration says: the CA (generated
+ * or the operator's), the minter of per-host certificates, and the options
+ * of the TLS agent listener. Reloaded when the CA settings change.
+ */
+export async function createTlsState(dataDir: string, config: Config, log: Logger) {
+  const load = (c: Config) => loadCa(dataDir, { certFile: c.tls.caCertFile, keyFile: c.tls.caKeyFile }, log);
+  let ca: GatewayCa = await load(config);
+  let minter: LeafMinter = createLeafMinter(ca);
+
+  return {
+    caPem: () => ca.certPem,
+    /** Stable across reloads: always mints from the current CA. */
+    minter: { leafFor: (host: string) => minter.leafFor(host), leafForNames: (n: readonly string[]) => minter.leafForNames(n), size: () => minter.size() } as LeafMinter,
+
+    /** Loads the CA a config change names; throws a 400 that says why if it cannot. */
+    async reload(next: Config, prev: Config): Promise<void> {
+      if (next.tls.caCertFile === prev.tls.caCertFile && next.tls.caKeyFile === prev.tls.caKeyFile) return;
+      try {
+        ca = await load(next);
+      } catch (err) {
+        throw new HTTPException(400, { message: `tls.caCertFile/tls.caKeyFile: cannot load the CA (${(err as Error).message}); give PEM files readable by the gateway; nothing was changed` });
+      }
+      minter = createLeafMinter(ca);
+      log.info("gateway CA loaded", { source: ca.source });
+    },
+
+    /** TLS options for the agent port, or undefined when it speaks plain HTTP. */
+    async agentListenerOptions(c: Config): Promise<ServerOptions | undefined> {
+      const l = c.tls.agentListener;
+      if (!l.enabled) return undefined;
+      let cert: string;
+      let key: string;
+      if (l.certFile && l.keyFile) {
+        [cert, key] = await Promise.all([readFile(l.certFile, "utf8"), readFile(l.keyFile, "utf8")]);
+      } else {
+        ({ cert, key } = await minter.leafForNames(l.names));
+      }
+      return { cert, key, minVersion: TLS_VERSIONS[c.tls.minVersion], ALPNProtocols: ["http/1.1"] };
+    },
+  };
+}
