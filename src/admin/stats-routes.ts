@@ -7,6 +7,8 @@ export interface StatsDeps {
   index: CacheIndex;
   maxBytes: () => number;
   inFlight: () => number;
+  /** The patch disk's size, free space and what the patch cache holds. */
+  patchDisk: () => Record<string, unknown>;
 }
 
 /** GET /api/stats (JSON) and GET /metrics (Prometheus text): the same figures. */
@@ -19,7 +21,7 @@ export function statsRoutes(deps: StatsDeps) {
 
   app.get("/api/stats", (c) => {
     const { entries: _, ...rest } = snapshot();
-    return c.json(rest);
+    return c.json({ ...rest, patchDisk: deps.patchDisk() });
   });
 
   app.get("/metrics", (c) => c.text(prometheus(snapshot()), 200, { "content-type": "text/plain; version=0.0.4; charset=utf-8" }));

@@ -34,8 +34,8 @@ export interface CacheIndex {
   pin(sha256: string): void;
   unpin(sha256: string): void;
   totalBytes(): number;
-  /** Evicts least recently used entries until the store is under its limit. */
-  evict(maxBytes: number): Promise<number>;
+  /** Evicts least recently used entries, once the store is over `maxBytes`, down to `targetBytes` (default 90% of it). */
+  evict(maxBytes: number, targetBytes?: number): Promise<number>;
   flush(): void;
   knowsBlob(sha256: string): boolean;
   /** A page of entries in id order, optionally under a URL prefix (admin listing). */
@@ -103,6 +103,14 @@ export function createCacheIndex(db: Db, store: BlobStore, now: () => number): C
     }
   };
 
+  /**
+   * Collection nobody waits for (after an insert, or when the last reader of
+   * a blob leaves). It must not reject unheard: an unhandled rejection ends
+   * the process, and the last reader can leave after stop() closed the index.
+   * A blob it could not collect costs only disk space.
+   */
+  const collectInBackground = (shas: string[]) => void collect(shas).catch(() => {});
+
   const deleteRows = async (rows: { id: number; url: string; sha256: string }[]) => {
     if (rows.length === 0) return;
     db.delete(entries).where(inArray(entries.id, rows.map((r) => r.id))).run();
@@ -152,7 +160,7 @@ export function createCacheIndex(db: Db, store: BlobStore, now: () => number): C
         return { inserted, previous };
       });
       memo.delete(e.url);
-      if (row.previous && row.previous.sha256 !== e.sha256) void collect([row.previous.sha256]);
+      if (row.previous && row.previous.sha256 !== e.sha256) collectInBackground([row.previous.sha256]);
       return { ...e, id: row.inserted.id, variant };
     },
 
@@ -183,25 +191,31 @@ export function createCacheIndex(db: Db, store: BlobStore, now: () => number): C
       const n = (pins.get(sha) ?? 1) - 1;
       if (n > 0) return void pins.set(sha, n);
       pins.delete(sha);
-      void collect([sha]);
+      collectInBackground([sha]);
     },
 
     totalBytes: () => total,
 
-    async evict(maxBytes) {
+    async evict(maxBytes, targetBytes) {
       if (total <= maxBytes) return 0;
       flush();
       // Evict down to 90% so a busy cache does not evict on every insert.
-      const target = Math.floor(maxBytes * 0.9);
+      const target = targetBytes ?? Math.floor(maxBytes * 0.9);
       let evicted = 0;
       let offset = 0;
       while (total > target) {
         const batch = db.select({ id: entries.id, url: entries.url, sha256: entries.sha256 }).from(entries).orderBy(asc(entries.lastAccess)).limit(64).offset(offset).all();
         if (batch.length === 0) break;
-        const free = batch.filter((r) => !pins.has(r.sha256));
-        offset += batch.length - free.length; // pinned rows stay; step past them
-        await deleteRows(free);
-        evicted += free.length;
+        // One entry at a time: only as many go as it takes to reach the target.
+        for (const row of batch) {
+          if (total <= target) break;
+          if (pins.has(row.sha256)) {
+            offset++; // pinned rows stay; step past them
+            continue;
+          }
+          await deleteRows([row]);
+          evicted++;
+        }
       }
       return evicted;
     },

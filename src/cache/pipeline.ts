@@ -23,6 +23,10 @@ export interface PipelineDeps {
   fetchUpstream: (req: Request) => Promise<Response>;
   ttlRules: () => readonly TtlRule[];
   maxBytes: () => number;
+  /** Where eviction stops (default 90% of maxBytes); the patch disk uses its low watermark. */
+  evictTo?: () => number;
+  /** False when the store has no room for a body of this size (unknown: undefined): it is passed through uncached. */
+  roomFor?: (bytes: number | undefined) => boolean;
   log: Logger;
   now?: () => number;
   /** Upstream sends nothing for this long mid-body → the download fails. */
@@ -48,6 +52,9 @@ interface Flight {
   head: Promise<FlightHead>;
 }
 
+/** Write errors that mean the disk, not the download, is at fault. */
+const DISK_ERRORS = new Set(["ENOSPC", "EDQUOT", "EIO", "EROFS"]);
+
 /** Request headers that would make upstream answer something other than the full, current body. */
 const CLIENT_CONDITIONALS = ["range", "if-range", "if-none-match", "if-modified-since", "if-match", "if-unmodified-since"];
 
@@ -56,6 +63,10 @@ export function createCachePipeline(deps: PipelineDeps): CachePipeline {
   const now = deps.now ?? Date.now;
   const idleTimeoutMs = deps.idleTimeoutMs ?? 60_000;
   const flights = new Map<string, Flight>();
+  /** After a disk error, new downloads pass through uncached for a while instead of failing too. */
+  let diskTroubleUntil = 0;
+  const DISK_TROUBLE_MS = 30_000;
+  const canStore = (bytes: number | undefined) => now() >= diskTroubleUntil && deps.roomFor?.(bytes) !== false;
 
   async function handle(req: Request): Promise<Response> {
     const url = cacheKey(req.url);
@@ -165,9 +176,10 @@ export function createCachePipeline(deps: PipelineDeps): CachePipeline {
 
     let download: Download;
     try {
+      if (!canStore(contentLength(res.headers))) throw new Error("the cache disk is full or failing");
       download = new Download(await store.createTemp(), contentLength(res.headers));
     } catch (error) {
-      log.error("cannot create a temp file; passing the response through uncached", { url, error });
+      log.warn("cannot store; passing the response through uncached", { url, error });
       settle({ kind: "pass" });
       return labelled(res, "BYPASS");
     }
@@ -179,6 +191,7 @@ export function createCachePipeline(deps: PipelineDeps): CachePipeline {
     void fill(download, res)
       .then(() => commit(download, { url, vary, status: res.status, headers: rep.headers, requestTime, responseTime }, req.headers))
       .catch((error) => {
+        if (DISK_ERRORS.has((error as NodeJS.ErrnoException).code ?? "")) diskTroubleUntil = now() + DISK_TROUBLE_MS;
         download.fail(error);
         log.warn("download failed; nothing cached", { url, error, bytes: download.available() });
         void rm(download.temp.path, { force: true });
@@ -225,7 +238,7 @@ export function createCachePipeline(deps: PipelineDeps): CachePipeline {
   async function commit(download: Download, meta: Omit<StoredEntry, "id" | "variant" | "sha256" | "size">, requestHeaders: Headers): Promise<void> {
     const sha256 = await store.commit(download.temp);
     index.insert({ ...meta, sha256, size: download.available() }, requestHeaders);
-    await index.evict(deps.maxBytes());
+    await index.evict(deps.maxBytes(), deps.evictTo?.());
   }
 
   function storable(upstreamReq: Request, res: Response, url: string) {
@@ -270,8 +283,10 @@ function labelled(res: Response, label: XCache): Response {
 
 function storedHeaders(h: Headers): Headers {
   const out = new Headers(h);
-  // Framing belongs to each response we send, not to the stored one.
-  for (const name of ["content-length", "transfer-encoding", "age", "x-cache", "via"]) out.delete(name);
+  // Framing belongs to each response we send, not to the stored one. Age and
+  // Via stay: upstream's Age counts toward the entry's age (RFC 9111 §4.2.3),
+  // and upstream's hops are part of the message (RFC 9110 §7.6.3).
+  for (const name of ["content-length", "transfer-encoding", "x-cache"]) out.delete(name);
   return out;
 }
 

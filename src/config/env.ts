@@ -35,6 +35,9 @@ export function configInputFromEnv(env: Env): ConfigInput {
   if (env.CACHEGATE_CACHE_MODE !== undefined) section("cacheMode").enabled = flag(env.CACHEGATE_CACHE_MODE);
   if (env.CACHEGATE_PORT !== undefined) section("cacheMode").port = int(env.CACHEGATE_PORT);
   if (env.CACHEGATE_PLATFORM_DOMAINS !== undefined) doc.platformDomains = list(env.CACHEGATE_PLATFORM_DOMAINS);
+  if (env.CACHEGATE_PATCH_MODE !== undefined) section("patchMode").enabled = flag(env.CACHEGATE_PATCH_MODE);
+  if (env.CACHEGATE_PATCH_DISK !== undefined) section("patchDisk").path = env.CACHEGATE_PATCH_DISK;
+  if (env.CACHEGATE_PATCH_DISK_MIN_FREE !== undefined) section("patchDisk").minFreeBytes = int(env.CACHEGATE_PATCH_DISK_MIN_FREE);
   if (env.CACHEGATE_CACHE_MAX_SIZE !== undefined) section("cache").maxSizeBytes = int(env.CACHEGATE_CACHE_MAX_SIZE);
   return doc as ConfigInput;
 }
@@ -49,6 +52,9 @@ const ENV_OF_PATH: Record<string, string> = {
   "cacheMode.port": "CACHEGATE_PORT",
   "cacheMode.enabled": "CACHEGATE_CACHE_MODE",
   "cache.maxSizeBytes": "CACHEGATE_CACHE_MAX_SIZE",
+  "patchMode.enabled": "CACHEGATE_PATCH_MODE",
+  "patchDisk.path": "CACHEGATE_PATCH_DISK",
+  "patchDisk.minFreeBytes": "CACHEGATE_PATCH_DISK_MIN_FREE",
 };
 
 /** Errors in env values are reported under the variable's name, which is what the operator typed. */

@@ -33,6 +33,7 @@ export type Applier = (next: Config, prev: Config, changes: Change[]) => Promise
 export class LiveConfig {
   private overrides: JsonObject;
   private appliers: Applier[] = [];
+  private queue: Promise<unknown> = Promise.resolve();
   current: Config;
   /** Persisted overrides that no longer validated at start (reported, not applied). */
   readonly ignored: ReturnType<typeof toFieldErrors> = [];
@@ -63,8 +64,18 @@ export class LiveConfig {
     return out;
   }
 
-  /** Validates and applies a merge patch; throws a 400 HTTPException naming each bad field. */
-  async patch(patch: Json): Promise<Change[]> {
+  /**
+   * Validates and applies a merge patch; throws a 400 HTTPException naming each bad field.
+   * Patches run one at a time: one that arrives while another is being applied (a port
+   * rebind takes a moment) is merged over its result instead of over what was there before.
+   */
+  patch(patch: Json): Promise<Change[]> {
+    const run = this.queue.then(() => this.apply(patch));
+    this.queue = run.catch(() => {});
+    return run;
+  }
+
+  private async apply(patch: Json): Promise<Change[]> {
     if (!isObject(patch)) {
       throw new HTTPException(400, { message: 'the body must be a JSON object with the fields to change, e.g. {"cacheMode":{"port":8081}}' });
     }

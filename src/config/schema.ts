@@ -1,5 +1,6 @@
 import { isIP } from "node:net";
 import * as v from "valibot";
+import { parseCidr } from "../proxy/ip.ts";
 import { DomainList } from "./domain-name.ts";
 
 /**
@@ -49,6 +50,24 @@ const ServerName = v.pipe(
   v.check((n) => isIP(n) !== 0 || /^(?=.{1,253}$)[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/i.test(n), "must be a host name (gateway.example.com) or an IP address"),
 );
 
+const CidrNetwork = v.pipe(
+  v.string("must be a network in CIDR form, e.g. 10.20.0.0/16"),
+  v.check((c) => {
+    try {
+      parseCidr(c);
+      return true;
+    } catch {
+      return false;
+    }
+  }, "must be a network in CIDR form, e.g. 10.20.0.0/16 or fd00::/8"),
+);
+
+const PatchDiskPath = v.pipe(
+  v.string("must be the mount path of the patch disk, e.g. /mnt/patch (only one patch disk is supported)"),
+  v.check((p) => !/[,;]/.test(p) && !/\s\//.test(p), "names more than one path; only one patch disk is supported, give a single mount path"),
+  v.check((p) => p.startsWith("/"), "must be an absolute path, e.g. /mnt/patch"),
+);
+
 /**
  * Freshness for responses that carry no caching headers of their own,
  * modelled on Squid's refresh_pattern: the first rule whose pattern matches
@@ -95,7 +114,7 @@ function section<const T extends v.ObjectEntries>(entries: T) {
   return v.pipe(v.custom<v.InferInput<typeof fields>>((x) => typeof x === "object" && x !== null && !Array.isArray(x), SECTION_MESSAGE), fields);
 }
 
-export const ConfigSchema = v.strictObject({
+const ConfigObject = v.strictObject({
   cacheMode: v.optional(
     section({
       enabled: v.optional(v.boolean("must be true or false"), false),
@@ -134,15 +153,29 @@ export const ConfigSchema = v.strictObject({
     {},
   ),
   patchMode: v.optional(
-    section({
-      enabled: v.optional(
-        v.pipe(
-          v.boolean("must be true or false"),
-          v.check((on) => !on, "cannot be enabled yet: Patch Mode needs the patch disk, which this version does not support; leave it false"),
-        ),
-        false,
-      ),
+    v.strictObject({
+      enabled: v.optional(v.boolean("must be true or false"), false),
+      /** Client networks admitted without agent credentials while Patch Mode is on. */
+      clientNetworks: v.optional(v.array(CidrNetwork), []),
     }),
+    {},
+  ),
+  patchDisk: v.optional(
+    v.pipe(
+      v.strictObject({
+        /** The mount point of the one extra disk that holds patch objects and their index. */
+        path: v.optional(PatchDiskPath),
+        /** The seed asks for 150 GB free; newer vendor documents ask 250 GB. */
+        minFreeBytes: v.optional(v.pipe(v.number("must be a number of bytes"), v.integer("must be a whole number of bytes"), v.minValue(0, "must not be negative")), 150_000_000_000),
+        /** Eviction starts when the disk is fuller than this fraction, and stops below lowWatermark. */
+        highWatermark: v.optional(v.pipe(v.number(), v.minValue(0.1), v.maxValue(0.99, "must be at most 0.99")), 0.9),
+        lowWatermark: v.optional(v.pipe(v.number(), v.minValue(0.05), v.maxValue(0.98)), 0.8),
+      }),
+      v.forward(
+        v.check((d) => d.lowWatermark < d.highWatermark, "must be lower than patchDisk.highWatermark"),
+        ["lowWatermark"],
+      ),
+    ),
     {},
   ),
   cache: v.optional(
@@ -167,6 +200,19 @@ export const ConfigSchema = v.strictObject({
     {},
   ),
 });
+
+/** Cross-field rules are partial checks, so they are reported alongside other bad fields, not only when all else is valid. */
+export const ConfigSchema = v.pipe(
+  ConfigObject,
+  v.forward(
+    v.partialCheck([["patchMode", "enabled"], ["cacheMode", "enabled"]], (c) => !c.patchMode.enabled || c.cacheMode.enabled, "needs Cache Mode: Patch Mode uses the cache port, so set cacheMode.enabled to true as well"),
+    ["patchMode", "enabled"],
+  ),
+  v.forward(
+    v.partialCheck([["patchMode", "enabled"], ["patchDisk", "path"]], (c) => !c.patchMode.enabled || c.patchDisk.path !== undefined, "needs the patch disk: set patchDisk.path (or CACHEGATE_PATCH_DISK) to its mount path"),
+    ["patchMode", "enabled"],
+  ),
+);
 
 export type Config = v.InferOutput<typeof ConfigSchema>;
 export type ConfigInput = v.InferInput<typeof ConfigSchema>;

@@ -89,3 +89,12 @@ export const clients = sqliteTable(
   },
   (t) => [index("clients_last_seen").on(t.lastSeen)],
 );
+
+/** Agent credentials for Patch Mode. The password is kept only as an argon2id hash. */
+export const agents = sqliteTable("agents", {
+  id: integer("id").primaryKey({ autoIncrement: true }),
+  name: text("name").notNull(),
+  username: text("username").notNull().unique(),
+  passwordHash: text("password_hash").notNull(),
+  createdAt: integer("created_at").notNull(),
+});

@@ -8,6 +8,7 @@
 import { lookup as dnsLookup } from "node:dns/promises";
 import { isIP } from "node:net";
 import { networkInterfaces } from "node:os";
+import { canonical, inCidr, parseCidr, parseIp, type Parsed } from "./ip.ts";
 
 export type AddressClass =
   | "loopback" | "private" | "unique-local" | "link-local" | "cgnat"
@@ -29,51 +30,8 @@ export interface GuardOptions {
   lookup?: (host: string) => Promise<{ address: string; family: number }[]>;
 }
 
-interface Parsed { family: 4 | 6; value: bigint }
+const NAT64 = parseIp("64:ff9b::").value; // 64:ff9b::/96, RFC 6052 well-known NAT64 prefix
 
-function parseIPv4(s: string): bigint {
-  let v = 0n;
-  for (const octet of s.split(".")) v = (v << 8n) | BigInt(Number(octet));
-  return v;
-}
-
-/** Parses an IPv6 literal (zone already stripped, validated by isIP): `::` compression and a trailing dotted IPv4. */
-function parseIPv6(s: string): bigint {
-  const groupsOf = (part: string): number[] => {
-    if (part === "") return [];
-    const out: number[] = [];
-    for (const g of part.split(":")) {
-      if (g.includes(".")) {
-        const v4 = Number(parseIPv4(g));
-        out.push(v4 >>> 16, v4 & 0xffff);
-      } else out.push(parseInt(g, 16));
-    }
-    return out;
-  };
-  const gap = s.indexOf("::");
-  const head = groupsOf(gap < 0 ? s : s.slice(0, gap));
-  const tail = gap < 0 ? [] : groupsOf(s.slice(gap + 2));
-  const groups = [...head, ...new Array<number>(Math.max(0, 8 - head.length - tail.length)).fill(0), ...tail];
-  if (groups.length !== 8) throw new TypeError(`not an IP address: ${s}`);
-  return groups.reduce((v, g) => (v << 16n) | BigInt(g), 0n);
-}
-
-function parse(ip: string): Parsed {
-  // Zone ids (fe80::1%eth0) select an interface; they do not change which address it is.
-  const bare = ip.includes(":") ? ip.replace(/%.*$/, "") : ip;
-  const family = isIP(ip);
-  if (family === 4) return { family, value: parseIPv4(bare) };
-  if (family === 6) return { family, value: parseIPv6(bare) };
-  throw new TypeError(`not an IP address: ${JSON.stringify(ip)}`);
-}
-
-const MAPPED = parseIPv6("::ffff:0:0"); // ::ffff:0:0/96, RFC 4291 §2.5.5.2
-const NAT64 = parseIPv6("64:ff9b::"); // 64:ff9b::/96, RFC 6052 well-known NAT64 prefix
-
-/** IPv4-mapped addresses are dialled as their IPv4 address, so compare and classify them as IPv4. */
-function canonical(p: Parsed): Parsed {
-  return p.family === 6 && p.value >> 32n === MAPPED >> 32n ? { family: 4, value: p.value & 0xffffffffn } : p;
-}
 
 /**
  * Special-purpose ranges, after the IANA registries defined by RFC 6890 (IPv4 and
@@ -109,18 +67,13 @@ const RULES: [cidr: string, cls: AddressClass][] = [
   ["ff00::/8", "multicast"], // RFC 4291
 ];
 
-const PREFIXES = RULES.map(([cidr, cls]) => {
-  const [base = "", len = ""] = cidr.split("/");
-  const p = parse(base);
-  const shift = BigInt((p.family === 4 ? 32 : 128) - Number(len));
-  return { family: p.family, prefix: p.value >> shift, shift, cls };
-});
+const PREFIXES = RULES.map(([cidr, cls]) => ({ ...parseCidr(cidr), cls }));
 
 export function classifyAddress(ip: string): AddressClass | null {
-  let p = canonical(parse(ip));
+  let p = canonical(parseIp(ip));
   // The well-known NAT64 prefix is translated to the embedded IPv4 address, so judge that.
   if (p.family === 6 && p.value >> 32n === NAT64 >> 32n) p = { family: 4, value: p.value & 0xffffffffn };
-  for (const r of PREFIXES) if (r.family === p.family && p.value >> r.shift === r.prefix) return r.cls;
+  for (const r of PREFIXES) if (inCidr(p, r)) return r.cls;
   return null;
 }
 
@@ -132,10 +85,10 @@ function sameAddress(a: Parsed, b: Parsed): boolean {
 function isOwnListener(address: string, cls: AddressClass | null, port: number, opts: GuardOptions): boolean {
   if (!opts.ownListeners().some((l) => l.port === port)) return false;
   if (cls === "loopback" || cls === "unspecified") return true;
-  const target = canonical(parse(address));
+  const target = canonical(parseIp(address));
   // Read interfaces per check: addresses change (DHCP, VPNs) while the gateway runs.
   return Object.values(networkInterfaces()).some((list) =>
-    (list ?? []).some((i) => isIP(i.address) !== 0 && sameAddress(canonical(parse(i.address)), target)),
+    (list ?? []).some((i) => isIP(i.address) !== 0 && sameAddress(canonical(parseIp(i.address)), target)),
   );
 }
 

@@ -6,18 +6,26 @@ import type { Logger } from "../log.ts";
 import { addVia, hasLooped } from "./hop-by-hop.ts";
 import { deniedMessage, reachOf } from "./policy.ts";
 import type { UpstreamFetch } from "./upstream.ts";
+import { AGENTS_ONLY, PROXY_AUTHENTICATE, type AuthResult } from "../agents/proxy-auth.ts";
+
+export type ProxyAuthorize = (header: string | undefined | null, client: string, networks: readonly string[]) => Promise<AuthResult>;
 
 /** What the listener knows about each request beyond the Request itself. */
 export interface ProxyBindings {
+  /** Who is asking: the agent's user name once authenticated, else its address. */
   client: string;
   /** origin-form (`GET /path`) means the client did not treat us as a proxy. */
   form: "absolute" | "origin";
+  /** Set for requests inside a tunnel whose CONNECT was already authorized. */
+  authenticated?: boolean;
 }
 
 export interface ProxyAppOptions {
   config: () => Config;
-  pipeline: CachePipeline;
+  /** The platform cache (data dir) and, while Patch Mode is on, the patch cache (patch disk). */
+  pipelines: { platform: CachePipeline; patch: () => CachePipeline | undefined };
   fetchUpstream: UpstreamFetch;
+  authorize: ProxyAuthorize;
   via: string;
   log: Logger;
 }
@@ -40,7 +48,21 @@ export function createProxyApp(opts: ProxyAppOptions) {
       throw new HTTPException(508, { message: "request loop: this request already passed through this gateway (see its Via header); check the proxy settings of the upstream" });
     }
     await next();
-    addVia(c.res.headers, opts.via); // RFC 9110 §7.6.3: on responses too, cached or not
+    // RFC 9110 §7.6.3: on responses too, cached or not; renderError has already added it to the error responses it makes.
+    if (!c.error) addVia(c.res.headers, opts.via);
+  });
+
+  app.use(async function agentsOnly(c, next) {
+    const config = opts.config();
+    if (!config.patchMode.enabled || c.env.authenticated) return next();
+    const result = await opts.authorize(c.req.header("proxy-authorization"), c.env.client, config.patchMode.clientNetworks);
+    if (!result.ok) {
+      if (result.delayMs > 0) await Bun.sleep(result.delayMs);
+      return c.text(`cachegate: ${AGENTS_ONLY}\n`, 407, { "proxy-authenticate": PROXY_AUTHENTICATE });
+    }
+    c.env.client = result.agent;
+    c.env.authenticated = true;
+    await next();
   });
 
   app.all("*", async function proxy(c) {
@@ -50,11 +72,11 @@ export function createProxyApp(opts: ProxyAppOptions) {
     const reach = reachOf(url.hostname, config);
     if (reach === "denied") throw new HTTPException(403, { message: deniedMessage(url.hostname, config) });
 
-    const cacheable = reach === "platform" && config.cacheMode.enabled;
-    if (cacheable && (req.method === "GET" || req.method === "HEAD")) return opts.pipeline.handle(req);
+    const pipeline = reach === "platform" && config.cacheMode.enabled ? opts.pipelines.platform : reach === "patch" ? opts.pipelines.patch() : undefined;
+    if (pipeline && (req.method === "GET" || req.method === "HEAD")) return pipeline.handle(req);
 
     const res = await opts.fetchUpstream(req);
-    if (cacheable && res.status < 400) await opts.pipeline.invalidate(req.url); // RFC 9111 §4.4
+    if (pipeline && res.status < 400) await pipeline.invalidate(req.url); // RFC 9111 §4.4
     const headers = new Headers(res.headers);
     headers.set("x-cache", "BYPASS");
     return new Response(res.body, { status: res.status, statusText: res.statusText, headers });

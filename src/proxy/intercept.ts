@@ -8,12 +8,21 @@ import { createRequestHandler, type RequestHandlerOptions } from "./listener.ts"
 
 interface TunnelInfo {
   origin: string; // https://host[:port]
+  /** The agent's user name if its CONNECT was authorized (Patch Mode), else its address. */
   agent: string;
+  authenticated: boolean;
 }
 
 export interface InterceptorOptions extends RequestHandlerOptions {
   minter: LeafMinter;
   minVersion: () => SecureVersion;
+  /**
+   * How long a tunnel may wait for its first request, and sit idle between
+   * requests, before it is closed. node:http's own keep-alive and header
+   * timeouts do not reach sockets handed to it with "connection", so
+   * without these an idle agent would hold its tunnel open forever.
+   */
+  timeouts?: { firstRequestMs?: number; keepAliveMs?: number };
 }
 
 /**
@@ -25,7 +34,7 @@ export interface InterceptorOptions extends RequestHandlerOptions {
 export function createInterceptor(opts: InterceptorOptions) {
   const tunnels = new WeakMap<object, TunnelInfo>();
   const handler = createRequestHandler(opts, (req: IncomingMessage) => {
-    const info = tunnels.get(req.socket) ?? { origin: "https://unknown.invalid", agent: "unknown" };
+    const info = tunnels.get(req.socket) ?? { origin: "https://unknown.invalid", agent: "unknown", authenticated: false };
     // The tunnel's host decides where requests go, whatever Host header they carry:
     // otherwise a tunnel opened to a platform host could reach any host.
     let path = req.url ?? "/";
@@ -33,11 +42,23 @@ export function createInterceptor(opts: InterceptorOptions) {
       const u = new URL(path, info.origin);
       path = `${u.pathname}${u.search}`;
     }
-    return { url: `${info.origin}${path}`, form: "absolute", agent: info.agent };
+    return { url: `${info.origin}${path}`, form: "absolute", agent: info.agent, authenticated: info.authenticated };
   });
   const inner = createServer({ maxHeaderSize: 32 * 1024 }, handler);
+  const firstRequestMs = opts.timeouts?.firstRequestMs ?? 30_000;
+  const keepAliveMs = opts.timeouts?.keepAliveMs ?? 5_000; // as node:http's keepAliveTimeout on the agent port
+  const idle = new WeakMap<object, { active: number; arm(ms: number): void; disarm(): void }>();
+  inner.on("request", (req: IncomingMessage, res) => {
+    const state = idle.get(req.socket);
+    if (!state) return;
+    state.active++;
+    state.disarm(); // a request in flight may take as long as its download does
+    res.once("close", () => {
+      if (--state.active === 0) state.arm(keepAliveMs);
+    });
+  });
 
-  return async function intercept(client: Duplex, head: Buffer, host: string, port: number, agent: string): Promise<void> {
+  return async function intercept(client: Duplex, head: Buffer, host: string, port: number, agent: string, authenticated: boolean): Promise<void> {
     const leaf = await opts.minter.leafFor(host.replace(/^\[|\]$/g, ""));
     client.write("HTTP/1.1 200 Connection Established\r\n\r\n");
     if (head.length > 0) client.unshift(head); // the start of the ClientHello, if the agent did not wait
@@ -54,7 +75,30 @@ export function createInterceptor(opts: InterceptorOptions) {
       secure.destroy();
       client.destroy();
     });
-    tunnels.set(secure, { origin: port === 443 ? `https://${host}` : `https://${host}:${port}`, agent });
+    // An agent that drops the connection without closing TLS (killed, reset, gave up mid-handshake)
+    // leaves the TLS socket waiting forever: nothing else ends it, and the listener cannot close.
+    client.once("end", () => {
+      if (secure.writableEnded) return; // a clean TLS close: the HTTP server is already ending it
+      secure.destroy();
+      client.destroy();
+    });
+    let timer: Timer | undefined;
+    const state = {
+      active: 0,
+      arm(ms: number) {
+        clearTimeout(timer);
+        timer = setTimeout(() => {
+          secure.destroy();
+          client.destroy();
+        }, ms);
+      },
+      disarm: () => clearTimeout(timer),
+    };
+    state.arm(firstRequestMs);
+    secure.once("close", state.disarm);
+    client.once("close", state.disarm);
+    idle.set(secure, state);
+    tunnels.set(secure, { origin: port === 443 ? `https://${host}` : `https://${host}:${port}`, agent, authenticated });
     inner.emit("connection", secure);
   };
 }

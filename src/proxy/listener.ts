@@ -27,10 +27,10 @@ export interface RequestHandlerOptions {
  */
 export function createRequestHandler(
   opts: RequestHandlerOptions,
-  urlOf: (req: IncomingMessage) => { url: string; form: ProxyBindings["form"]; agent: string },
+  urlOf: (req: IncomingMessage) => { url: string; form: ProxyBindings["form"]; agent: string; authenticated?: boolean },
 ): RequestListener {
   return (req, res) => {
-    const { url, form, agent } = urlOf(req);
+    const { url, form, agent, authenticated } = urlOf(req);
     let request: Request;
     try {
       request = toRequest(req, url);
@@ -38,10 +38,12 @@ export function createRequestHandler(
       res.writeHead(400, { "content-type": "text/plain; charset=utf-8" }).end(`cachegate: "${req.url}" is not a valid request target\n`);
       return;
     }
-    Promise.resolve(opts.fetch(request, { client: agent, form }))
+    const env: ProxyBindings = { client: agent, form, authenticated };
+    Promise.resolve(opts.fetch(request, env))
       .then(async (response) => {
         const bytes = await writeResponse(res, response);
-        opts.onServed?.({ agent, url, label: response.headers.get("x-cache"), bytes });
+        // env.client is the agent's user name if it authenticated.
+        opts.onServed?.({ agent: env.client, url, label: response.headers.get("x-cache"), bytes });
       })
       .catch((error) => {
         opts.log.error("writing a response failed", { url, error });

@@ -58,7 +58,11 @@ export async function writeResponse(res: ServerResponse, response: Response): Pr
     }
     res.end();
   } catch (err) {
-    res.destroy(err as Error);
+    // Before the first body write the head is still unsent, and Bun's
+    // res.destroy() then answers a bare "200, Connection: close": a complete,
+    // empty response to the agent. Dropping the socket itself cannot be mistaken for one.
+    if (sent === 0) res.socket?.destroy(err as Error);
+    else res.destroy(err as Error);
   } finally {
     res.off("close", gone);
   }

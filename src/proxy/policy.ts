@@ -4,15 +4,16 @@ import type { Config } from "../config/schema.ts";
 /**
  * Connection security: which hosts agents may reach through the gateway.
  * `platform` hosts are cached (in Cache Mode); `allowed` hosts pass through
- * uncached; everything else is refused.
+ * uncached; in Patch Mode every other host is a `patch` source, cached on
+ * the patch disk; otherwise it is refused.
  */
-export type Reach = "platform" | "allowed" | "denied";
+export type Reach = "platform" | "allowed" | "patch" | "denied";
 
 export function reachOf(host: string, config: Config): Reach {
   const name = host.replace(/^\[|\]$/g, "");
   if (domainMatches(name, config.platformDomains)) return "platform";
   if (config.allowedDomains.enabled && domainMatches(name, config.allowedDomains.domains)) return "allowed";
-  return "denied";
+  return config.patchMode.enabled ? "patch" : "denied";
 }
 
 /** The 403 body: what was refused and which setting would allow it. */

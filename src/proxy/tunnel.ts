@@ -6,6 +6,8 @@ import type { Logger } from "../log.ts";
 import { UpstreamRefused, type ResolvedUpstream } from "./address-guard.ts";
 import { domainMatches } from "../config/domain-name.ts";
 import type { Interceptor } from "./intercept.ts";
+import type { ProxyAuthorize } from "./app.ts";
+import { AGENTS_ONLY, PROXY_AUTHENTICATE } from "../agents/proxy-auth.ts";
 import { deniedMessage, reachOf } from "./policy.ts";
 
 export interface TunnelOptions {
@@ -14,6 +16,7 @@ export interface TunnelOptions {
   log: Logger;
   /** Decrypts tunnels to platform hosts in Cache Mode, so what flows through can be cached. */
   interceptor?: () => Interceptor | undefined;
+  authorize: ProxyAuthorize;
 }
 
 /** Parses a CONNECT authority (`host:port`, `[v6]:port`), or returns null. */
@@ -38,15 +41,25 @@ export function createTunnelHandler(opts: TunnelOptions) {
     const target = parseAuthority(req.url ?? "");
     if (!target) return refuse(client, 400, `CONNECT needs host:port, e.g. "CONNECT example.qualys.com:443"; got "${req.url}"`);
     const config = opts.config();
+    let agent = req.socket.remoteAddress ?? "unknown";
+    if (config.patchMode.enabled) {
+      const auth = await opts.authorize(req.headers["proxy-authorization"], agent, config.patchMode.clientNetworks);
+      if (!auth.ok) {
+        if (auth.delayMs > 0) await Bun.sleep(auth.delayMs);
+        return refuse(client, 407, AGENTS_ONLY, `Proxy-Authenticate: ${PROXY_AUTHENTICATE}\r\n`);
+      }
+      agent = auth.agent;
+    }
     const reach = reachOf(target.host, config);
     if (reach === "denied") return refuse(client, 403, deniedMessage(target.host, config));
     if (!config.connect.ports.includes(target.port)) {
       return refuse(client, 403, `CONNECT to port ${target.port} is refused; tunnels may only reach ports ${config.connect.ports.join(", ")} (connect.ports)`);
     }
     const intercept = opts.interceptor?.();
-    if (intercept && config.cacheMode.enabled && reach === "platform" && !domainMatches(target.host, config.tls.doNotIntercept)) {
+    const cached = (reach === "platform" && config.cacheMode.enabled) || reach === "patch";
+    if (intercept && cached && !domainMatches(target.host, config.tls.doNotIntercept)) {
       // Upstream is resolved and checked per request, when (and only if) a request misses the cache.
-      return intercept(client, head, target.host, target.port, req.socket.remoteAddress ?? "unknown");
+      return intercept(client, head, target.host, target.port, agent, config.patchMode.enabled);
     }
     let address: ResolvedUpstream;
     try {
@@ -76,12 +89,12 @@ export function createTunnelHandler(opts: TunnelOptions) {
   };
 }
 
-const REASONS: Record<number, string> = { 400: "Bad Request", 403: "Forbidden", 502: "Bad Gateway" };
+const REASONS: Record<number, string> = { 400: "Bad Request", 403: "Forbidden", 407: "Proxy Authentication Required", 502: "Bad Gateway" };
 
-function refuse(client: Duplex, status: number, message: string): void {
+function refuse(client: Duplex, status: number, message: string, extraHeaders = ""): void {
   const body = `cachegate: ${message}\n`;
   client.end(
-    `HTTP/1.1 ${status} ${REASONS[status] ?? "Error"}\r\nContent-Type: text/plain; charset=utf-8\r\n` +
+    `HTTP/1.1 ${status} ${REASONS[status] ?? "Error"}\r\nContent-Type: text/plain; charset=utf-8\r\n${extraHeaders}` +
       `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
   );
 }

@@ -12,6 +12,9 @@ export interface UpstreamOptions {
   onBody?: (url: string, bytes: number) => void;
 }
 
+/** Error codes of a certificate that does not verify (BoringSSL/OpenSSL names, as Bun reports them). */
+const CERTIFICATE_ERROR = /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|ALTNAME|UNABLE_TO_GET_ISSUER/;
+
 export type UpstreamFetch = (req: Request) => Promise<Response>;
 
 /**
@@ -57,8 +60,17 @@ export function createUpstreamFetch(opts: UpstreamOptions): UpstreamFetch {
         duplex: "half",
       });
     } catch (err) {
-      const reason = abort.signal.aborted ? String((abort.signal.reason as Error).message) : (err as Error).message;
-      throw new HTTPException(abort.signal.aborted ? 504 : 502, { message: `upstream ${url.host} failed: ${reason}`, cause: err });
+      if (abort.signal.aborted) {
+        throw new HTTPException(504, { message: `upstream ${url.host} failed: ${(abort.signal.reason as Error).message}`, cause: err });
+      }
+      const code = String((err as { code?: unknown }).code ?? "");
+      if (CERTIFICATE_ERROR.test(code)) {
+        throw new HTTPException(502, {
+          message: `the certificate of ${url.hostname} did not verify (${code}); the gateway trusts the system store plus NODE_EXTRA_CA_CERTS, so add the issuing CA there if this upstream is legitimate`,
+          cause: err,
+        });
+      }
+      throw new HTTPException(502, { message: `upstream ${url.host} failed: ${(err as Error).message}`, cause: err });
     } finally {
       clearTimeout(timer);
     }

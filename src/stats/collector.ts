@@ -22,7 +22,7 @@ const LABEL_COUNTER: Record<string, string> = {
   BYPASS: "bypass",
 };
 const FROM_CACHE = new Set(["HIT", "COALESCED", "REVALIDATED", "STALE"]);
-const COUNTERS = ["requests", "hits", "misses", "coalesced", "revalidated", "stale", "bypass", "bytes_served", "bytes_from_cache", "bytes_upstream"] as const;
+const COUNTERS = ["requests", "refused", "hits", "misses", "coalesced", "revalidated", "stale", "bypass", "bytes_served", "bytes_from_cache", "bytes_upstream"] as const;
 
 const ACTIVE_WINDOW_MS = 60 * 60 * 1000;
 const FLUSH_MS = 5000;
@@ -92,17 +92,21 @@ export function createStats(db: Db, opts: StatsOptions) {
   return {
     /** Called once per response the proxy finished sending. */
     served(s: Served): void {
+      // Refusals the gateway made itself (403, 407, 400…) carry no X-Cache: not agent traffic.
+      if (s.label === null) return void add("refused", 1);
       add("requests", 1);
+      pendingClients.set(s.agent, now());
+      // A gateway-made error (403, 502…) would not have crossed the internet either: it is no bandwidth, saved or spent.
+      if (s.label === null) return;
       add("bytes_served", s.bytes);
-      const counter = s.label === null ? undefined : LABEL_COUNTER[s.label];
+      const counter = LABEL_COUNTER[s.label];
       if (counter) add(counter, 1);
-      if (s.label !== null && FROM_CACHE.has(s.label)) add("bytes_from_cache", s.bytes);
+      if (FROM_CACHE.has(s.label)) add("bytes_from_cache", s.bytes);
       const kind = kindOf(s.url, opts.kinds());
       const row = daily(kind);
       row.requests++;
       row.served += s.bytes;
       pendingAgents.add(`${day()}\t${kind}\t${s.agent}`);
-      pendingClients.set(s.agent, now());
     },
 
     /** Called once per upstream response body, with the bytes that crossed the internet. */
@@ -144,6 +148,7 @@ export function createStats(db: Db, opts: StatsOptions) {
       const entryCount = db.select({ n: sql<number>`count(*)` }).from(entries).get()?.n ?? 0;
       return {
         requests: totals.requests,
+        refused: totals.refused,
         hits: totals.hits,
         misses: totals.misses,
         coalesced: totals.coalesced,

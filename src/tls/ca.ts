@@ -31,7 +31,7 @@ export interface CaFiles {
  */
 export async function loadCa(dataDir: string, files: CaFiles, log: Logger): Promise<GatewayCa> {
   if (files.certFile || files.keyFile) {
-    if (!files.certFile || !files.keyFile) throw new Error("an operator CA needs both CACHEGATE_TLS_CA_CERT and CACHEGATE_TLS_CA_KEY");
+    if (!files.certFile || !files.keyFile) throw new Error("an operator CA needs both tls.caCertFile and tls.caKeyFile");
     return readCa(files.certFile, files.keyFile, files.certFile);
   }
   const dir = join(dataDir, "ca");
@@ -71,11 +71,28 @@ async function readCa(certFile: string, keyFile: string, source: string): Promis
   const first = pems[0];
   if (!first) throw new Error(`${certFile} holds no PEM certificate`);
   const cert = new x509.X509Certificate(first);
-  const chainPem = pems.slice(1).map((der) => new x509.X509Certificate(der).toString("pem")).join("\n");
+  // Leaves are issued by `cert`; an agent that trusts only the root above an intermediate
+  // needs the intermediate itself in the chain, then whatever the file holds after it.
+  const chain = cert.subject === cert.issuer ? pems.slice(1) : pems;
+  const chainPem = chain.map((der) => new x509.X509Certificate(der).toString("pem")).join("\n");
   const keyDer = x509.PemConverter.decode(await readFile(keyFile, "utf8"))[0];
   if (!keyDer) throw new Error(`${keyFile} holds no PEM private key (PKCS#8 "BEGIN PRIVATE KEY" expected)`);
-  const privateKey = await crypto.subtle.importKey("pkcs8", keyDer, await signingAlgorithmOf(cert), false, ["sign"]);
+  const algorithm = await signingAlgorithmOf(cert);
+  const privateKey = await crypto.subtle.importKey("pkcs8", keyDer, algorithm, false, ["sign"]);
+  if (!(await keyMatches(cert, privateKey, algorithm))) throw new Error(`the private key in ${keyFile} does not belong to the certificate in ${certFile}`);
   return { cert, certPem: cert.toString("pem"), chainPem, privateKey, source };
+}
+
+/** Signs a probe with the key and checks it with the certificate's public key. */
+async function keyMatches(cert: x509.X509Certificate, privateKey: CryptoKey, algorithm: { name: string; hash?: string }): Promise<boolean> {
+  const params = { ...algorithm, hash: algorithm.hash ?? "SHA-256" };
+  const probe = crypto.getRandomValues(new Uint8Array(32));
+  try {
+    const signature = await crypto.subtle.sign(params, privateKey, probe);
+    return await crypto.subtle.verify(params, await cert.publicKey.export(params, ["verify"]), signature, probe);
+  } catch {
+    return false; // e.g. an EC key for an RSA certificate
+  }
 }
 
 /** The import parameters for the CA's private key: ECDSA on the certificate's curve, else RSA. */

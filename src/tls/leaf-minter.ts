@@ -7,6 +7,8 @@ export interface Leaf {
   cert: string;
   key: string;
   notAfter: number;
+  /** Halfway through the leaf's own validity: from then on it is replaced. */
+  renewAt: number;
 }
 
 export interface MinterOptions {
@@ -55,7 +57,7 @@ export function createLeafMinter(ca: GatewayCa, opts: MinterOptions = {}) {
       ],
     });
     const chain = [cert.toString("pem"), ca.chainPem].filter((p) => p !== "").join("\n");
-    return { cert: chain, key: await keyPem, notAfter };
+    return { cert: chain, key: await keyPem, notAfter, renewAt: t + (notAfter - t) / 2 };
   }
 
   return {
@@ -65,7 +67,9 @@ export function createLeafMinter(ca: GatewayCa, opts: MinterOptions = {}) {
       const cached = cache.get(name);
       if (cached) {
         const leaf = await cached.catch(() => undefined);
-        if (leaf && leaf.notAfter - now() > validityMs / 2) {
+        // Half of the leaf's own validity, not of validityMs: a leaf cut short by a CA that
+        // expires soon would otherwise be replaced at every handshake.
+        if (leaf && now() < leaf.renewAt) {
           cache.delete(name); // refresh LRU position
           cache.set(name, cached);
           return leaf;

@@ -1,0 +1,61 @@
+import { inCidr, parseCidr, parseIp, canonical } from "../proxy/ip.ts";
+import type { AgentStore } from "./agent-store.ts";
+
+export type AuthResult = { ok: true; agent: string } | { ok: false; delayMs: number };
+
+/** Failures per client address before answers slow down, and the ceiling of the delay. */
+const FREE_FAILURES = 5;
+const MAX_DELAY_MS = 8000;
+const FAILURE_WINDOW_MS = 10 * 60_000;
+
+export const PROXY_AUTHENTICATE = 'Basic realm="cachegate agents", charset="UTF-8"';
+export const AGENTS_ONLY =
+  "Patch Mode admits agents only: send the agent credentials issued by POST /api/agents " +
+  "(curl --proxy-user USER:PASS, or https_proxy=http://USER:PASS@gateway:8080).";
+
+/**
+ * Patch Mode's "agents only" rule: a request needs valid Basic
+ * Proxy-Authorization, or must come from an admitted client network.
+ * Repeated failures from one address are answered ever more slowly, and a
+ * refusal never says whether the user name exists.
+ */
+export function createProxyAuth(agents: AgentStore, now: () => number = Date.now) {
+  const failures = new Map<string, { count: number; since: number }>();
+
+  function failed(client: string): number {
+    const t = now();
+    let f = failures.get(client);
+    if (!f || t - f.since > FAILURE_WINDOW_MS) failures.set(client, (f = { count: 0, since: t }));
+    f.count++;
+    if (failures.size > 100_000) failures.delete(failures.keys().next().value!);
+    return f.count <= FREE_FAILURES ? 0 : Math.min(MAX_DELAY_MS, 250 * 2 ** (f.count - FREE_FAILURES - 1));
+  }
+
+  return async function authorize(header: string | undefined | null, client: string, networks: readonly string[]): Promise<AuthResult> {
+    if (networks.length > 0 && inNetworks(client, networks)) return { ok: true, agent: client };
+    const creds = parseBasic(header);
+    const agent = creds && (await agents.verify(creds.username, creds.password));
+    if (agent) {
+      failures.delete(client);
+      return { ok: true, agent };
+    }
+    return { ok: false, delayMs: failed(client) };
+  };
+}
+
+function parseBasic(header: string | undefined | null): { username: string; password: string } | null {
+  const m = /^Basic\s+([A-Za-z0-9+/=]+)\s*$/i.exec(header ?? "");
+  if (!m) return null;
+  const decoded = Buffer.from(m[1]!, "base64").toString("utf8");
+  const colon = decoded.indexOf(":");
+  return colon < 0 ? null : { username: decoded.slice(0, colon), password: decoded.slice(colon + 1) };
+}
+
+function inNetworks(client: string, networks: readonly string[]): boolean {
+  try {
+    const ip = canonical(parseIp(client));
+    return networks.some((n) => inCidr(ip, parseCidr(n)));
+  } catch {
+    return false;
+  }
+}

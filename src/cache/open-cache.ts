@@ -1,0 +1,52 @@
+import { mkdir } from "node:fs/promises";
+import { join } from "node:path";
+import { openDb, type Db } from "../db/client.ts";
+import type { Logger } from "../log.ts";
+import { createBlobStore, type BlobStore } from "../store/blob-store.ts";
+import { createCacheIndex, type CacheIndex } from "./cache-index.ts";
+import { createCachePipeline, type CachePipeline, type PipelineDeps } from "./pipeline.ts";
+import { createVerifier } from "./verify.ts";
+
+/** One cache on one disk: blobs, their SQLite index next to them, and the pipeline that serves them. */
+export interface Cache {
+  dir: string;
+  db: Db;
+  store: BlobStore;
+  index: CacheIndex;
+  pipeline: CachePipeline;
+  verifier: ReturnType<typeof createVerifier>;
+  close(): void;
+}
+
+export type CacheOptions = Omit<PipelineDeps, "index" | "store" | "now"> & {
+  now: () => number;
+  /** Eviction limits that depend on the index (the patch disk's watermarks). */
+  limits?: (index: CacheIndex) => Pick<PipelineDeps, "maxBytes" | "evictTo" | "roomFor">;
+};
+
+/**
+ * Opens the cache kept in `dir` (the data dir, or the patch disk): applies
+ * migrations, sweeps what an interrupted download left behind, and builds
+ * its pipeline.
+ */
+export async function openCache(dir: string, opts: CacheOptions): Promise<Cache> {
+  await mkdir(dir, { recursive: true });
+  const db = openDb(join(dir, "index.sqlite"));
+  const store = await createBlobStore(dir);
+  const index = createCacheIndex(db, store, opts.now);
+  const swept = await store.sweep(index.knowsBlob);
+  if (swept.temps + swept.orphans > 0) opts.log.info("swept leftovers of interrupted downloads", { dir, ...swept });
+  const pipeline = createCachePipeline({ ...opts, ...opts.limits?.(index), index, store });
+  return {
+    dir,
+    db,
+    store,
+    index,
+    pipeline,
+    verifier: createVerifier(index, store, opts.log),
+    close() {
+      index.flush();
+      db.$client.close();
+    },
+  };
+}

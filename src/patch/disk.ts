@@ -1,0 +1,49 @@
+import { statfsSync } from "node:fs";
+import { stat, unlink, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+
+export interface DiskUsage {
+  path: string;
+  totalBytes: number;
+  freeBytes: number;
+  /** Fraction of the disk in use, 0..1. */
+  used: number;
+}
+
+/** Size and free space of the file system holding `path` (free = what an unprivileged writer may use). */
+export function diskUsage(path: string): DiskUsage {
+  const s = statfsSync(path);
+  const totalBytes = s.blocks * s.bsize;
+  const freeBytes = s.bavail * s.bsize;
+  return { path, totalBytes, freeBytes, used: totalBytes === 0 ? 1 : 1 - freeBytes / totalBytes };
+}
+
+const GB = 1_000_000_000;
+const gb = (bytes: number) => `${(bytes / GB).toFixed(1)} GB`;
+
+/**
+ * The checks the seed makes before Patch Mode may be enabled: the patch disk
+ * is there, is a directory, can be written, and has the minimum free space.
+ * Returns what failed, in words an operator can act on, or null.
+ */
+export async function patchDiskProblem(path: string, minFreeBytes: number): Promise<string | null> {
+  const info = await stat(path).catch((err: NodeJS.ErrnoException) => err);
+  if (info instanceof Error) {
+    return info.code === "ENOENT"
+      ? `the patch disk path ${path} does not exist; attach the extra disk, mount it there, then enable Patch Mode`
+      : `the patch disk path ${path} cannot be read (${info.code ?? info.message})`;
+  }
+  if (!info.isDirectory()) return `the patch disk path ${path} is not a directory; give the disk's mount point`;
+  const probe = join(path, `.cachegate-write-test-${process.pid}`);
+  try {
+    await writeFile(probe, "ok");
+    await unlink(probe);
+  } catch (err) {
+    return `the patch disk at ${path} is not writable by the gateway (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}); fix its permissions or mount options`;
+  }
+  const { freeBytes } = diskUsage(path);
+  if (freeBytes < minFreeBytes) {
+    return `the patch disk at ${path} has ${gb(freeBytes)} free; Patch Mode needs at least ${gb(minFreeBytes)} (patchDisk.minFreeBytes, CACHEGATE_PATCH_DISK_MIN_FREE); use a larger disk or free space`;
+  }
+  return null;
+}

@@ -1,0 +1,87 @@
+import { HTTPException } from "hono/http-exception";
+import { join } from "node:path";
+import { openCache, type Cache, type CacheOptions } from "../cache/open-cache.ts";
+import type { CacheIndex } from "../cache/cache-index.ts";
+import type { Config } from "../config/schema.ts";
+import type { Logger } from "../log.ts";
+import { diskUsage, patchDiskProblem } from "./disk.ts";
+
+/**
+ * The patch cache: patch objects and their index on the patch disk
+ * (`<patchDisk.path>/cachegate/`), opened when Patch Mode is enabled after
+ * the seed's checks pass. Eviction follows the disk's watermarks rather
+ * than a byte limit, and a download that would not fit is passed through.
+ */
+export function createPatchCache(opts: CacheOptions & { config: () => Config; log: Logger }) {
+  let cache: Cache | undefined;
+
+  const limits = (dir: string) => (index: CacheIndex) => {
+    const disk = () => diskUsage(dir);
+    const excess = () => {
+      const d = disk();
+      const { highWatermark, lowWatermark } = opts.config().patchDisk;
+      return d.used > highWatermark ? (d.used - lowWatermark) * d.totalBytes : 0;
+    };
+    return {
+      // Over the high watermark: the limit is what the cache holds now, less what must go to reach the low one.
+      maxBytes: () => (excess() > 0 ? Math.max(0, index.totalBytes() - excess()) : Number.MAX_SAFE_INTEGER),
+      evictTo: () => Math.max(0, index.totalBytes() - excess()),
+      // Keep a margin so the index and other writers on the disk still have room.
+      roomFor: (bytes: number | undefined) => disk().freeBytes > (bytes ?? 0) + 64 * 1024 * 1024,
+    };
+  };
+
+  async function open(path: string): Promise<void> {
+    if (cache && cache.dir === join(path, "cachegate")) return;
+    const dir = join(path, "cachegate");
+    const next = await openCache(dir, { ...opts, limits: limits(dir) });
+    const previous = cache;
+    cache = next;
+    previous?.close();
+    opts.log.info("patch cache open", { dir, cachedBytes: next.index.totalBytes() });
+  }
+
+  return {
+    /** The pipeline for patch downloads, or undefined when they cannot be cached (they are then passed through). */
+    pipeline: () => (opts.config().patchMode.enabled ? cache?.pipeline : undefined),
+    cache: () => cache,
+
+    /** At start: a persisted Patch Mode whose disk is gone leaves patches uncached, not the gateway down. */
+    async start(config: Config): Promise<void> {
+      if (!config.patchMode.enabled || !config.patchDisk.path) return;
+      const problem = await patchDiskProblem(config.patchDisk.path, config.patchDisk.minFreeBytes);
+      if (problem) return opts.log.error("Patch Mode is on but the patch disk is not usable; patches pass through uncached", { problem });
+      await open(config.patchDisk.path);
+    },
+
+    /** Config applier: enabling Patch Mode (or moving its disk) runs the seed's checks first. */
+    async apply(next: Config, prev: Config): Promise<void> {
+      const path = next.patchDisk.path;
+      if (!next.patchMode.enabled || !path) return;
+      if (prev.patchMode.enabled && prev.patchDisk.path !== path) {
+        throw new HTTPException(409, { message: "patchDisk.path cannot change while Patch Mode is on (only one patch disk is supported); disable Patch Mode, change the path, then enable it again" });
+      }
+      if (prev.patchMode.enabled && cache) return;
+      const problem = await patchDiskProblem(path, next.patchDisk.minFreeBytes);
+      if (problem) {
+        throw new HTTPException(409, {
+          message: `Patch Mode cannot be enabled: ${problem}; nothing was changed`,
+          cause: [{ path: "patchMode.enabled", value: true, rule: "patch-disk", message: problem }],
+        });
+      }
+      await open(path);
+    },
+
+    /** What GET /api/stats reports about the patch disk. */
+    usage() {
+      const path = opts.config().patchDisk.path;
+      if (!cache || !path) return { path: path ?? null, open: false };
+      const d = diskUsage(path);
+      return { path, open: true, totalBytes: d.totalBytes, freeBytes: d.freeBytes, cachedBytes: cache.index.totalBytes(), downloadsInFlight: cache.pipeline.inFlight() };
+    },
+
+    close: () => cache?.close(),
+  };
+}
+
+export type PatchCache = ReturnType<typeof createPatchCache>;
