@@ -145,6 +145,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     patch,
     stats,
     async stop() {
+      tunnel.closeAll();
       await listener.stop();
       await admin.stop(true);
       stats?.stop();

@@ -212,6 +212,18 @@ export const ConfigSchema = v.pipe(
     v.partialCheck([["patchMode", "enabled"], ["patchDisk", "path"]], (c) => !c.patchMode.enabled || c.patchDisk.path !== undefined, "needs the patch disk: set patchDisk.path (or CACHEGATE_PATCH_DISK) to its mount path"),
     ["patchMode", "enabled"],
   ),
+  v.forward(
+    v.partialCheck([["tls", "caCertFile"], ["tls", "caKeyFile"]], (c) => (c.tls.caCertFile === undefined) === (c.tls.caKeyFile === undefined), "must be given together with tls.caCertFile (both or neither)"),
+    ["tls", "caKeyFile"],
+  ),
+  v.forward(
+    v.partialCheck(
+      [["tls", "agentListener", "certFile"], ["tls", "agentListener", "keyFile"]],
+      (c) => (c.tls.agentListener.certFile === undefined) === (c.tls.agentListener.keyFile === undefined),
+      "needs certFile and keyFile together (both or neither)",
+    ),
+    ["tls", "agentListener"],
+  ),
 );
 
 export type Config = v.InferOutput<typeof ConfigSchema>;

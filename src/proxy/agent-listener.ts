@@ -13,7 +13,9 @@ export function createAgentListener(opts: { build: (c: Config) => Promise<Server
   let server: Server | undefined;
   let port = 0;
 
-  const tlsOf = (c: Config) => JSON.stringify([c.tls.agentListener, c.tls.agentListener.enabled && c.tls.minVersion]);
+  // What the TLS listener's certificate and handshake depend on (a new CA means a new certificate).
+  const tlsOf = (c: Config) =>
+    JSON.stringify(c.tls.agentListener.enabled ? [c.tls.agentListener, c.tls.minVersion, c.tls.caCertFile, c.tls.caKeyFile] : false);
 
   return {
     port: () => port,

@@ -36,8 +36,12 @@ export function parseAuthority(authority: string): { host: string; port: number 
  * never looks into.
  */
 export function createTunnelHandler(opts: TunnelOptions) {
-  return async function tunnel(req: IncomingMessage, client: Duplex, head: Buffer): Promise<void> {
+  // Tunnels outlive the listener's own connection tracking; shutdown must end them itself.
+  const open = new Set<Duplex>();
+  const tunnel = async function tunnel(req: IncomingMessage, client: Duplex, head: Buffer): Promise<void> {
     client.on("error", () => {});
+    open.add(client);
+    client.once("close", () => open.delete(client));
     const target = parseAuthority(req.url ?? "");
     if (!target) return refuse(client, 400, `CONNECT needs host:port, e.g. "CONNECT example.qualys.com:443"; got "${req.url}"`);
     const config = opts.config();
@@ -87,6 +91,12 @@ export function createTunnelHandler(opts: TunnelOptions) {
     client.on("close", () => upstream.destroy());
     upstream.on("close", () => client.destroy());
   };
+  return Object.assign(tunnel, {
+    /** Ends every open tunnel (shutdown). */
+    closeAll() {
+      for (const socket of open) socket.destroy();
+    },
+  });
 }
 
 const REASONS: Record<number, string> = { 400: "Bad Request", 403: "Forbidden", 407: "Proxy Authentication Required", 502: "Bad Gateway" };

@@ -96,8 +96,6 @@ export function createStats(db: Db, opts: StatsOptions) {
       if (s.label === null) return void add("refused", 1);
       add("requests", 1);
       pendingClients.set(s.agent, now());
-      // A gateway-made error (403, 502…) would not have crossed the internet either: it is no bandwidth, saved or spent.
-      if (s.label === null) return;
       add("bytes_served", s.bytes);
       const counter = LABEL_COUNTER[s.label];
       if (counter) add(counter, 1);

@@ -1,6 +1,6 @@
 import "reflect-metadata"; // @peculiar/x509's dependency injection needs it loaded first
 import * as x509 from "@peculiar/x509";
-import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";
+import { access, chmod, mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { Logger } from "../log.ts";
 
@@ -37,10 +37,11 @@ export async function loadCa(dataDir: string, files: CaFiles, log: Logger): Prom
   const dir = join(dataDir, "ca");
   const certFile = join(dir, "ca.pem");
   const keyFile = join(dir, "ca.key");
-  try {
-    return await readCa(certFile, keyFile, certFile);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+  const present = await Promise.all([certFile, keyFile].map((f) => access(f).then(() => true, () => false)));
+  if (present[0] && present[1]) return readCa(certFile, keyFile, certFile);
+  if (present[0] !== present[1]) {
+    // Half a CA: regenerating would silently invalidate what agents already trust.
+    throw new Error(`${present[0] ? keyFile : certFile} is missing while ${present[0] ? certFile : keyFile} exists; restore it, or remove ${dir} to generate a new CA (agents must then trust the new one)`);
   }
   await mkdir(dir, { recursive: true, mode: 0o700 });
   const keys = (await crypto.subtle.generateKey(EC_P256, true, ["sign", "verify"])) as CryptoKeyPair;
