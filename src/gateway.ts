@@ -148,6 +148,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       tunnel.closeAll();
       await listener.stop();
       await admin.stop(true);
+      await Promise.all([main.pipeline.stop(), patch.cache()?.pipeline.stop()]);
       stats?.stop();
       patch.close();
       main.close();

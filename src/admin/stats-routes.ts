@@ -53,7 +53,8 @@ function prometheus(s: Full): string {
   metric("cachegate_cache_bytes", "gauge", "Bytes held by the cache.", [["", s.cache.bytes]]);
   metric("cachegate_cache_max_bytes", "gauge", "Cache size limit.", [["", s.cache.maxBytes]]);
   metric("cachegate_downloads_in_flight", "gauge", "Upstream downloads in progress.", [["", s.cache.downloadsInFlight]]);
-  const today = s.bandwidth.filter((r) => r.day === s.bandwidth[0]?.day);
+  const day = new Date().toISOString().slice(0, 10);
+  const today = s.bandwidth.filter((r) => r.day === day);
   metric("cachegate_kind_bytes_without_cache", "gauge", "Today (UTC): bytes agents received, per kind of file.", today.map((r) => [`{kind="${r.kind}"}`, r.bytesWithoutCache]));
   metric("cachegate_kind_bytes_with_cache", "gauge", "Today (UTC): bytes fetched upstream, per kind of file.", today.map((r) => [`{kind="${r.kind}"}`, r.bytesWithCache]));
   metric("cachegate_kind_agents", "gauge", "Today (UTC): distinct agents, per kind of file.", today.map((r) => [`{kind="${r.kind}"}`, r.agents]));

@@ -22,6 +22,7 @@ const VERIFIED_TTL_MS = 10 * 60_000;
  */
 export function createAgentStore(db: Db, now: () => number = Date.now) {
   const verified = new Map<string, { id: number; username: string; until: number }>();
+  const checking = new Map<string, Promise<string | null>>();
   // Checked against when the user name is unknown, so both cases cost one hash.
   const decoy = Bun.password.hash(randomBytes(16).toString("hex"));
   const keyOf = (username: string, password: string) => createHash("sha256").update(`${username}\0${password}`).digest("hex");
@@ -52,17 +53,31 @@ export function createAgentStore(db: Db, now: () => number = Date.now) {
     },
 
     /** The agent's user name if the pair is valid, else null. Never says which half was wrong. */
-    async verify(username: string, password: string): Promise<string | null> {
+    verify(username: string, password: string): Promise<string | null> {
       const key = keyOf(username, password);
       const hit = verified.get(key);
-      if (hit && hit.until > now()) return hit.username;
-      const row = db.select().from(agents).where(eq(agents.username, username)).get();
-      const ok = await Bun.password.verify(password, row?.passwordHash ?? (await decoy));
-      if (!ok || !row) return null;
-      verified.set(key, { id: row.id, username: row.username, until: now() + VERIFIED_TTL_MS });
-      return row.username;
+      if (hit && hit.until > now()) return Promise.resolve(hit.username);
+      // Agents sharing one credential arrive together (after a restart, at a patch window):
+      // they wait on one hash instead of each starting their own.
+      let check = checking.get(key);
+      if (!check) {
+        check = check_(key, username, password).finally(() => checking.delete(key));
+        checking.set(key, check);
+      }
+      return check;
     },
   };
+
+  async function check_(key: string, username: string, password: string): Promise<string | null> {
+    const row = db.select().from(agents).where(eq(agents.username, username)).get();
+    const ok = await Bun.password.verify(password, row?.passwordHash ?? (await decoy));
+    if (!ok || !row) return null;
+    // A revocation that landed while the hash was being checked wins: nothing is remembered for a gone agent.
+    const still = db.select({ passwordHash: agents.passwordHash }).from(agents).where(eq(agents.id, row.id)).get();
+    if (still?.passwordHash !== row.passwordHash) return null;
+    verified.set(key, { id: row.id, username: row.username, until: now() + VERIFIED_TTL_MS });
+    return row.username;
+  }
 }
 
 export type AgentStore = ReturnType<typeof createAgentStore>;

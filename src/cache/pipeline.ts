@@ -39,6 +39,8 @@ export interface CachePipeline {
   invalidate(url: string): Promise<void>;
   /** Downloads in progress (for graceful shutdown and stats). */
   inFlight(): number;
+  /** Shutdown: aborts downloads in progress (nothing half-written is indexed) and waits for them to wind up. */
+  stop(): Promise<void>;
 }
 
 /** What joiners of a flight learn once the leader has the upstream response head. */
@@ -66,6 +68,8 @@ export function createCachePipeline(deps: PipelineDeps): CachePipeline {
   /** After a disk error, new downloads pass through uncached for a while instead of failing too. */
   let diskTroubleUntil = 0;
   const DISK_TROUBLE_MS = 30_000;
+  let stopping = false;
+  const upstreamReaders = new Set<ReadableStreamDefaultReader<Uint8Array>>();
   const canStore = (bytes: number | undefined) => now() >= diskTroubleUntil && deps.roomFor?.(bytes) !== false;
 
   async function handle(req: Request): Promise<Response> {
@@ -206,7 +210,7 @@ export function createCachePipeline(deps: PipelineDeps): CachePipeline {
   /** Copies the upstream body into the download, failing on silence or a short body. */
   async function fill(download: Download, res: Response): Promise<void> {
     if (res.body) {
-      const reader = res.body.getReader();
+      const reader = res.body.getReader() as ReadableStreamDefaultReader<Uint8Array>;
       let timer: Timer | undefined;
       let silent = false;
       const arm = () => {
@@ -216,15 +220,18 @@ export function createCachePipeline(deps: PipelineDeps): CachePipeline {
           void reader.cancel();
         }, idleTimeoutMs);
       };
+      upstreamReaders.add(reader);
       try {
         for (arm(); ; arm()) {
           const { done, value } = await reader.read();
           if (silent) throw new Error(`upstream sent nothing for ${idleTimeoutMs / 1000} s`);
+          if (stopping) throw new Error("the gateway is shutting down");
           if (done) break;
           await download.append(value);
         }
       } finally {
         clearTimeout(timer);
+        upstreamReaders.delete(reader);
       }
     }
     const got = download.available();
@@ -236,6 +243,7 @@ export function createCachePipeline(deps: PipelineDeps): CachePipeline {
 
   /** Flushes the blob into place and indexes it: only now can a later request hit it. */
   async function commit(download: Download, meta: Omit<StoredEntry, "id" | "variant" | "sha256" | "size">, requestHeaders: Headers): Promise<void> {
+    if (stopping) throw new Error("the gateway is shutting down");
     const sha256 = await store.commit(download.temp);
     index.insert({ ...meta, sha256, size: download.available() }, requestHeaders);
     await index.evict(deps.maxBytes(), deps.evictTo?.());
@@ -261,6 +269,11 @@ export function createCachePipeline(deps: PipelineDeps): CachePipeline {
       await index.purge({ url: cacheKey(url) });
     },
     inFlight: () => flights.size,
+    async stop() {
+      stopping = true;
+      for (const reader of upstreamReaders) void reader.cancel().catch(() => {});
+      for (let waited = 0; flights.size > 0 && waited < 5000; waited += 20) await Bun.sleep(20);
+    },
   };
 }
 

@@ -14,29 +14,6 @@ export interface VerifyState {
   error?: string;
 }
 
-const READ_SIZE = 1024 * 1024;
-
-/**
- * The sha256 of a blob as it is on disk now, read through a file handle: each
- * read yields to the event loop, so agents and the admin API are served while
- * a large cache is verified (hashing a Bun.file stream runs without yielding).
- */
-async function hashOnDisk(store: BlobStore, sha256: string): Promise<string> {
-  const file = await store.open(sha256);
-  try {
-    const hasher = new Bun.CryptoHasher("sha256");
-    const buffer = Buffer.allocUnsafe(READ_SIZE);
-    for (let position = 0; ; ) {
-      const { bytesRead } = await file.read(buffer, 0, READ_SIZE, position);
-      if (bytesRead === 0) return hasher.digest("hex");
-      hasher.update(buffer.subarray(0, bytesRead));
-      position += bytesRead;
-    }
-  } finally {
-    await file.close();
-  }
-}
-
 /**
  * Re-hashes every stored blob and drops any whose bytes no longer match
  * their sha256 name (a disk fault, a stray edit), with the entries that
@@ -48,7 +25,7 @@ export function createVerifier(index: CacheIndex, store: BlobStore, log: Logger)
   async function run(hashes: string[]) {
     for (const sha of hashes) {
       if (!index.knowsBlob(sha)) continue; // evicted meanwhile
-      const actual = await hashOnDisk(store, sha).catch(() => "missing");
+      const actual = await store.rehash(sha).catch(() => "missing");
       if (actual !== sha) {
         status.damaged.push(sha);
         const dropped = await index.dropBlob(sha);

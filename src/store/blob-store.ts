@@ -97,13 +97,27 @@ export async function createBlobStore(dir: string): Promise<BlobStore> {
       return { temps, orphans };
     },
 
+    // Read through a file handle: each read yields to the event loop, so agents and the
+    // admin API are served while a large cache is verified (a Bun.file stream does not yield).
     async rehash(sha256) {
-      const hasher = new Bun.CryptoHasher("sha256");
-      for await (const chunk of Bun.file(pathOf(sha256)).stream()) hasher.update(chunk);
-      return hasher.digest("hex");
+      const file = await open(pathOf(sha256), "r");
+      try {
+        const hasher = new Bun.CryptoHasher("sha256");
+        const buffer = Buffer.allocUnsafe(REHASH_CHUNK);
+        for (let position = 0; ; ) {
+          const { bytesRead } = await file.read(buffer, 0, REHASH_CHUNK, position);
+          if (bytesRead === 0) return hasher.digest("hex");
+          hasher.update(buffer.subarray(0, bytesRead));
+          position += bytesRead;
+        }
+      } finally {
+        await file.close();
+      }
     },
   };
 }
+
+const REHASH_CHUNK = 1024 * 1024;
 
 async function exists(path: string): Promise<boolean> {
   return stat(path).then(
