@@ -4,11 +4,14 @@ import { join } from "node:path";
 import type { ConfigInput } from "../../src/config/schema.ts";
 import { startGateway, type Gateway, type GatewayOptions } from "../../src/gateway.ts";
 import { silentLogger } from "../../src/log.ts";
+import { waitFor } from "./wait.ts";
 
 export interface TestGateway extends Gateway {
   dataDir: string;
   proxyUrl: string;
   adminUrl: string;
+  /** Resolves once no download is in flight: each one is committed to the index, or failed and dropped. */
+  idle(): Promise<void>;
   /** Stops the gateway; the data dir stays for a restart. */
   restart(): Promise<TestGateway>;
   /** Stops the gateway and removes its data dir. */
@@ -56,6 +59,7 @@ export async function startTestGateway(opts: TestGatewayOptions = {}): Promise<T
       return `http://127.0.0.1:${gateway.proxyPort}`;
     },
     adminUrl: `http://127.0.0.1:${gateway.adminPort}`,
+    idle: () => waitFor("downloads to land", () => gateway.pipeline.inFlight() === 0, 15_000),
     async restart() {
       await gateway.stop();
       return startTestGateway({ ...opts, dataDir });

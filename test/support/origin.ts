@@ -8,13 +8,20 @@ export interface Origin {
   url(path: string): string;
   /** Requests served, per path (all paths when omitted). */
   count(path?: string): number;
-  requests: Request[];
+  /** What each request looked like when it arrived (headers are copied: Bun empties them after the response). */
+  requests: SeenRequest[];
   stop(): Promise<void>;
+}
+
+export interface SeenRequest {
+  method: string;
+  path: string;
+  headers: Headers;
 }
 
 export function startOrigin(handler: (req: Request) => Response | Promise<Response>): Origin {
   const counts = new Map<string, number>();
-  const requests: Request[] = [];
+  const requests: SeenRequest[] = [];
   const server = Bun.serve({
     hostname: "127.0.0.1",
     port: 0,
@@ -22,13 +29,14 @@ export function startOrigin(handler: (req: Request) => Response | Promise<Respon
     fetch(req) {
       const path = new URL(req.url).pathname;
       counts.set(path, (counts.get(path) ?? 0) + 1);
-      requests.push(req);
+      requests.push({ method: req.method, path, headers: new Headers(req.headers) });
       return handler(req);
     },
   });
+  const port = server.port!; // kept: a stopped server reports port 0, and tests still name the URL it had
   return {
-    port: server.port!,
-    url: (path) => `http://localhost:${server.port}${path}`,
+    port,
+    url: (path) => `http://localhost:${port}${path}`,
     count: (path) => (path === undefined ? [...counts.values()].reduce((a, b) => a + b, 0) : (counts.get(path) ?? 0)),
     requests,
     stop: () => server.stop(true),
@@ -47,7 +55,38 @@ export function slowBody(chunks: Uint8Array[], delayMs: number): ReadableStream<
   });
 }
 
+/** A body the test writes by hand: the origin sends exactly what was pushed, when it was pushed. */
+export interface PushedBody {
+  stream: ReadableStream<Uint8Array>;
+  push(chunk: Uint8Array): void;
+  end(): void;
+  /** Bytes pushed so far. */
+  readonly pushed: number;
+}
+
+export function pushedBody(): PushedBody {
+  let controller!: ReadableStreamDefaultController<Uint8Array>;
+  let pushed = 0;
+  const stream = new ReadableStream<Uint8Array>({ start: (c) => void (controller = c) });
+  return {
+    stream,
+    push(chunk) {
+      pushed += chunk.length;
+      controller.enqueue(chunk);
+    },
+    end: () => controller.close(),
+    get pushed() {
+      return pushed;
+    },
+  };
+}
+
 /** Fetches through the gateway as an agent would (absolute-form proxy request). */
 export function viaProxy(proxyUrl: string, url: string, init: RequestInit = {}): Promise<Response> {
   return fetch(url, { ...init, proxy: proxyUrl } as RequestInit);
+}
+
+/** Reads a whole body as bytes, for comparing with what the origin sent. */
+export async function bytesOf(res: Response): Promise<Buffer> {
+  return Buffer.from(await res.arrayBuffer());
 }

@@ -1,0 +1,88 @@
+import { describe, expect, test } from "bun:test";
+import { configFromEnv, configInputFromEnv, EnvError, runtimeFromEnv } from "../../src/config/env.ts";
+
+function envError(fn: () => unknown): EnvError {
+  try {
+    fn();
+  } catch (err) {
+    expect(err).toBeInstanceOf(EnvError);
+    return err as EnvError;
+  }
+  throw new Error("expected an EnvError");
+}
+
+describe("configuration from CACHEGATE_* variables", () => {
+  test("no variables give the defaults", () => {
+    const c = configFromEnv({});
+    expect(c.cacheMode).toEqual({ enabled: false, port: 8080 });
+    expect(c.platformDomains).toEqual(["qualys.com", "qualys.eu", "qualys.ca", "qualys.in"]);
+  });
+
+  test("no variables set no field of the environment layer", () => {
+    expect(configInputFromEnv({})).toEqual({});
+  });
+
+  test.each(["1", "true", "YES", "on", " 1 "])("CACHEGATE_CACHE_MODE=%p turns Cache Mode on", (value) => {
+    expect(configFromEnv({ CACHEGATE_CACHE_MODE: value }).cacheMode.enabled).toBe(true);
+  });
+
+  test.each(["0", "false", "off", ""])("CACHEGATE_CACHE_MODE=%p leaves Cache Mode off", (value) => {
+    expect(configFromEnv({ CACHEGATE_CACHE_MODE: value }).cacheMode.enabled).toBe(false);
+  });
+
+  test("CACHEGATE_PORT with surrounding spaces is read as the number", () => {
+    expect(configFromEnv({ CACHEGATE_PORT: " 3128 " }).cacheMode.port).toBe(3128);
+  });
+
+  test.each(["22", "0", "65536", "80.5", "http", ""])("CACHEGATE_PORT=%p is refused under the variable's name", (value) => {
+    const err = envError(() => configFromEnv({ CACHEGATE_PORT: value }));
+    expect(err.errors).toHaveLength(1);
+    expect(err.errors[0]!.path).toBe("CACHEGATE_PORT");
+    expect(err.errors[0]!.message).toStartWith("CACHEGATE_PORT ");
+    expect(err.message).toContain("CACHEGATE_PORT");
+  });
+
+  test("CACHEGATE_PLATFORM_DOMAINS is a comma list, trimmed, normalised, empty items dropped", () => {
+    expect(configFromEnv({ CACHEGATE_PLATFORM_DOMAINS: " example.com, Example.ORG ,,example.com" }).platformDomains).toEqual(["example.com", "example.org"]);
+  });
+
+  test("a URL in CACHEGATE_PLATFORM_DOMAINS is refused under the variable's name with the bare domain to use", () => {
+    const err = envError(() => configFromEnv({ CACHEGATE_PLATFORM_DOMAINS: "qualys.com,https://qualys.eu" }));
+    expect(err.errors[0]!.path).toBe("CACHEGATE_PLATFORM_DOMAINS");
+    expect(err.errors[0]!.message).toContain("qualys.eu");
+  });
+
+  test("CACHEGATE_CACHE_MAX_SIZE under 1 MiB is refused under the variable's name", () => {
+    expect(envError(() => configFromEnv({ CACHEGATE_CACHE_MAX_SIZE: "1000" })).errors[0]!.path).toBe("CACHEGATE_CACHE_MAX_SIZE");
+  });
+});
+
+describe("runtime settings", () => {
+  test("defaults match the interface contract", () => {
+    expect(runtimeFromEnv({})).toEqual({
+      dataDir: "./data",
+      host: "0.0.0.0",
+      adminHost: "127.0.0.1",
+      adminPort: 9090,
+      adminToken: undefined,
+      allowPrivateUpstreams: false,
+    });
+  });
+
+  test("an empty CACHEGATE_ADMIN_TOKEN means none, so one is generated", () => {
+    expect(runtimeFromEnv({ CACHEGATE_ADMIN_TOKEN: "" }).adminToken).toBeUndefined();
+  });
+
+  test.each(["0", "65536", "22", "abc"])("CACHEGATE_ADMIN_PORT=%p is refused under its name", (value) => {
+    const err = envError(() => runtimeFromEnv({ CACHEGATE_ADMIN_PORT: value }));
+    expect(err.errors[0]!.path).toBe("CACHEGATE_ADMIN_PORT");
+  });
+
+  test("CACHEGATE_ADMIN_PORT is read as a number", () => {
+    expect(runtimeFromEnv({ CACHEGATE_ADMIN_PORT: "9191" }).adminPort).toBe(9191);
+  });
+
+  test("CACHEGATE_ALLOW_PRIVATE_UPSTREAMS=1 turns the lab switch on", () => {
+    expect(runtimeFromEnv({ CACHEGATE_ALLOW_PRIVATE_UPSTREAMS: "1" }).allowPrivateUpstreams).toBe(true);
+  });
+});
