@@ -45,6 +45,11 @@ export function createAgentStore(db: Db, now: () => number = Date.now) {
         .map((a) => ({ ...a, createdAt: new Date(a.createdAt).toISOString() }));
     },
 
+    /** Whether an agent of this user name exists now (tunnels authorized at CONNECT ask again per request). */
+    exists(username: string): boolean {
+      return db.select({ id: agents.id }).from(agents).where(eq(agents.username, username)).get() !== undefined;
+    },
+
     /** Revokes at once: the row and every remembered check for it go. */
     revoke(id: number): boolean {
       const gone = db.delete(agents).where(eq(agents.id, id)).returning({ id: agents.id }).get();

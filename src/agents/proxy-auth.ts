@@ -1,3 +1,4 @@
+import { isIP } from "node:net";
 import { inCidr, parseCidr, parseIp, canonical } from "../proxy/ip.ts";
 import type { AgentStore } from "./agent-store.ts";
 
@@ -31,7 +32,7 @@ export function createProxyAuth(agents: AgentStore, now: () => number = Date.now
     return f.count <= FREE_FAILURES ? 0 : Math.min(MAX_DELAY_MS, 250 * 2 ** (f.count - FREE_FAILURES - 1));
   }
 
-  return async function authorize(header: string | undefined | null, client: string, networks: readonly string[]): Promise<AuthResult> {
+  const authorize = async function authorize(header: string | undefined | null, client: string, networks: readonly string[]): Promise<AuthResult> {
     if (networks.length > 0 && inNetworks(client, networks)) return { ok: true, agent: client };
     const creds = parseBasic(header);
     const agent = creds && (await agents.verify(creds.username, creds.password));
@@ -41,6 +42,16 @@ export function createProxyAuth(agents: AgentStore, now: () => number = Date.now
     }
     return { ok: false, delayMs: failed(client) };
   };
+  return Object.assign(authorize, {
+    /**
+     * For requests inside a tunnel authorized at its CONNECT: is what admitted it (`agent`, an
+     * agent's user name or an admitted client address) still admitted? A revocation, or a client
+     * network taken off the list, then applies to open tunnels at once too.
+     */
+    stillAdmitted(agent: string, networks: readonly string[]): boolean {
+      return isIP(agent) !== 0 ? inNetworks(agent, networks) : agents.exists(agent);
+    },
+  });
 }
 
 function parseBasic(header: string | undefined | null): { username: string; password: string } | null {

@@ -109,57 +109,91 @@ export class Download implements BodySource {
 const CHUNK = 256 * 1024;
 
 /**
+ * Reads the next bytes of [pos, end) into `buf`, waiting while a download
+ * has not written them yet. Resolves 0 when the body is complete; throws if
+ * the source fails or ends before `end`, so an agent sees a broken
+ * response, never a short one passed off as complete.
+ */
+export async function readNext(source: BodySource, pos: number, end: number | undefined, buf: Buffer): Promise<number> {
+  for (;;) {
+    const limit = end ?? source.size();
+    if (limit !== undefined && pos >= limit) return 0;
+    const available = source.available();
+    if (pos < available) {
+      const want = Math.min(buf.length, available - pos, (limit ?? Infinity) - pos);
+      const { bytesRead } = await source.handle.read(buf, 0, want, pos);
+      if (bytesRead === 0) throw new Error("cached body is shorter than its index entry says");
+      return bytesRead;
+    }
+    if (source.error) throw source.error;
+    if (source.settled) {
+      if (end === undefined) return 0;
+      throw new Error(`body ended at ${available} bytes, before byte ${end}`);
+    }
+    await source.changed();
+  }
+}
+
+/** Bytes [start, end) of a source, owned by whoever reads them: exactly one release. */
+export class FileBody {
+  private released = false;
+  constructor(
+    readonly source: BodySource,
+    readonly start: number,
+    readonly end: number | undefined,
+  ) {}
+  release(): void {
+    if (!this.released) {
+      this.released = true;
+      this.source.release();
+    }
+  }
+}
+
+const fileBodies = new WeakMap<ReadableStream<Uint8Array>, FileBody>();
+
+/**
  * Streams bytes [start, end) of a source. Pull-based, so a slow agent holds
  * at most one chunk in memory, and many agents on one object cost no more.
- * A source that fails, or ends before `end`, errors the stream: the agent
- * sees a broken response, never a short one passed off as complete.
+ * A writer that knows files (the proxy's node:http adapter) can claim the
+ * body instead with claimFileBody and copy it through one reused buffer.
  * Takes ownership of one reference to `source`.
  */
 export function streamBody(source: BodySource, start: number, end: number | undefined): ReadableStream<Uint8Array> {
+  const body = new FileBody(source, start, end);
   let pos = start;
-  let released = false;
-  const release = () => {
-    if (!released) {
-      released = true;
-      source.release();
-    }
-  };
-  return new ReadableStream<Uint8Array>(
+  const stream = new ReadableStream<Uint8Array>(
     {
       async pull(controller) {
         try {
-          for (;;) {
-            const limit = end ?? source.size();
-            if (limit !== undefined && pos >= limit) {
-              release();
-              return controller.close();
-            }
-            const available = source.available();
-            if (pos < available) {
-              const want = Math.min(CHUNK, available - pos, (limit ?? Infinity) - pos);
-              const buf = Buffer.allocUnsafe(want);
-              const { bytesRead } = await source.handle.read(buf, 0, want, pos);
-              if (bytesRead === 0) throw new Error("cached body is shorter than its index entry says");
-              pos += bytesRead;
-              return controller.enqueue(bytesRead === want ? buf : buf.subarray(0, bytesRead));
-            }
-            if (source.error) throw source.error;
-            if (source.settled) {
-              if (end === undefined) {
-                release();
-                return controller.close();
-              }
-              throw new Error(`body ended at ${available} bytes, before byte ${end}`);
-            }
-            await source.changed();
+          const buf = Buffer.allocUnsafe(CHUNK);
+          const n = await readNext(source, pos, end, buf);
+          if (n === 0) {
+            body.release();
+            return controller.close();
           }
+          pos += n;
+          controller.enqueue(buf.subarray(0, n));
         } catch (err) {
-          release();
+          body.release();
           controller.error(err);
         }
       },
-      cancel: release,
+      cancel: () => body.release(),
     },
     { highWaterMark: 0 },
   );
+  fileBodies.set(stream, body);
+  return stream;
 }
+
+/** Takes over a body made by streamBody that nobody has started reading; the caller must release it. */
+export function claimFileBody(stream: ReadableStream<Uint8Array>): FileBody | undefined {
+  const body = fileBodies.get(stream);
+  if (!body || stream.locked) return undefined;
+  fileBodies.delete(stream);
+  void stream.getReader(); // lock it: it must not be read as well
+  return body;
+}
+
+export { CHUNK as FILE_CHUNK };

@@ -229,6 +229,10 @@ export function createCachePipeline(deps: PipelineDeps): CachePipeline {
           if (done) break;
           await download.append(value);
         }
+      } catch (err) {
+        // A write that failed (full disk) leaves the upstream body unread: let go of it and its connection now.
+        void reader.cancel(err).catch(() => {});
+        throw err;
       } finally {
         clearTimeout(timer);
         upstreamReaders.delete(reader);

@@ -1,5 +1,5 @@
 import { HTTPException } from "hono/http-exception";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { openCache, type Cache, type CacheOptions } from "../cache/open-cache.ts";
 import type { CacheIndex } from "../cache/cache-index.ts";
 import type { Config } from "../config/schema.ts";
@@ -72,12 +72,22 @@ export function createPatchCache(opts: CacheOptions & { config: () => Config; lo
       await open(path);
     },
 
-    /** What GET /api/stats reports about the patch disk. */
+    /**
+     * What GET /api/stats reports about the patch disk: the one the patch cache is open on (the
+     * configured path may have moved while Patch Mode was off). A disk that has gone missing is
+     * reported as such, not as a failed stats request.
+     */
     usage() {
-      const path = opts.config().patchDisk.path;
-      if (!cache || !path) return { path: path ?? null, open: false };
-      const d = diskUsage(path);
-      return { path, open: true, totalBytes: d.totalBytes, freeBytes: d.freeBytes, cachedBytes: cache.index.totalBytes(), downloadsInFlight: cache.pipeline.inFlight() };
+      const configured = opts.config().patchDisk.path;
+      if (!cache) return { path: configured ?? null, open: false };
+      const path = dirname(cache.dir);
+      const held = { cachedBytes: cache.index.totalBytes(), downloadsInFlight: cache.pipeline.inFlight() };
+      try {
+        const d = diskUsage(path);
+        return { path, open: true, totalBytes: d.totalBytes, freeBytes: d.freeBytes, ...held };
+      } catch (err) {
+        return { path, open: true, problem: `the patch disk cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, ...held };
+      }
     },
 
     close: () => cache?.close(),

@@ -8,7 +8,10 @@ import { deniedMessage, reachOf } from "./policy.ts";
 import type { UpstreamFetch } from "./upstream.ts";
 import { AGENTS_ONLY, PROXY_AUTHENTICATE, type AuthResult } from "../agents/proxy-auth.ts";
 
-export type ProxyAuthorize = (header: string | undefined | null, client: string, networks: readonly string[]) => Promise<AuthResult>;
+export type ProxyAuthorize = ((header: string | undefined | null, client: string, networks: readonly string[]) => Promise<AuthResult>) & {
+  /** Whether a tunnel's agent (user name, or admitted client address) is still admitted; see createProxyAuth. */
+  stillAdmitted?: (agent: string, networks: readonly string[]) => boolean;
+};
 
 /** What the listener knows about each request beyond the Request itself. */
 export interface ProxyBindings {
@@ -54,11 +57,16 @@ export function createProxyApp(opts: ProxyAppOptions) {
 
   app.use(async function agentsOnly(c, next) {
     const config = opts.config();
-    if (!config.patchMode.enabled || c.env.authenticated) return next();
+    if (!config.patchMode.enabled) return next();
+    const refuse = () => c.text(`cachegate: ${AGENTS_ONLY}\n`, 407, { "proxy-authenticate": PROXY_AUTHENTICATE });
+    if (c.env.authenticated) {
+      // Inside a tunnel authorized at its CONNECT: a revocation since then takes effect here too.
+      return opts.authorize.stillAdmitted?.(c.env.client, config.patchMode.clientNetworks) === false ? refuse() : next();
+    }
     const result = await opts.authorize(c.req.header("proxy-authorization"), c.env.client, config.patchMode.clientNetworks);
     if (!result.ok) {
       if (result.delayMs > 0) await Bun.sleep(result.delayMs);
-      return c.text(`cachegate: ${AGENTS_ONLY}\n`, 407, { "proxy-authenticate": PROXY_AUTHENTICATE });
+      return refuse();
     }
     c.env.client = result.agent;
     c.env.authenticated = true;

@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { Readable } from "node:stream";
+import { claimFileBody, FILE_CHUNK, readNext, type FileBody } from "../cache/body-source.ts";
 
 /**
  * The proxy port is a node:http server because only node:http hands over
@@ -44,29 +45,81 @@ export async function writeResponse(res: ServerResponse, response: Response): Pr
     res.end();
     return 0;
   }
+  const file = claimFileBody(body);
+  return file ? writeFileBody(res, file) : writeStream(res, body);
+}
+
+/**
+ * A cached body goes from disk to the socket through one buffer per agent:
+ * Bun's res.write copies what it is given, so the buffer is reused, and 50
+ * agents reading a 1 GB file cost 50 buffers, not a stream of garbage.
+ */
+async function writeFileBody(res: ServerResponse, file: FileBody): Promise<number> {
+  const length = file.end === undefined ? undefined : file.end - file.start;
+  const buf = Buffer.allocUnsafe(Math.max(1, Math.min(FILE_CHUNK, length ?? FILE_CHUNK)));
   let sent = 0;
-  const reader = body.getReader();
-  const gone = () => void reader.cancel(new Error("agent disconnected")).catch(() => {});
-  res.once("close", gone);
   try {
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
+    for (let pos = file.start; ; ) {
+      const n = await readNext(file.source, pos, file.end, buf);
+      if (n === 0) break;
       if (res.destroyed) return sent;
-      sent += value.length;
-      if (!res.write(value)) await drained(res);
+      pos += n;
+      sent += n;
+      if (sent === length) return end(res, buf.subarray(0, n), sent); // the common small hit: one read, one write
+      if (!res.write(buf.subarray(0, n))) await drained(res);
     }
     res.end();
   } catch (err) {
-    // Before the first body write the head is still unsent, and Bun's
-    // res.destroy() then answers a bare "200, Connection: close": a complete,
-    // empty response to the agent. Dropping the socket itself cannot be mistaken for one.
-    if (sent === 0) res.socket?.destroy(err as Error);
-    else res.destroy(err as Error);
+    fail(res, err as Error, sent);
   } finally {
-    res.off("close", gone);
+    file.release();
   }
   return sent;
+}
+
+async function writeStream(res: ServerResponse, body: ReadableStream<Uint8Array>): Promise<number> {
+  let sent = 0;
+  let finished = false;
+  const reader = body.getReader();
+  const abandon = () => {
+    if (!finished) void reader.cancel(new Error("agent disconnected")).catch(() => {});
+  };
+  res.once("close", abandon);
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) {
+        finished = true;
+        break;
+      }
+      if (res.destroyed) break;
+      sent += value.length;
+      if (!res.write(value)) await drained(res);
+    }
+    if (finished) res.end();
+  } catch (err) {
+    finished = true; // the stream failed; nothing to cancel
+    fail(res, err as Error, sent);
+  } finally {
+    res.off("close", abandon);
+    abandon(); // every exit that did not read the body to its end releases it
+  }
+  return sent;
+}
+
+function end(res: ServerResponse, last: Buffer, sent: number): number {
+  res.end(last);
+  return sent;
+}
+
+/**
+ * Before the first body write the head is still unsent, and Bun's
+ * res.destroy() then answers a bare "200, Connection: close": a complete,
+ * empty response to the agent. Dropping the socket itself cannot be mistaken for one.
+ */
+function fail(res: ServerResponse, err: Error, sent: number): void {
+  if (sent === 0) res.socket?.destroy(err);
+  else res.destroy(err);
 }
 
 function drained(res: ServerResponse): Promise<void> {
