@@ -3,12 +3,15 @@ import type { TempBlob } from "../store/blob-store.ts";
 
 /**
  * Where a response body is read from: a complete blob, or a download that is
- * still being written. Readers use positional reads on one shared handle, so
+ * still being written (or a small blob kept in memory). Readers use positional reads on one shared handle, so
  * any number of agents can read one object while it grows, and a rename of
  * the file underneath (temp → blob) does not disturb them.
  */
 export interface BodySource {
-  readonly handle: FileHandle;
+  /** Positional read of up to `length` bytes into `buf`; resolves how many were read. */
+  read(buf: Buffer, length: number, position: number): Promise<number>;
+  /** The whole body, when it is already in memory (a small hot blob): no copy needed. */
+  inMemory?(): Uint8Array;
   /** Bytes that can be read now. */
   available(): number;
   /** The final size, once known (Content-Length, or the download completed). */
@@ -34,6 +37,7 @@ export class BlobSource implements BodySource {
   available = () => this.bytes;
   size = () => this.bytes;
   changed = () => Promise.resolve();
+  read = async (buf: Buffer, length: number, position: number) => (await this.handle.read(buf, 0, length, position)).bytesRead;
   retain() {
     this.refs++;
     return this;
@@ -41,6 +45,24 @@ export class BlobSource implements BodySource {
   release() {
     if (--this.refs === 0) void this.handle.close().finally(this.onClose);
   }
+}
+
+/** A small finished blob held in memory: a hit on it touches no file at all. */
+export class MemorySource implements BodySource {
+  readonly settled = true;
+  readonly error = undefined;
+  constructor(private readonly bytes: Uint8Array) {}
+  inMemory = () => this.bytes;
+  available = () => this.bytes.length;
+  size = () => this.bytes.length;
+  changed = () => Promise.resolve();
+  read = async (buf: Buffer, length: number, position: number) => {
+    const n = Math.min(length, this.bytes.length - position);
+    buf.set(this.bytes.subarray(position, position + n));
+    return n;
+  };
+  retain = () => this;
+  release() {}
 }
 
 /** A body being downloaded into a temp file; readers follow the writer. */
@@ -56,9 +78,7 @@ export class Download implements BodySource {
     readonly expectedSize: number | undefined,
   ) {}
 
-  get handle() {
-    return this.temp.handle;
-  }
+  read = async (buf: Buffer, length: number, position: number) => (await this.temp.handle.read(buf, 0, length, position)).bytesRead;
   available = () => this.temp.size;
   size = () => (this.settled && !this.error ? this.temp.size : this.expectedSize);
 
@@ -96,7 +116,7 @@ export class Download implements BodySource {
     return this;
   }
   release() {
-    if (--this.refs === 0) void this.handle.close().catch(() => {});
+    if (--this.refs === 0) void this.temp.handle.close().catch(() => {});
   }
 
   private wake() {
@@ -121,7 +141,7 @@ export async function readNext(source: BodySource, pos: number, end: number | un
     const available = source.available();
     if (pos < available) {
       const want = Math.min(buf.length, available - pos, (limit ?? Infinity) - pos);
-      const { bytesRead } = await source.handle.read(buf, 0, want, pos);
+      const bytesRead = await source.read(buf, want, pos);
       if (bytesRead === 0) throw new Error("cached body is shorter than its index entry says");
       return bytesRead;
     }

@@ -2,7 +2,7 @@ import { HTTPException } from "hono/http-exception";
 import { rm } from "node:fs/promises";
 import type { Logger } from "../log.ts";
 import type { BlobStore } from "../store/blob-store.ts";
-import { BlobSource, Download } from "./body-source.ts";
+import { BlobSource, Download, MemorySource, type BodySource } from "./body-source.ts";
 import type { CacheIndex, StoredEntry } from "./cache-index.ts";
 import { currentAge, freshness, matchTtlRule, mayServeStale, mergeNotModified, parseCacheControl, storability, type TtlRule } from "./freshness.ts";
 import { cacheKey, parseVary, variantOf } from "./key.ts";
@@ -94,7 +94,9 @@ export function createCachePipeline(deps: PipelineDeps): CachePipeline {
   /** Serves a stored entry, or returns null (and forgets the entry) if its blob is gone. */
   async function serveEntry(req: Request, entry: StoredEntry, label: XCache, age: number): Promise<Response | null> {
     index.touch(entry);
-    const open = async () => {
+    const open = async (): Promise<BodySource> => {
+      const small = await store.small(entry.sha256, entry.size);
+      if (small) return new MemorySource(small);
       index.pin(entry.sha256); // from here eviction leaves the blob alone
       try {
         return new BlobSource(await store.open(entry.sha256), entry.size, () => index.unpin(entry.sha256));

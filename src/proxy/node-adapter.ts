@@ -56,6 +56,12 @@ export async function writeResponse(res: ServerResponse, response: Response): Pr
  */
 async function writeFileBody(res: ServerResponse, file: FileBody): Promise<number> {
   const length = file.end === undefined ? undefined : file.end - file.start;
+  const held = file.source.inMemory?.();
+  if (held) {
+    file.release();
+    const slice = held.subarray(file.start, file.end);
+    return end(res, slice, slice.length);
+  }
   const buf = Buffer.allocUnsafe(Math.max(1, Math.min(FILE_CHUNK, length ?? FILE_CHUNK)));
   let sent = 0;
   try {
@@ -107,7 +113,7 @@ async function writeStream(res: ServerResponse, body: ReadableStream<Uint8Array>
   return sent;
 }
 
-function end(res: ServerResponse, last: Buffer, sent: number): number {
+function end(res: ServerResponse, last: Uint8Array, sent: number): number {
   res.end(last);
   return sent;
 }

@@ -45,7 +45,17 @@ export function createStats(db: Db, opts: StatsOptions) {
   const pendingClients = new Map<string, number>(); // agent → last seen
 
   const add = (name: string, n: number) => pendingCounters.set(name, (pendingCounters.get(name) ?? 0) + n);
-  const day = () => new Date(now()).toISOString().slice(0, 10);
+  // The UTC day, recomputed at most once a second: this runs on every request.
+  let dayValue = "";
+  let dayUntil = 0;
+  const day = () => {
+    const t = now();
+    if (t >= dayUntil) {
+      dayValue = new Date(t).toISOString().slice(0, 10);
+      dayUntil = Math.min(t + 1000, Math.ceil((t + 1) / 86_400_000) * 86_400_000);
+    }
+    return dayValue;
+  };
   const daily = (kind: string) => {
     const key = `${day()}\t${kind}`;
     let row = pendingDaily.get(key);

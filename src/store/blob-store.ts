@@ -14,6 +14,8 @@ export interface BlobStore {
   commit(temp: TempBlob): Promise<string>;
   pathOf(sha256: string): string;
   open(sha256: string): Promise<FileHandle>;
+  /** A small blob's bytes from memory (read once from disk, then kept in a bounded LRU); undefined for large ones. */
+  small(sha256: string, size: number): Promise<Uint8Array | undefined>;
   remove(sha256: string): Promise<void>;
   /** Start-up sweep: removes interrupted downloads and blobs no index row knows. */
   sweep(isKnown: (sha256: string) => boolean): Promise<{ temps: number; orphans: number }>;
@@ -50,6 +52,7 @@ export async function createBlobStore(dir: string): Promise<BlobStore> {
   await mkdir(tmpDir, { recursive: true });
   await mkdir(blobDir, { recursive: true });
   const pathOf = (sha256: string) => join(blobDir, sha256.slice(0, 2), sha256);
+  const memory = new SmallBlobs();
 
   return {
     dir,
@@ -76,7 +79,18 @@ export async function createBlobStore(dir: string): Promise<BlobStore> {
 
     open: (sha256) => open(pathOf(sha256), "r"),
 
+    async small(sha256, size) {
+      if (size > SmallBlobs.MAX_OBJECT) return undefined;
+      const held = memory.get(sha256);
+      if (held) return held;
+      const bytes = await Bun.file(pathOf(sha256)).bytes();
+      if (bytes.length !== size) throw new Error(`blob ${sha256} has ${bytes.length} bytes on disk, the index says ${size}`);
+      memory.set(sha256, bytes);
+      return bytes;
+    },
+
     async remove(sha256) {
+      memory.delete(sha256);
       await rm(pathOf(sha256), { force: true });
     },
 
@@ -118,6 +132,46 @@ export async function createBlobStore(dir: string): Promise<BlobStore> {
 }
 
 const REHASH_CHUNK = 1024 * 1024;
+
+/**
+ * Small hot objects (manifests) kept in memory, as Varnish keeps its
+ * objects: a hit then costs no open/read/close. Bounded in bytes; least
+ * recently used go first. Bodies are content-addressed, so a copy is never stale.
+ */
+class SmallBlobs {
+  static readonly MAX_OBJECT = 256 * 1024;
+  static readonly BUDGET = 64 * 1024 * 1024;
+  private readonly blobs = new Map<string, Uint8Array>();
+  private bytes = 0;
+
+  get(sha256: string): Uint8Array | undefined {
+    const b = this.blobs.get(sha256);
+    if (b) {
+      this.blobs.delete(sha256); // refresh its place in the LRU order
+      this.blobs.set(sha256, b);
+    }
+    return b;
+  }
+
+  set(sha256: string, b: Uint8Array): void {
+    this.delete(sha256);
+    this.blobs.set(sha256, b);
+    this.bytes += b.length;
+    for (const [oldest, old] of this.blobs) {
+      if (this.bytes <= SmallBlobs.BUDGET) break;
+      this.blobs.delete(oldest);
+      this.bytes -= old.length;
+    }
+  }
+
+  delete(sha256: string): void {
+    const b = this.blobs.get(sha256);
+    if (b) {
+      this.blobs.delete(sha256);
+      this.bytes -= b.length;
+    }
+  }
+}
 
 async function exists(path: string): Promise<boolean> {
   return stat(path).then(
