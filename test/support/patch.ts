@@ -316,3 +316,21 @@ export async function startPatternOrigin(routes: Record<string, PatternRoute>): 
       }),
   };
 }
+
+/**
+ * Watches the requests that reach the patch cache's pipeline (a pass-through
+ * hook, nothing else changes), so a test can act once the gateway has a
+ * request in hand: a response head goes out only with its first body byte,
+ * so the agent's side cannot tell. `restore` takes the hook off.
+ */
+export function watchPatchRequests(gw: PatchGateway): { seen: Request[]; restore(): void } {
+  const pipeline = gw.patch.cache();
+  if (!pipeline) throw new Error("the patch cache is not open");
+  const handle = pipeline.pipeline.handle;
+  const seen: Request[] = [];
+  pipeline.pipeline.handle = (req) => {
+    seen.push(req);
+    return handle(req);
+  };
+  return { seen, restore: () => void (pipeline.pipeline.handle = handle) };
+}
