@@ -22,6 +22,7 @@ export const AGENTS_ONLY =
  */
 export function createProxyAuth(agents: AgentStore, now: () => number = Date.now) {
   const failures = new Map<string, { count: number; since: number }>();
+  const hashing = new Map<string, number>(); // client address → password checks in flight
 
   function failed(client: string): number {
     const t = now();
@@ -35,7 +36,19 @@ export function createProxyAuth(agents: AgentStore, now: () => number = Date.now
   const authorize = async function authorize(header: string | undefined | null, client: string, networks: readonly string[]): Promise<AuthResult> {
     if (networks.length > 0 && inNetworks(client, networks)) return { ok: true, agent: client };
     const creds = parseBasic(header);
-    const agent = creds && (await agents.verify(creds.username, creds.password));
+    if (!creds) return { ok: false, delayMs: failed(client) };
+    // An address already being slowed down gets one slow hash at a time: parallel guesses
+    // from it are refused without spending a hash each.
+    if ((failures.get(client)?.count ?? 0) >= FREE_FAILURES && hashing.has(client)) return { ok: false, delayMs: failed(client) };
+    hashing.set(client, (hashing.get(client) ?? 0) + 1);
+    let agent: string | null;
+    try {
+      agent = await agents.verify(creds.username, creds.password);
+    } finally {
+      const n = (hashing.get(client) ?? 1) - 1;
+      if (n > 0) hashing.set(client, n);
+      else hashing.delete(client);
+    }
     if (agent) {
       failures.delete(client);
       return { ok: true, agent };

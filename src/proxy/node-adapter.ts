@@ -62,6 +62,9 @@ async function writeFileBody(res: ServerResponse, file: FileBody): Promise<numbe
     const slice = held.subarray(file.start, file.end);
     return end(res, slice, slice.length);
   }
+  // A download in progress may take a while to reach this agent's bytes (a Range
+  // far ahead, a slow upstream): send the status line now rather than with them.
+  if (!file.source.settled) res.flushHeaders();
   const buf = Buffer.allocUnsafe(Math.max(1, Math.min(FILE_CHUNK, length ?? FILE_CHUNK)));
   let sent = 0;
   try {

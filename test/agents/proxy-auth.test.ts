@@ -175,6 +175,21 @@ describe("proxy authorization", () => {
     expect(await authorize(basic("agent-1", "guess"), "10.0.0.2", [])).toEqual({ ok: false, delayMs: 0 });
   });
 
+  test("an address that is being slowed down gets one password check at a time: parallel guesses are refused without a hash each", async () => {
+    const store = fakeStore("agent-1", "secret");
+    const slow = store.verify.bind(store);
+    store.verify = async (u, p) => {
+      await Bun.sleep(20); // a hash takes time; guesses overlap
+      return slow(u, p);
+    };
+    const authorize = createProxyAuth(store);
+    for (let i = 0; i < 5; i++) await authorize(basic("agent-1", `guess-${i}`), "10.0.0.9", []);
+    const checked = store.seen.length;
+    const results = await Promise.all(Array.from({ length: 10 }, (_, i) => authorize(basic("agent-1", `burst-${i}`), "10.0.0.9", [])));
+    expect(results.every((r) => !r.ok)).toBe(true);
+    expect(store.seen.length - checked).toBe(1);
+  });
+
   test("the failure count of an address is forgotten after a success from it, and after ten quiet minutes", async () => {
     const clock = manualClock();
     const authorize = createProxyAuth(fakeStore("agent-1", "secret"), clock.now);
