@@ -1,9 +1,9 @@
 import { createServer, type IncomingMessage } from "node:http";
 import type { Socket } from "node:net";
 import type { Duplex } from "node:stream";
-import { TLSSocket, type SecureVersion } from "node:tls";
+import { createSecureContext, TLSSocket, type SecureContext, type SecureVersion } from "node:tls";
 import type { Logger } from "../log.ts";
-import type { LeafMinter } from "../tls/leaf-minter.ts";
+import type { Leaf, LeafMinter } from "../tls/leaf-minter.ts";
 import { createRequestHandler, type RequestHandlerOptions } from "./listener.ts";
 
 interface TunnelInfo {
@@ -62,13 +62,7 @@ export function createInterceptor(opts: InterceptorOptions) {
     const leaf = await opts.minter.leafFor(host.replace(/^\[|\]$/g, ""));
     client.write("HTTP/1.1 200 Connection Established\r\n\r\n");
     if (head.length > 0) client.unshift(head); // the start of the ClientHello, if the agent did not wait
-    const secure = new TLSSocket(client as Socket, {
-      isServer: true,
-      key: leaf.key,
-      cert: leaf.cert,
-      minVersion: opts.minVersion(),
-      ALPNProtocols: ["http/1.1"],
-    });
+    const secure = new TLSSocket(client as Socket, { isServer: true, secureContext: contextFor(leaf, opts.minVersion()), ALPNProtocols: ["http/1.1"] });
     secure.on("error", (error) => {
       // Mostly agents that offered too old a TLS version or do not trust the CA yet.
       opts.log.warn("intercepted TLS failed", { host, agent, error: error.message });
@@ -101,6 +95,16 @@ export function createInterceptor(opts: InterceptorOptions) {
     tunnels.set(secure, { origin: port === 443 ? `https://${host}` : `https://${host}:${port}`, agent, authenticated });
     inner.emit("connection", secure);
   };
+}
+
+/** One TLS context per leaf and minimum version, instead of parsing the PEMs again for every tunnel. */
+const contexts = new WeakMap<Leaf, Map<SecureVersion, SecureContext>>();
+function contextFor(leaf: Leaf, minVersion: SecureVersion): SecureContext {
+  let byVersion = contexts.get(leaf);
+  if (!byVersion) contexts.set(leaf, (byVersion = new Map()));
+  let context = byVersion.get(minVersion);
+  if (!context) byVersion.set(minVersion, (context = createSecureContext({ key: leaf.key, cert: leaf.cert, minVersion })));
+  return context;
 }
 
 export type Interceptor = ReturnType<typeof createInterceptor>;

@@ -1,0 +1,339 @@
+/**
+ * The load generator of `bun run bench:tls`, run as its own process
+ * (`bun bench/tls-client.ts '<json LoadSpec>'`) so its CPU is not the
+ * gateway's. C client loops on raw sockets, no fetch (its pooling would
+ * hide what a connection or a handshake costs):
+ *
+ *   plain   keep-alive absolute-form GETs on one TCP connection per loop
+ *   reuse   one CONNECT + TLS handshake per loop, then keep-alive GETs inside
+ *   fresh   per request: TCP connect, CONNECT, TLS handshake, one GET, close
+ *
+ * Stdout: `{"event":"start"}` when measuring begins (after a warm-up), then
+ * one JSON LoadResult line.
+ */
+import { connect as netConnect, type Socket } from "node:net";
+import { connect as tlsConnect, type TLSSocket } from "node:tls";
+
+export type Mode = "plain" | "reuse" | "fresh";
+
+export interface LoadSpec {
+  mode: Mode;
+  proxyPort: number;
+  /** Origin host and port: absolute-form URL for plain, CONNECT authority for the TLS modes. */
+  host: string;
+  port: number;
+  path: string;
+  /** PEM of the gateway CA (TLS modes). */
+  ca?: string;
+  concurrency: number;
+  warmupSeconds: number;
+  seconds: number;
+  expectBytes: number;
+}
+
+export interface LoadResult {
+  mode: Mode;
+  requests: number;
+  errors: number;
+  firstError?: string;
+  statuses: Record<string, number>;
+  xcache: Record<string, number>;
+  /** Responses whose body length was not expectBytes. */
+  badBodies: number;
+  elapsedS: number;
+  rps: number;
+  p50Ms: number;
+  p99Ms: number;
+}
+
+export interface OneResponse {
+  status: number;
+  xcache: string;
+  bodyBytes: number;
+}
+
+const TIMEOUT_MS = 10_000;
+
+/**
+ * Reads Content-Length responses off a socket, one request in flight at a
+ * time: next() resolves with the next complete response.
+ */
+export class ResponseReader {
+  private chunks: Buffer[] = [];
+  private buffered = 0;
+  private head: { status: number; xcache: string; length: number; bodyStart: number } | undefined;
+  private waiter: { resolve: (r: OneResponse) => void; reject: (e: Error) => void } | undefined;
+  private failed: Error | undefined;
+
+  constructor(socket: Socket | TLSSocket) {
+    socket.on("data", (data: Buffer) => this.onData(data));
+    socket.on("error", (err) => this.fail(err));
+    socket.on("close", () => this.fail(new Error("connection closed before a complete response")));
+  }
+
+  next(): Promise<OneResponse> {
+    if (this.failed) return Promise.reject(this.failed);
+    return new Promise((resolve, reject) => {
+      this.waiter = { resolve, reject };
+      this.tryParse();
+    });
+  }
+
+  private fail(err: Error): void {
+    this.failed ??= err;
+    const w = this.waiter;
+    this.waiter = undefined;
+    w?.reject(err);
+  }
+
+  private onData(data: Buffer): void {
+    this.chunks.push(data);
+    this.buffered += data.length;
+    this.tryParse();
+  }
+
+  private tryParse(): void {
+    if (!this.head) {
+      const buf = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks);
+      this.chunks = buf.length > 0 ? [buf] : [];
+      const end = buf.indexOf("\r\n\r\n");
+      if (end < 0) return;
+      const lines = buf.subarray(0, end).toString("latin1").split("\r\n");
+      const status = Number(lines[0]!.split(" ")[1]);
+      let length = -1;
+      let xcache = "-";
+      for (let i = 1; i < lines.length; i++) {
+        const line = lines[i]!;
+        const colon = line.indexOf(":");
+        const name = line.slice(0, colon).trim().toLowerCase();
+        if (name === "content-length") length = Number(line.slice(colon + 1).trim());
+        else if (name === "x-cache") xcache = line.slice(colon + 1).trim();
+      }
+      if (length < 0) return this.fail(new Error(`response without Content-Length: ${lines[0]}`));
+      this.head = { status, xcache, length, bodyStart: end + 4 };
+    }
+    const { status, xcache, length, bodyStart } = this.head;
+    if (this.buffered < bodyStart + length || !this.waiter) return;
+    // Anything past this response would be a pipelined one; we never pipeline, so it is dropped.
+    this.chunks = [];
+    this.buffered = 0;
+    this.head = undefined;
+    const w = this.waiter;
+    this.waiter = undefined;
+    w.resolve({ status, xcache, bodyBytes: length });
+  }
+}
+
+function withTimeout<T>(p: Promise<T>, what: string, onTimeout: () => void): Promise<T> {
+  let timer: Timer | undefined;
+  return Promise.race([
+    p,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        onTimeout();
+        reject(new Error(`${what}: no answer within ${TIMEOUT_MS / 1000} s`));
+      }, TIMEOUT_MS);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+function tcpConnect(port: number): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = netConnect({ port, host: "127.0.0.1", noDelay: true });
+    socket.once("connect", () => {
+      socket.off("error", reject);
+      resolve(socket);
+    });
+    socket.once("error", reject);
+  });
+}
+
+/** CONNECT host:port through the proxy; resolves with the raw socket once it answered 200. */
+export async function openTunnel(proxyPort: number, authority: string): Promise<Socket> {
+  const socket = await tcpConnect(proxyPort);
+  return withTimeout(
+    new Promise<Socket>((resolve, reject) => {
+      let buffered: Buffer = Buffer.alloc(0);
+      const fail = (err: Error) => reject(err);
+      const closed = () => reject(new Error(`CONNECT ${authority}: connection closed`));
+      socket.on("error", fail);
+      socket.on("close", closed);
+      const onData = (data: Buffer) => {
+        buffered = buffered.length === 0 ? data : Buffer.concat([buffered, data]);
+        const end = buffered.indexOf("\r\n\r\n");
+        if (end < 0) return;
+        socket.off("data", onData);
+        socket.off("error", fail);
+        socket.off("close", closed);
+        const statusLine = buffered.subarray(0, buffered.indexOf("\r\n")).toString("latin1");
+        if (!/^HTTP\/1\.[01] 200/.test(statusLine)) {
+          socket.destroy();
+          return reject(new Error(`CONNECT ${authority} answered: ${statusLine}`));
+        }
+        const rest = buffered.subarray(end + 4);
+        if (rest.length > 0) socket.unshift(rest);
+        resolve(socket);
+      };
+      socket.on("data", onData);
+      socket.write(`CONNECT ${authority} HTTP/1.1\r\nHost: ${authority}\r\n\r\n`);
+    }),
+    `CONNECT ${authority}`,
+    () => socket.destroy(),
+  );
+}
+
+/** CONNECT, then a TLS handshake inside the tunnel verified against `ca` for `host`. */
+export async function openTlsTunnel(proxyPort: number, host: string, port: number, ca: string): Promise<TLSSocket> {
+  const raw = await openTunnel(proxyPort, `${host}:${port}`);
+  const secure = tlsConnect({ socket: raw, servername: host, ca, ALPNProtocols: ["http/1.1"] });
+  return withTimeout(
+    new Promise<TLSSocket>((resolve, reject) => {
+      const fail = (err: Error) => reject(err);
+      const closed = () => reject(new Error("connection closed during the TLS handshake"));
+      secure.once("secureConnect", () => {
+        secure.off("error", fail);
+        secure.off("close", closed);
+        resolve(secure);
+      });
+      secure.once("error", fail);
+      secure.once("close", closed);
+    }),
+    "TLS handshake",
+    () => {
+      secure.destroy();
+      raw.destroy();
+    },
+  ).catch((err) => {
+    secure.destroy();
+    raw.destroy();
+    throw err;
+  });
+}
+
+/** A connection that sends one request at a time and reads its response. */
+export interface Conn {
+  request(): Promise<OneResponse>;
+  close(): void;
+}
+
+function conn(socket: Socket | TLSSocket, request: string): Conn {
+  const reader = new ResponseReader(socket);
+  socket.on("error", () => {}); // reported through the reader
+  return {
+    request() {
+      socket.write(request);
+      return withTimeout(reader.next(), "response", () => socket.destroy());
+    },
+    close: () => socket.destroy(),
+  };
+}
+
+const plainRequest = (spec: Pick<LoadSpec, "host" | "port" | "path">) =>
+  `GET http://${spec.host}:${spec.port}${spec.path} HTTP/1.1\r\nHost: ${spec.host}:${spec.port}\r\nUser-Agent: cachegate-bench\r\n\r\n`;
+const originRequest = (spec: Pick<LoadSpec, "host" | "port" | "path">, close = false) =>
+  `GET ${spec.path} HTTP/1.1\r\nHost: ${spec.host}:${spec.port}\r\nUser-Agent: cachegate-bench\r\n${close ? "Connection: close\r\n" : ""}\r\n`;
+
+/** A keep-alive connection for `plain` (to the proxy) or `reuse` (a TLS tunnel through it). */
+export async function openConn(spec: Omit<LoadSpec, "concurrency" | "warmupSeconds" | "seconds" | "expectBytes">): Promise<Conn> {
+  if (spec.mode === "plain") return conn(await tcpConnect(spec.proxyPort), plainRequest(spec));
+  if (!spec.ca) throw new Error("the TLS modes need the gateway CA");
+  return conn(await openTlsTunnel(spec.proxyPort, spec.host, spec.port, spec.ca), originRequest(spec));
+}
+
+/** `fresh`: TCP connect + CONNECT + TLS handshake + one GET (Connection: close) + close. */
+export async function freshRequest(spec: LoadSpec): Promise<OneResponse> {
+  const secure = await openTlsTunnel(spec.proxyPort, spec.host, spec.port, spec.ca!);
+  const c = conn(secure, originRequest(spec, true));
+  try {
+    return await c.request();
+  } finally {
+    c.close();
+  }
+}
+
+export async function runLoad(spec: LoadSpec, onStart: () => void = () => {}): Promise<LoadResult> {
+  const latencies: number[] = [];
+  const statuses: Record<string, number> = {};
+  const xcache: Record<string, number> = {};
+  let errors = 0;
+  let badBodies = 0;
+  let firstError: string | undefined;
+  let recording = false;
+  let stopping = false;
+
+  const record = (res: OneResponse, ms: number) => {
+    if (!recording) return;
+    latencies.push(ms);
+    statuses[res.status] = (statuses[res.status] ?? 0) + 1;
+    xcache[res.xcache] = (xcache[res.xcache] ?? 0) + 1;
+    if (res.bodyBytes !== spec.expectBytes) badBodies++;
+  };
+  const error = (err: unknown) => {
+    if (!recording) return;
+    errors++;
+    firstError ??= err instanceof Error ? err.message : String(err);
+  };
+
+  // Keep-alive modes open their connections before the clock starts: the steady state is measured.
+  const conns: (Conn | undefined)[] = spec.mode === "fresh" ? [] : await Promise.all(Array.from({ length: spec.concurrency }, () => openConn(spec)));
+
+  const loop = async (i: number) => {
+    while (!stopping) {
+      const t0 = performance.now();
+      try {
+        let res: OneResponse;
+        if (spec.mode === "fresh") res = await freshRequest(spec);
+        else {
+          conns[i] ??= await openConn(spec);
+          res = await conns[i]!.request();
+        }
+        record(res, performance.now() - t0);
+      } catch (err) {
+        error(err);
+        conns[i]?.close();
+        conns[i] = undefined; // reconnect on the next iteration
+        await Bun.sleep(10);
+      }
+    }
+  };
+  const loops = Array.from({ length: spec.concurrency }, (_, i) => loop(i));
+
+  await Bun.sleep(spec.warmupSeconds * 1000);
+  recording = true;
+  onStart();
+  const start = performance.now();
+  await Bun.sleep(spec.seconds * 1000);
+  recording = false;
+  const elapsedS = (performance.now() - start) / 1000;
+  stopping = true;
+  await Promise.all(loops);
+  for (const c of conns) c?.close();
+
+  const sorted = Float64Array.from(latencies).sort();
+  const pct = (p: number) => (sorted.length === 0 ? Number.NaN : sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]!);
+  return {
+    mode: spec.mode,
+    requests: latencies.length,
+    errors,
+    firstError,
+    statuses,
+    xcache,
+    badBodies,
+    elapsedS,
+    rps: latencies.length / elapsedS,
+    p50Ms: pct(0.5),
+    p99Ms: pct(0.99),
+  };
+}
+
+if (import.meta.main) {
+  const arg = process.argv[2];
+  if (arg === undefined) {
+    console.error("usage: bun bench/tls-client.ts '<json LoadSpec>'");
+    process.exit(2);
+  }
+  const spec = JSON.parse(arg) as LoadSpec;
+  const result = await runLoad(spec, () => console.log(JSON.stringify({ event: "start" })));
+  console.log(JSON.stringify(result));
+  process.exit(0);
+}
