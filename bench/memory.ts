@@ -64,6 +64,12 @@ try {
   console.log(`| object | agents | complete | time | idle RSS | peak RSS | peak − idle |`);
   console.log(`|---|---:|---:|---:|---:|---:|---:|`);
   console.log(`| 1 GiB | ${AGENTS} | ${complete}/${AGENTS} | ${((performance.now() - t0) / 1000).toFixed(1)} s | ${mib(idle)} | ${mib(peak)} | ${mib(peak - idle)} |`);
+  if (complete < AGENTS) {
+    // Say why, from the gateway's own log, before the temp dirs go.
+    const log = await Bun.file(`${logs}/cachegate.log`).text().catch(() => "");
+    console.log(log.split("\n").filter((l) => !l.includes('"level":"info"')).slice(0, 10).join("\n"));
+    console.log("bytes per agent:", got.slice(0, 5).join(", "), "…");
+  }
 } finally {
   origin.stop(true);
   await cleanup();
