@@ -93,6 +93,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const handlerOptions = { fetch: (req: Request, env: ProxyBindings) => proxyApp.fetch(req, env), log, onServed: stats.served };
   const interceptor = createInterceptor({ ...handlerOptions, minter: tls.minter, minVersion: () => TLS_VERSIONS[current().tls.minVersion] });
   const tunnel = createTunnelHandler({ config: current, guard, log, interceptor: () => interceptor, authorize });
+  agents.onRevoke((username) => tunnel.closeAgent(username));
   const listener = createAgentListener({
     build: async (c: Config) => createProxyServer({ ...handlerOptions, connect: tunnel, tls: await tls.agentListenerOptions(c) }),
     host: runtime.host,

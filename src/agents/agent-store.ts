@@ -23,6 +23,7 @@ const VERIFIED_TTL_MS = 10 * 60_000;
 export function createAgentStore(db: Db, now: () => number = Date.now) {
   const verified = new Map<string, { id: number; username: string; until: number }>();
   const checking = new Map<string, Promise<string | null>>();
+  const revoked: ((username: string) => void)[] = [];
   // Checked against when the user name is unknown, so both cases cost one hash.
   const decoy = Bun.password.hash(randomBytes(16).toString("hex"));
   const keyOf = (username: string, password: string) => createHash("sha256").update(`${username}\0${password}`).digest("hex");
@@ -52,9 +53,15 @@ export function createAgentStore(db: Db, now: () => number = Date.now) {
 
     /** Revokes at once: the row and every remembered check for it go. */
     revoke(id: number): boolean {
-      const gone = db.delete(agents).where(eq(agents.id, id)).returning({ id: agents.id }).get();
+      const gone = db.delete(agents).where(eq(agents.id, id)).returning({ username: agents.username }).get();
       for (const [key, v] of verified) if (v.id === id) verified.delete(key);
+      if (gone) for (const listener of revoked) listener(gone.username);
       return gone !== undefined;
+    },
+
+    /** Told the user name of each revoked agent (the proxy closes its open tunnels). */
+    onRevoke(listener: (username: string) => void): void {
+      revoked.push(listener);
     },
 
     /** The agent's user name if the pair is valid, else null. Never says which half was wrong. */

@@ -38,6 +38,8 @@ export function parseAuthority(authority: string): { host: string; port: number 
 export function createTunnelHandler(opts: TunnelOptions) {
   // Tunnels outlive the listener's own connection tracking; shutdown must end them itself.
   const open = new Set<Duplex>();
+  /** Tunnels opened with agent credentials (Patch Mode), so a revocation can close them at once. */
+  const byAgent = new Map<string, Set<Duplex>>();
   const tunnel = async function tunnel(req: IncomingMessage, client: Duplex, head: Buffer): Promise<void> {
     client.on("error", () => {});
     open.add(client);
@@ -53,6 +55,13 @@ export function createTunnelHandler(opts: TunnelOptions) {
         return refuse(client, 407, AGENTS_ONLY, `Proxy-Authenticate: ${PROXY_AUTHENTICATE}\r\n`);
       }
       agent = auth.agent;
+      let tunnels = byAgent.get(agent);
+      if (!tunnels) byAgent.set(agent, (tunnels = new Set()));
+      tunnels.add(client);
+      client.once("close", () => {
+        tunnels.delete(client);
+        if (tunnels.size === 0 && byAgent.get(agent) === tunnels) byAgent.delete(agent);
+      });
     }
     const reach = reachOf(target.host, config);
     if (reach === "denied") return refuse(client, 403, deniedMessage(target.host, config));
@@ -95,6 +104,10 @@ export function createTunnelHandler(opts: TunnelOptions) {
     /** Ends every open tunnel (shutdown). */
     closeAll() {
       for (const socket of open) socket.destroy();
+    },
+    /** Ends the tunnels a revoked agent opened. */
+    closeAgent(username: string) {
+      for (const socket of byAgent.get(username) ?? []) socket.destroy();
     },
   });
 }

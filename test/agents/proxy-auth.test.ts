@@ -45,6 +45,7 @@ function fakeStore(username: string, password: string): AgentStore & { seen: [st
     list: () => [],
     exists: (u: string) => u === username,
     revoke: () => false,
+    onRevoke: () => {},
     async verify(u: string, p: string) {
       seen.push([u, p]);
       return u === username && p === password ? u : null;

@@ -7,6 +7,7 @@ import { cleanupAfterEach } from "../support/cleanup.ts";
 import { startOrigin, viaProxy, type Origin } from "../support/origin.ts";
 import { basic, patchUrl, startPatchGateway, type PatchGateway, type PatchGatewayOptions } from "../support/patch.ts";
 import { rawExchange } from "../support/raw-http.ts";
+import { waitFor, within } from "../support/wait.ts";
 import { curl } from "../support/tls-clients.ts";
 
 setDefaultTimeout(30_000);
@@ -146,6 +147,28 @@ describe("while Patch Mode is on, the proxy port", () => {
       15_000,
     );
     expect(res.status).toBe(200);
+  });
+
+  test("closes a pass-through tunnel a revoked agent has open, at once", async () => {
+    // An upstream the tunnel reaches: echoes what it gets.
+    const echo = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data: (socket, d) => void socket.write(d) } });
+    defer(() => echo.stop(true));
+    const gw = await startPatchGateway({ config: { connect: { ports: [443, echo.port] }, tls: { doNotIntercept: ["localhost"] } } });
+    defer(() => gw.close());
+    const agent = await gw.issueAgent();
+    const { connect } = await import("node:net");
+    const socket = connect(gw.proxyPort, "127.0.0.1");
+    defer(() => socket.destroy());
+    const received: string[] = [];
+    const closed = new Promise<void>((resolve) => socket.once("close", () => resolve()));
+    socket.on("data", (d) => received.push(d.toString()));
+    socket.write(`CONNECT localhost:${echo.port} HTTP/1.1\r\nHost: localhost:${echo.port}\r\nProxy-Authorization: ${basic(agent.username, agent.password)}\r\n\r\n`);
+    await waitFor("the tunnel to open", () => received.join("").includes("200 Connection Established"));
+    socket.write("ping");
+    await waitFor("the echo through the tunnel", () => received.join("").includes("ping"));
+
+    expect((await admin(gw).send("DELETE", `/api/agents/${agent.id}`)).status).toBe(200);
+    await within(2000, "the revoked agent's tunnel to close", closed);
   });
 
   test("admits a configured client network (127.0.0.1/32) without credentials, and only that network", async () => {
