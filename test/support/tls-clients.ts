@@ -143,6 +143,8 @@ export interface ParsedResponse {
  */
 export function exchange(socket: Socket | TLSSocket, request: string, timeoutMs = 5000): Promise<ParsedResponse> {
   return new Promise((resolve, reject) => {
+    // Closed before we asked (a revoked agent's tunnel, say): no "close" event will come again.
+    if (socket.destroyed || socket.readyState === "closed") return reject(new Error("the connection was already closed"));
     let buffered = Buffer.alloc(0);
     const cleanup = () => {
       clearTimeout(timer);
