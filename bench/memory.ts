@@ -7,14 +7,13 @@
  */
 import { connect } from "node:net";
 import { startCachegate } from "./cachegate.ts";
-import { cleanup, cleanupOnSignals, makeTempDir, rssBytes } from "./procs.ts";
+import { makeTempDir, rssBytes, runBench } from "./procs.ts";
 
 const SIZE = 1024 ** 3;
 const AGENTS = 50;
 const CHUNK = 1024 * 1024;
 const PACE_BYTES_PER_S = 256 * 1024 ** 2;
 
-cleanupOnSignals();
 const chunk = new Uint8Array(CHUNK).fill(97);
 const origin = Bun.serve({
   hostname: "127.0.0.1",
@@ -49,7 +48,7 @@ function agent(proxyPort: number): Promise<number> {
   });
 }
 
-try {
+await runBench("bench/memory", async () => {
   const logs = await makeTempDir("cachegate-memory-logs-");
   const gw = await startCachegate(logs);
   await Bun.sleep(1000);
@@ -70,7 +69,4 @@ try {
     console.log(log.split("\n").filter((l) => !l.includes('"level":"info"')).slice(0, 10).join("\n"));
     console.log("bytes per agent:", got.slice(0, 5).join(", "), "…");
   }
-} finally {
-  origin.stop(true);
-  await cleanup();
-}
+}, { watchdogMs: 5 * 60_000, onExit: () => origin.stop(true) });

@@ -193,3 +193,30 @@ export function cpuMeter(pids: number[]): { stop(): number } {
     },
   };
 }
+
+/**
+ * Runs a benchmark's main function as the entry point of `bun bench/…`:
+ * children and temp dirs are cleaned up on success, failure, a signal, or
+ * when the watchdog gives up on a run that hangs.
+ */
+export async function runBench(name: string, main: () => Promise<void>, opts: { watchdogMs: number; onExit?: () => void }): Promise<void> {
+  cleanupOnSignals();
+  const watchdog = setTimeout(() => {
+    console.error(`${name}: still running after ${opts.watchdogMs / 60_000} min; giving up`);
+    void cleanup().finally(() => process.exit(1));
+  }, opts.watchdogMs);
+  try {
+    await main();
+  } catch (err) {
+    if (!interrupted()) console.error(`${name} failed:`, err instanceof Error ? (err.stack ?? err.message) : err);
+    process.exitCode = 1;
+  } finally {
+    clearTimeout(watchdog);
+    opts.onExit?.();
+    // After a signal, its handler is already cleaning up and exits when done: a second cleanup racing it could exit first.
+    if (!interrupted()) {
+      await cleanup();
+      process.exit(); // with process.exitCode; no stray socket or timer may keep the run alive
+    }
+  }
+}

@@ -16,7 +16,7 @@ import { BIG_RATE_BYTES_PER_S, FILES, generateFiles } from "./files.ts";
 import { agentFetch, coldStorm, drain, joinDownload, runWrk, type AgentResult, type StormResult, type Target, type WrkResult } from "./load.ts";
 import { ensureTools, startNginx } from "./nginx.ts";
 import { startOrigin, type Origin } from "./origin.ts";
-import { cleanup, cleanupOnSignals, cpuMeter, idleRss, interrupted, makeTempDir, sampleRss } from "./procs.ts";
+import { cpuMeter, idleRss, makeTempDir, runBench, sampleRss } from "./procs.ts";
 import { int, mib, ms, scenarioTable, us, type Column, type Row } from "./table.ts";
 
 const WORK = join(import.meta.dir, ".work");
@@ -307,17 +307,4 @@ function firstLine(cmd: string[]): string {
   return `${out.stdout.toString()}${out.stderr.toString()}`.trim().split("\n")[0]!.replace(/^nginx version: /, "");
 }
 
-cleanupOnSignals();
-const watchdog = setTimeout(() => {
-  console.error(`bench: still running after ${WATCHDOG_MS / 60_000} min; giving up`);
-  void cleanup().finally(() => process.exit(1));
-}, WATCHDOG_MS);
-try {
-  await main();
-} catch (err) {
-  if (!interrupted()) console.error("bench failed:", err instanceof Error ? (err.stack ?? err.message) : err);
-  process.exitCode = 1;
-} finally {
-  clearTimeout(watchdog);
-  await cleanup();
-}
+await runBench("bench", main, { watchdogMs: WATCHDOG_MS });

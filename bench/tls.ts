@@ -22,7 +22,7 @@ import { join } from "node:path";
 import { EC_P256, loadCa, randomSerial } from "../src/tls/ca.ts";
 import { createLeafMinter } from "../src/tls/leaf-minter.ts";
 import { silentLogger } from "../src/log.ts";
-import { cleanup, cleanupOnSignals, cpuMeter, freePort, freshLog, interrupted, makeTempDir, rssBytes, spawnChild, waitForHttp } from "./procs.ts";
+import { cpuMeter, freePort, freshLog, makeTempDir, rssBytes, runBench, spawnChild, waitForHttp } from "./procs.ts";
 import { int, markdown, mib, ms, us } from "./table.ts";
 import { openConn, type LoadResult, type LoadSpec, type Mode } from "./tls-client.ts";
 
@@ -398,22 +398,4 @@ async function main(): Promise<void> {
 /** The origins run in this process: left listening, they would keep it alive after an error. */
 let stopOrigins: (() => void) | undefined;
 
-cleanupOnSignals();
-const watchdog = setTimeout(() => {
-  console.error(`bench:tls: still running after ${WATCHDOG_MS / 60_000} min; giving up`);
-  void cleanup().finally(() => process.exit(1));
-}, WATCHDOG_MS);
-try {
-  await main();
-} catch (err) {
-  if (!interrupted()) console.error("bench:tls failed:", err instanceof Error ? (err.stack ?? err.message) : err);
-  process.exitCode = 1;
-} finally {
-  clearTimeout(watchdog);
-  stopOrigins?.();
-  // After a signal, its handler is already cleaning up and exits when done: a second cleanup racing it could exit first.
-  if (!interrupted()) {
-    await cleanup();
-    process.exit(); // with process.exitCode; no stray socket or timer may keep the run alive
-  }
-}
+await runBench("bench:tls", main, { watchdogMs: WATCHDOG_MS, onExit: () => stopOrigins?.() });

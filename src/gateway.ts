@@ -67,8 +67,9 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const started = now();
   await mkdir(runtime.dataDir, { recursive: true });
 
-  const listeners: { port: number }[] = [];
-  const guard = createAddressGuard({ allowPrivate: runtime.allowPrivateUpstreams, ownListeners: () => listeners });
+  // The gateway's own ports, read when a request is checked (the agent port can move); bound further down.
+  let ownPorts = (): { port: number }[] => [];
+  const guard = createAddressGuard({ allowPrivate: runtime.allowPrivateUpstreams, ownListeners: () => ownPorts() });
   const via = `cachegate-${randomBytes(3).toString("hex")}`;
   // Stats live in the main database, which opens with the main cache; upstream bytes are reported to them late-bound.
   let stats: Stats | undefined;
@@ -114,15 +115,12 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   });
   const admin = Bun.serve({ hostname: runtime.adminHost, port: opts.adminPort ?? runtime.adminPort, fetch: adminApp.fetch });
   const proxyPort = await listener.start(config.current, opts.proxyPort);
-  listeners.push({ port: proxyPort }, { port: admin.port! });
+  ownPorts = () => [{ port: listener.port() }, { port: admin.port! }];
 
   // Appliers run before a change is committed; any of them may refuse it.
   config.onApply(tls.reload);
   config.onApply(patch.apply);
-  config.onApply(async (next, prev) => {
-    await listener.apply(next, prev);
-    listeners[0] = { port: listener.port() };
-  });
+  config.onApply(listener.apply);
 
   log.info("cachegate listening", {
     proxy: `${runtime.host}:${proxyPort}`,

@@ -131,7 +131,8 @@ function fail(res: ServerResponse, err: Error, sent: number): void {
   else res.destroy(err);
 }
 
-function drained(res: ServerResponse): Promise<void> {
+/** Resolves when `res` can take more data again, or is gone. */
+export function drained(res: ServerResponse): Promise<void> {
   return new Promise((resolve) => {
     const done = () => {
       res.off("drain", done);

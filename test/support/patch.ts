@@ -9,6 +9,7 @@ import { admin } from "./admin.ts";
 import { countRows, filesUnder } from "./data-dir.ts";
 import { startTestGateway, type TestGateway, type TestGatewayOptions } from "./gateway.ts";
 import { waitFor } from "./wait.ts";
+import { drained } from "../../src/proxy/node-adapter.ts";
 
 /**
  * Patch Mode in tests: a patch disk (a temp dir, or a tmpfs mounted for the
@@ -280,17 +281,7 @@ export async function startPatternOrigin(routes: Record<string, PatternRoute>): 
       const next = Math.min(body.size, (Math.floor(pos / body.block) + 1) * body.block);
       await route.pace?.(next);
       if (res.destroyed) return;
-      if (!res.write(body.slice(pos, next))) {
-        await new Promise<void>((resolve) => {
-          const done = () => {
-            res.off("drain", done);
-            res.off("close", done);
-            resolve();
-          };
-          res.on("drain", done);
-          res.on("close", done);
-        });
-      }
+      if (!res.write(body.slice(pos, next))) await drained(res);
       pos = next;
       sent.set(path, pos);
     }
