@@ -1,6 +1,6 @@
-import type { Subprocess } from "bun";
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
+import type { Subprocess } from "bun";
 import { freePort, freshLog, makeTempDir, spawnChild, waitForHttp } from "./procs.ts";
 
 export interface Cachegate {
@@ -61,7 +61,9 @@ export async function startCachegate(logDir: string): Promise<Cachegate> {
     },
     async revive() {
       if (child.exitCode === null && child.signalCode === null) return undefined;
-      const stderr = await Bun.file(errLog).text().catch(() => "");
+      const stderr = await Bun.file(errLog)
+        .text()
+        .catch(() => "");
       const firstError = stderr.split("\n").find((line) => /^\w*error:/i.test(line.trim())) ?? "no error on stderr";
       const why = `exited (${child.exitCode ?? child.signalCode}): ${firstError.trim().slice(0, 500)}`;
       child = await start();

@@ -39,7 +39,13 @@ export interface StormResult {
 }
 
 /** `total` requests for one URL, `concurrency` at a time, each body read fully and its length checked. */
-export async function coldStorm(target: Target, url: string, expectedBytes: number, total: number, concurrency: number): Promise<StormResult> {
+export async function coldStorm(
+  target: Target,
+  url: string,
+  expectedBytes: number,
+  total: number,
+  concurrency: number,
+): Promise<StormResult> {
   let next = 0;
   let errors = 0;
   let firstError: string | undefined;
@@ -78,7 +84,13 @@ export interface AgentResult {
 }
 
 /** `agents` agents ask for one URL, one every `spacingMs`, each reading the whole body. */
-export async function joinDownload(target: Target, url: string, expectedBytes: number, agents: number, spacingMs: number): Promise<AgentResult[]> {
+export async function joinDownload(
+  target: Target,
+  url: string,
+  expectedBytes: number,
+  agents: number,
+  spacingMs: number,
+): Promise<AgentResult[]> {
   const t0 = performance.now();
   const agent = async (i: number): Promise<AgentResult> => {
     await Bun.sleep(Math.max(0, t0 + i * spacingMs - performance.now()));
@@ -122,8 +134,15 @@ export async function runWrk(target: Target, url: string, workDir: string, durat
     script.push("-s", join(workDir, "absolute-form.lua"));
     await Bun.write(script[1]!, `wrk.path = "${url}"\nwrk.headers["Host"] = "${new URL(url).host}"\n`);
   }
-  const child = spawnChild(["wrk", "-t2", "-c50", `-d${durationS}s`, "--latency", ...script, wrkUrl], { stdout: "pipe", stderr: "pipe" });
-  const [out, err, code] = await Promise.all([new Response(child.stdout as ReadableStream).text(), new Response(child.stderr as ReadableStream).text(), child.exited]);
+  const child = spawnChild(["wrk", "-t2", "-c50", `-d${durationS}s`, "--latency", ...script, wrkUrl], {
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  const [out, err, code] = await Promise.all([
+    new Response(child.stdout as ReadableStream).text(),
+    new Response(child.stderr as ReadableStream).text(),
+    child.exited,
+  ]);
   if (code !== 0) throw new Error(`wrk failed (${code}): ${err}${out}`);
   return parseWrk(out);
 }

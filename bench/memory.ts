@@ -40,7 +40,9 @@ function agent(proxyPort: number): Promise<number> {
   return new Promise((resolve, reject) => {
     let bytes = 0;
     const socket = connect(proxyPort, "127.0.0.1", () =>
-      socket.write(`GET http://localhost:${origin.port}/big.bin HTTP/1.1\r\nHost: localhost:${origin.port}\r\nConnection: close\r\n\r\n`),
+      socket.write(
+        `GET http://localhost:${origin.port}/big.bin HTTP/1.1\r\nHost: localhost:${origin.port}\r\nConnection: close\r\n\r\n`,
+      ),
     );
     socket.on("data", (d) => (bytes += d.length));
     socket.on("end", () => resolve(bytes));
@@ -48,25 +50,39 @@ function agent(proxyPort: number): Promise<number> {
   });
 }
 
-await runBench("bench/memory", async () => {
-  const logs = await makeTempDir("cachegate-memory-logs-");
-  const gw = await startCachegate(logs);
-  await Bun.sleep(1000);
-  const idle = rssBytes(gw.pid);
-  let peak = idle;
-  const sampler = setInterval(() => (peak = Math.max(peak, rssBytes(gw.pid))), 100);
-  const t0 = performance.now();
-  const got = await Promise.all(Array.from({ length: AGENTS }, () => agent(gw.proxyPort)));
-  clearInterval(sampler);
-  const mib = (n: number) => `${(n / 1024 ** 2).toFixed(1)} MiB`;
-  const complete = got.filter((b) => b >= SIZE).length;
-  console.log(`| object | agents | complete | time | idle RSS | peak RSS | peak − idle |`);
-  console.log(`|---|---:|---:|---:|---:|---:|---:|`);
-  console.log(`| 1 GiB | ${AGENTS} | ${complete}/${AGENTS} | ${((performance.now() - t0) / 1000).toFixed(1)} s | ${mib(idle)} | ${mib(peak)} | ${mib(peak - idle)} |`);
-  if (complete < AGENTS) {
-    // Say why, from the gateway's own log, before the temp dirs go.
-    const log = await Bun.file(`${logs}/cachegate.log`).text().catch(() => "");
-    console.log(log.split("\n").filter((l) => !l.includes('"level":"info"')).slice(0, 10).join("\n"));
-    console.log("bytes per agent:", got.slice(0, 5).join(", "), "…");
-  }
-}, { watchdogMs: 5 * 60_000, onExit: () => origin.stop(true) });
+await runBench(
+  "bench/memory",
+  async () => {
+    const logs = await makeTempDir("cachegate-memory-logs-");
+    const gw = await startCachegate(logs);
+    await Bun.sleep(1000);
+    const idle = rssBytes(gw.pid);
+    let peak = idle;
+    const sampler = setInterval(() => (peak = Math.max(peak, rssBytes(gw.pid))), 100);
+    const t0 = performance.now();
+    const got = await Promise.all(Array.from({ length: AGENTS }, () => agent(gw.proxyPort)));
+    clearInterval(sampler);
+    const mib = (n: number) => `${(n / 1024 ** 2).toFixed(1)} MiB`;
+    const complete = got.filter((b) => b >= SIZE).length;
+    console.log(`| object | agents | complete | time | idle RSS | peak RSS | peak − idle |`);
+    console.log(`|---|---:|---:|---:|---:|---:|---:|`);
+    console.log(
+      `| 1 GiB | ${AGENTS} | ${complete}/${AGENTS} | ${((performance.now() - t0) / 1000).toFixed(1)} s | ${mib(idle)} | ${mib(peak)} | ${mib(peak - idle)} |`,
+    );
+    if (complete < AGENTS) {
+      // Say why, from the gateway's own log, before the temp dirs go.
+      const log = await Bun.file(`${logs}/cachegate.log`)
+        .text()
+        .catch(() => "");
+      console.log(
+        log
+          .split("\n")
+          .filter((l) => !l.includes('"level":"info"'))
+          .slice(0, 10)
+          .join("\n"),
+      );
+      console.log("bytes per agent:", got.slice(0, 5).join(", "), "…");
+    }
+  },
+  { watchdogMs: 5 * 60_000, onExit: () => origin.stop(true) },
+);

@@ -4,7 +4,9 @@ import { freePort, makeTempDir, processTree, spawnChild, waitForHttp } from "./p
 
 /** Installs Debian's nginx and wrk unless both are on PATH already. */
 export async function ensureTools(): Promise<void> {
-  const missing = ["nginx", "wrk"].filter((tool) => Bun.which(tool, { PATH: `${process.env.PATH}:/usr/sbin:/sbin` }) === null);
+  const missing = ["nginx", "wrk"].filter(
+    (tool) => Bun.which(tool, { PATH: `${process.env.PATH}:/usr/sbin:/sbin` }) === null,
+  );
   if (missing.length === 0) return;
   console.error(`installing ${missing.join(", ")} with apt-get…`);
   const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };

@@ -19,10 +19,13 @@ export interface Origin {
 /** Starts bench/origin-server.ts as its own process, serving the files in `filesDir`. */
 export async function startOrigin(filesDir: string, logDir: string): Promise<Origin> {
   const port = await freePort();
-  const child = spawnChild([process.execPath, join(import.meta.dir, "origin-server.ts"), filesDir, String(port), String(BIG_RATE_BYTES_PER_S)], {
-    stdout: await freshLog(join(logDir, "origin.log")),
-    stderr: await freshLog(join(logDir, "origin.err.log")),
-  });
+  const child = spawnChild(
+    [process.execPath, join(import.meta.dir, "origin-server.ts"), filesDir, String(port), String(BIG_RATE_BYTES_PER_S)],
+    {
+      stdout: await freshLog(join(logDir, "origin.log")),
+      stderr: await freshLog(join(logDir, "origin.err.log")),
+    },
+  );
   const base = `http://127.0.0.1:${port}`;
   await waitForHttp(`${base}/stats`, child, "origin");
   return {

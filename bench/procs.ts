@@ -1,9 +1,9 @@
-import type { BunFile, Subprocess } from "bun";
 import { readdirSync, readFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import type { BunFile, Subprocess } from "bun";
 
 /**
  * Everything the benchmark starts or creates is registered here, so one
@@ -85,7 +85,8 @@ export async function freePort(): Promise<number> {
 export async function waitForHttp(url: string, child: Subprocess, what: string, timeoutMs = 15_000): Promise<void> {
   const deadline = performance.now() + timeoutMs;
   while (performance.now() < deadline) {
-    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`${what} exited (code ${child.exitCode ?? child.signalCode}) before answering ${url}`);
+    if (child.exitCode !== null || child.signalCode !== null)
+      throw new Error(`${what} exited (code ${child.exitCode ?? child.signalCode}) before answering ${url}`);
     try {
       const res = await fetch(url, { proxy: false, signal: AbortSignal.timeout(1000) });
       await res.arrayBuffer();
@@ -199,7 +200,11 @@ export function cpuMeter(pids: number[]): { stop(): number } {
  * children and temp dirs are cleaned up on success, failure, a signal, or
  * when the watchdog gives up on a run that hangs.
  */
-export async function runBench(name: string, main: () => Promise<void>, opts: { watchdogMs: number; onExit?: () => void }): Promise<void> {
+export async function runBench(
+  name: string,
+  main: () => Promise<void>,
+  opts: { watchdogMs: number; onExit?: () => void },
+): Promise<void> {
   cleanupOnSignals();
   const watchdog = setTimeout(() => {
     console.error(`${name}: still running after ${opts.watchdogMs / 60_000} min; giving up`);

@@ -13,11 +13,21 @@ import { availableParallelism, loadavg } from "node:os";
 import { join } from "node:path";
 import { startCachegate } from "./cachegate.ts";
 import { BIG_RATE_BYTES_PER_S, FILES, generateFiles } from "./files.ts";
-import { agentFetch, coldStorm, drain, joinDownload, runWrk, type AgentResult, type StormResult, type Target, type WrkResult } from "./load.ts";
+import {
+  type AgentResult,
+  agentFetch,
+  coldStorm,
+  drain,
+  joinDownload,
+  runWrk,
+  type StormResult,
+  type Target,
+  type WrkResult,
+} from "./load.ts";
 import { ensureTools, startNginx } from "./nginx.ts";
-import { startOrigin, type Origin } from "./origin.ts";
+import { type Origin, startOrigin } from "./origin.ts";
 import { cpuMeter, idleRss, makeTempDir, runBench, sampleRss } from "./procs.ts";
-import { int, mib, ms, scenarioTable, us, type Column, type Row } from "./table.ts";
+import { type Column, int, mib, ms, type Row, scenarioTable, us } from "./table.ts";
 
 const WORK = join(import.meta.dir, ".work");
 const LOGS = join(WORK, "logs");
@@ -86,10 +96,37 @@ async function main(): Promise<void> {
   const workDir = await makeTempDir("cachegate-bench-work-");
 
   const targets: BenchTarget[] = [
-    { name: ORIGIN, caching: false, rss: false, url: (p) => `http://127.0.0.1:${origin.port}${p}`, pids: () => [origin.pid] },
-    { name: CEILING, caching: false, rss: true, url: (p) => `http://127.0.0.1:${nginx.filesPort}${p}`, pids: nginx.pids },
-    { name: NGINX, caching: true, rss: true, url: origin.url, proxy: `http://127.0.0.1:${nginx.proxyPort}`, pids: nginx.pids },
-    { name: CACHEGATE, caching: true, rss: true, url: origin.url, proxy: `http://127.0.0.1:${gateway.proxyPort}`, pids: () => [gateway.pid], revive: gateway.revive },
+    {
+      name: ORIGIN,
+      caching: false,
+      rss: false,
+      url: (p) => `http://127.0.0.1:${origin.port}${p}`,
+      pids: () => [origin.pid],
+    },
+    {
+      name: CEILING,
+      caching: false,
+      rss: true,
+      url: (p) => `http://127.0.0.1:${nginx.filesPort}${p}`,
+      pids: nginx.pids,
+    },
+    {
+      name: NGINX,
+      caching: true,
+      rss: true,
+      url: origin.url,
+      proxy: `http://127.0.0.1:${nginx.proxyPort}`,
+      pids: nginx.pids,
+    },
+    {
+      name: CACHEGATE,
+      caching: true,
+      rss: true,
+      url: origin.url,
+      proxy: `http://127.0.0.1:${gateway.proxyPort}`,
+      pids: () => [gateway.pid],
+      revive: gateway.revive,
+    },
   ];
 
   const header = [
@@ -135,7 +172,12 @@ async function coldStormScenario(targets: BenchTarget[], origin: Origin): Promis
       const result = await coldStorm(target, url, FILES.manifest.size, STORM.requests, STORM.concurrency);
       const cpuSeconds = cpu.stop();
       const after = await origin.stats();
-      return { ...result, cpuSeconds, upstreamRequests: after.requests - before.requests, upstreamBytes: after.bytes - before.bytes };
+      return {
+        ...result,
+        cpuSeconds,
+        upstreamRequests: after.requests - before.requests,
+        upstreamBytes: after.bytes - before.bytes,
+      };
     });
     rows.push({ name: target.name, result });
     if (result.firstError) console.error(`  ${target.name}: ${result.errors} errors, first: ${result.firstError}`);
@@ -151,7 +193,12 @@ async function coldStormScenario(targets: BenchTarget[], origin: Origin): Promis
     { title: "X-Cache", value: (r) => labels(r.labels), ratio: false },
   ];
   return [
-    scenarioTable(`a. Cold storm: ${STORM.requests} requests, ${STORM.concurrency} concurrent, one uncached 2 MiB manifest`, columns, rows, RATIOS),
+    scenarioTable(
+      `a. Cold storm: ${STORM.requests} requests, ${STORM.concurrency} concurrent, one uncached 2 MiB manifest`,
+      columns,
+      rows,
+      RATIOS,
+    ),
     "",
     "Server CPU: user+system time of the serving processes (not the origin behind a proxy, nor the load generator). " +
       "Upstream requests/bytes: what the origin served during the storm (the origin row is the origin itself; the ceiling never asks it).",
@@ -189,7 +236,14 @@ async function hotHitsScenario(targets: BenchTarget[], origin: Origin, workDir: 
       await Bun.sleep(500);
     }
     // The origin's own requests are not upstream requests, and the ceiling never asks the origin.
-    rows.push({ name: target.name, result: { small: results[0]!, large: results[1]!, upstreamRequests: target.caching ? upstreamRequests : Number.NaN } });
+    rows.push({
+      name: target.name,
+      result: {
+        small: results[0]!,
+        large: results[1]!,
+        upstreamRequests: target.caching ? upstreamRequests : Number.NaN,
+      },
+    });
   }
   const payload = (size: number) => (w: WrkResult) => (w.requestsPerSec * size) / 1024 / 1024;
   const columns: Column<HotRow>[] = [
@@ -218,7 +272,8 @@ async function warm(target: Target, url: string, size: number): Promise<void> {
   for (let attempt = 0; attempt < 50; attempt++) {
     const res = await agentFetch(target, url);
     const bytes = await drain(res);
-    if (res.status !== 200 || bytes !== size) throw new Error(`${target.name}: warming ${url} got status ${res.status}, ${bytes} of ${size} bytes`);
+    if (res.status !== 200 || bytes !== size)
+      throw new Error(`${target.name}: warming ${url} got status ${res.status}, ${bytes} of ${size} bytes`);
     if (res.headers.get("x-cache") === "HIT") return;
     await Bun.sleep(100);
   }
@@ -245,19 +300,37 @@ async function bigFileScenario(targets: BenchTarget[], origin: Origin): Promise<
       const sampler = sampleRss(() => pids);
       const cpu = cpuMeter(pids);
       const before = await origin.stats();
-      const agents = await joinDownload(target, target.url(`${FILES.big.path}?join=${slug(target)}-${Date.now()}`), FILES.big.size, JOIN.agents, JOIN.spacingMs);
+      const agents = await joinDownload(
+        target,
+        target.url(`${FILES.big.path}?join=${slug(target)}-${Date.now()}`),
+        FILES.big.size,
+        JOIN.agents,
+        JOIN.spacingMs,
+      );
       const peak = sampler.stop().peak;
       const cpuSeconds = cpu.stop();
       const after = await origin.stats();
-      return { agents, cpuSeconds, upstreamBytes: after.bytes - before.bytes, idleRss: idle, peakRss: target.rss ? peak : undefined };
+      return {
+        agents,
+        cpuSeconds,
+        upstreamBytes: after.bytes - before.bytes,
+        idleRss: idle,
+        peakRss: target.rss ? peak : undefined,
+      };
     });
     rows.push({ name: target.name, result });
     const { agents } = result;
-    details.push(`- ${target.name}: TTFB per agent (ms, in join order): ${agents.map((a) => (Number.isNaN(a.ttfbMs) ? "—" : Math.round(a.ttfbMs))).join(", ")}`);
+    details.push(
+      `- ${target.name}: TTFB per agent (ms, in join order): ${agents.map((a) => (Number.isNaN(a.ttfbMs) ? "—" : Math.round(a.ttfbMs))).join(", ")}`,
+    );
     for (const a of agents.filter((a) => a.error)) console.error(`  ${target.name}: agent error: ${a.error}`);
     await Bun.sleep(1000);
   }
-  const ttfb = (r: JoinRow) => r.agents.map((a) => a.ttfbMs).filter((t) => !Number.isNaN(t)).sort((a, b) => a - b);
+  const ttfb = (r: JoinRow) =>
+    r.agents
+      .map((a) => a.ttfbMs)
+      .filter((t) => !Number.isNaN(t))
+      .sort((a, b) => a - b);
   const columns: Column<JoinRow>[] = [
     { title: "upstream bytes", value: (r) => r.upstreamBytes, format: mib },
     { title: "TTFB min", value: (r) => ttfb(r)[0], format: ms },
@@ -265,11 +338,20 @@ async function bigFileScenario(targets: BenchTarget[], origin: Origin): Promise<
     { title: "TTFB max", value: (r) => ttfb(r).at(-1), format: ms },
     { title: "total time", value: (r) => Math.max(...r.agents.map((a) => a.doneAtMs)), format: ms },
     { title: "server CPU", value: (r) => r.cpuSeconds * 1000, format: ms },
-    { title: "agents with 256 MiB", value: (r) => `${r.agents.filter((a) => !a.error).length}/${r.agents.length}`, ratio: false },
+    {
+      title: "agents with 256 MiB",
+      value: (r) => `${r.agents.filter((a) => !a.error).length}/${r.agents.length}`,
+      ratio: false,
+    },
     { title: "idle RSS", value: (r) => r.idleRss, format: mib },
     { title: "peak RSS", value: (r) => r.peakRss, format: mib },
     // No ratio: nginx's growth is ~0, so any ratio to it would be noise.
-    { title: "peak − idle", value: (r) => (r.peakRss !== undefined && r.idleRss !== undefined ? r.peakRss - r.idleRss : undefined), format: mib, ratio: false },
+    {
+      title: "peak − idle",
+      value: (r) => (r.peakRss !== undefined && r.idleRss !== undefined ? r.peakRss - r.idleRss : undefined),
+      format: mib,
+      ratio: false,
+    },
     { title: "X-Cache", value: (r) => labels(count(r.agents.map((a) => a.label))), ratio: false },
   ];
   return [
@@ -292,10 +374,14 @@ async function bigFileScenario(targets: BenchTarget[], origin: Origin): Promise<
 // ── helpers ────────────────────────────────────────────────────────────────
 
 const slug = (t: Target) => t.name.split(" ")[0]!.toLowerCase() + (t.proxy ? "-proxy" : "");
-const load = () => loadavg().map((n) => n.toFixed(2)).join(", ");
+const load = () =>
+  loadavg()
+    .map((n) => n.toFixed(2))
+    .join(", ");
 const cpuPerRequest = (run: HotRun) => (run.requests > 0 ? (run.cpuSeconds / run.requests) * 1e6 : Number.NaN);
 const median = (sorted: number[]) => (sorted.length === 0 ? undefined : sorted[Math.floor((sorted.length - 1) / 2)]);
-const count = (values: string[]) => values.reduce<Record<string, number>>((acc, v) => ({ ...acc, [v]: (acc[v] ?? 0) + 1 }), {});
+const count = (values: string[]) =>
+  values.reduce<Record<string, number>>((acc, v) => ({ ...acc, [v]: (acc[v] ?? 0) + 1 }), {});
 const labels = (counts: Record<string, number>) =>
   Object.entries(counts)
     .sort((a, b) => b[1] - a[1])
@@ -304,7 +390,10 @@ const labels = (counts: Record<string, number>) =>
 
 function firstLine(cmd: string[]): string {
   const out = Bun.spawnSync(cmd, { stdout: "pipe", stderr: "pipe" });
-  return `${out.stdout.toString()}${out.stderr.toString()}`.trim().split("\n")[0]!.replace(/^nginx version: /, "");
+  return `${out.stdout.toString()}${out.stderr.toString()}`
+    .trim()
+    .split("\n")[0]!
+    .replace(/^nginx version: /, "");
 }
 
 await runBench("bench", main, { watchdogMs: WATCHDOG_MS });

@@ -17,7 +17,12 @@ export interface Row<R> {
  * those of nginx proxy_cache and of the ceiling. A ratio is left out ("—")
  * when either side is missing or the divisor is zero.
  */
-export function scenarioTable<R>(title: string, columns: Column<R>[], rows: Row<R>[], ratios: { of: string; to: string[] }): string {
+export function scenarioTable<R>(
+  title: string,
+  columns: Column<R>[],
+  rows: Row<R>[],
+  ratios: { of: string; to: string[] },
+): string {
   const cell = (col: Column<R>, result: R | undefined): string => {
     if (result === undefined) return "—";
     const v = col.value(result);
@@ -46,7 +51,8 @@ export function scenarioTable<R>(title: string, columns: Column<R>[], rows: Row<
 /** Pads cells so the table also reads well as plain text. */
 export function markdown(header: string[], rows: string[][]): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
-  const line = (cells: string[]) => `| ${cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join(" | ")} |`;
+  const line = (cells: string[]) =>
+    `| ${cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join(" | ")} |`;
   const rule = `|${widths.map((w, i) => (i === 0 ? `${"-".repeat(w + 1)}-` : `${"-".repeat(w + 1)}:`)).join("|")}|`;
   return [line(header), rule, ...rows.map(line)].join("\n");
 }

@@ -12,7 +12,7 @@
  * one JSON LoadResult line.
  */
 import { connect as netConnect, type Socket } from "node:net";
-import { connect as tlsConnect, type TLSSocket } from "node:tls";
+import { type TLSSocket, connect as tlsConnect } from "node:tls";
 
 export type Mode = "plain" | "reuse" | "fresh";
 
@@ -234,7 +234,9 @@ const originRequest = (spec: Pick<LoadSpec, "host" | "port" | "path">, close = f
   `GET ${spec.path} HTTP/1.1\r\nHost: ${spec.host}:${spec.port}\r\nUser-Agent: cachegate-bench\r\n${close ? "Connection: close\r\n" : ""}\r\n`;
 
 /** A keep-alive connection for `plain` (to the proxy) or `reuse` (a TLS tunnel through it). */
-export async function openConn(spec: Omit<LoadSpec, "concurrency" | "warmupSeconds" | "seconds" | "expectBytes">): Promise<Conn> {
+export async function openConn(
+  spec: Omit<LoadSpec, "concurrency" | "warmupSeconds" | "seconds" | "expectBytes">,
+): Promise<Conn> {
   if (spec.mode === "plain") return conn(await tcpConnect(spec.proxyPort), plainRequest(spec));
   if (!spec.ca) throw new Error("the TLS modes need the gateway CA");
   return conn(await openTlsTunnel(spec.proxyPort, spec.host, spec.port, spec.ca), originRequest(spec));
@@ -275,7 +277,8 @@ export async function runLoad(spec: LoadSpec, onStart: () => void = () => {}): P
   };
 
   // Keep-alive modes open their connections before the clock starts: the steady state is measured.
-  const conns: (Conn | undefined)[] = spec.mode === "fresh" ? [] : await Promise.all(Array.from({ length: spec.concurrency }, () => openConn(spec)));
+  const conns: (Conn | undefined)[] =
+    spec.mode === "fresh" ? [] : await Promise.all(Array.from({ length: spec.concurrency }, () => openConn(spec)));
 
   const loop = async (i: number) => {
     while (!stopping) {
@@ -310,7 +313,8 @@ export async function runLoad(spec: LoadSpec, onStart: () => void = () => {}): P
   for (const c of conns) c?.close();
 
   const sorted = Float64Array.from(latencies).sort();
-  const pct = (p: number) => (sorted.length === 0 ? Number.NaN : sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]!);
+  const pct = (p: number) =>
+    sorted.length === 0 ? Number.NaN : sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]!;
   return {
     mode: spec.mode,
     requests: latencies.length,

@@ -14,17 +14,17 @@
  * gateway's logs go to bench/.work/logs-tls/.
  */
 import "reflect-metadata"; // @peculiar/x509's dependency injection needs it loaded first
-import * as x509 from "@peculiar/x509";
 import { randomBytes } from "node:crypto";
 import { appendFile, mkdir, rm, writeFile } from "node:fs/promises";
 import { availableParallelism, loadavg } from "node:os";
 import { join } from "node:path";
+import * as x509 from "@peculiar/x509";
+import { silentLogger } from "../src/log.ts";
 import { EC_P256, loadCa, randomSerial } from "../src/tls/ca.ts";
 import { createLeafMinter } from "../src/tls/leaf-minter.ts";
-import { silentLogger } from "../src/log.ts";
 import { cpuMeter, freePort, freshLog, makeTempDir, rssBytes, runBench, spawnChild, waitForHttp } from "./procs.ts";
 import { int, markdown, mib, ms, us } from "./table.ts";
-import { openConn, type LoadResult, type LoadSpec, type Mode } from "./tls-client.ts";
+import { type LoadResult, type LoadSpec, type Mode, openConn } from "./tls-client.ts";
 
 const REPO = join(import.meta.dir, "..");
 const WORK = join(import.meta.dir, ".work");
@@ -43,7 +43,8 @@ const WATCHDOG_MS = 3 * 60_000;
 
 /** A throwaway CA standing in for a public one, and a leaf it signs for localhost (as test/support/test-ca.ts). */
 async function originCertificates(): Promise<{ caPem: string; cert: string; key: string }> {
-  const pkcs8 = async (key: CryptoKey) => x509.PemConverter.encode(await crypto.subtle.exportKey("pkcs8", key), "PRIVATE KEY");
+  const pkcs8 = async (key: CryptoKey) =>
+    x509.PemConverter.encode(await crypto.subtle.exportKey("pkcs8", key), "PRIVATE KEY");
   const now = Date.now();
   const caKeys = (await crypto.subtle.generateKey(EC_P256, true, ["sign", "verify"])) as CryptoKeyPair;
   const ca = await x509.X509CertificateGenerator.createSelfSigned({
@@ -105,10 +106,18 @@ async function startOrigins(dir: string): Promise<Origins> {
   const handler = (which: "tls" | "plain") => (req: Request) => {
     if (new URL(req.url).pathname !== PATH) return new Response("not found\n", { status: 404 });
     served[which]++;
-    return new Response(body, { headers: { "content-type": "application/octet-stream", "cache-control": "max-age=3600" } });
+    return new Response(body, {
+      headers: { "content-type": "application/octet-stream", "cache-control": "max-age=3600" },
+    });
   };
   const [tlsPort, plainPort] = [await freePort(), await freePort()];
-  const tls = Bun.serve({ hostname: "127.0.0.1", port: tlsPort, idleTimeout: 0, tls: { cert, key }, fetch: handler("tls") });
+  const tls = Bun.serve({
+    hostname: "127.0.0.1",
+    port: tlsPort,
+    idleTimeout: 0,
+    tls: { cert, key },
+    fetch: handler("tls"),
+  });
   const plain = Bun.serve({ hostname: "127.0.0.1", port: plainPort, idleTimeout: 0, fetch: handler("plain") });
   return {
     tlsPort,
@@ -164,7 +173,10 @@ async function startGateway(originCaFile: string, tlsPort: number): Promise<Gate
     const res = await fetch(`http://127.0.0.1:${adminPort}${path}`, {
       method,
       proxy: false,
-      headers: { authorization: `Bearer ${token}`, ...(body === undefined ? {} : { "content-type": "application/json" }) },
+      headers: {
+        authorization: `Bearer ${token}`,
+        ...(body === undefined ? {} : { "content-type": "application/json" }),
+      },
       body: body === undefined ? undefined : JSON.stringify(body),
     });
     if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${await res.text()}`);
@@ -172,12 +184,16 @@ async function startGateway(originCaFile: string, tlsPort: number): Promise<Gate
   };
   await (await admin("PATCH", "/api/config", { connect: { ports: [443, tlsPort] } })).arrayBuffer();
   const caPem = await (await admin("GET", "/api/ca.pem")).text();
-  if (!caPem.includes("BEGIN CERTIFICATE")) throw new Error(`GET /api/ca.pem returned no certificate: ${caPem.slice(0, 200)}`);
+  if (!caPem.includes("BEGIN CERTIFICATE"))
+    throw new Error(`GET /api/ca.pem returned no certificate: ${caPem.slice(0, 200)}`);
   return {
     pid: child.pid,
     proxyPort,
     caPem,
-    exited: () => (child.exitCode !== null || child.signalCode !== null ? `exited (${child.exitCode ?? child.signalCode})` : undefined),
+    exited: () =>
+      child.exitCode !== null || child.signalCode !== null
+        ? `exited (${child.exitCode ?? child.signalCode})`
+        : undefined,
   };
 }
 
@@ -199,7 +215,9 @@ interface HotRow {
 }
 
 /** One request at a time, on one connection, until the gateway answers HIT (the first should be a MISS). */
-async function warm(spec: Omit<LoadSpec, "concurrency" | "warmupSeconds" | "seconds" | "expectBytes">): Promise<string[]> {
+async function warm(
+  spec: Omit<LoadSpec, "concurrency" | "warmupSeconds" | "seconds" | "expectBytes">,
+): Promise<string[]> {
   const seen: string[] = [];
   const conn = await openConn(spec);
   try {
@@ -207,7 +225,8 @@ async function warm(spec: Omit<LoadSpec, "concurrency" | "warmupSeconds" | "seco
     for (let i = 0; i < 20; i++) {
       const res = await conn.request();
       seen.push(`${res.status} ${res.xcache}`);
-      if (res.status !== 200 || res.bodyBytes !== BODY_BYTES) throw new Error(`warming ${spec.mode}: got ${res.status} with ${res.bodyBytes} bytes`);
+      if (res.status !== 200 || res.bodyBytes !== BODY_BYTES)
+        throw new Error(`warming ${spec.mode}: got ${res.status} with ${res.bodyBytes} bytes`);
       if (res.xcache === "HIT") return seen;
       await Bun.sleep(20);
     }
@@ -219,7 +238,11 @@ async function warm(spec: Omit<LoadSpec, "concurrency" | "warmupSeconds" | "seco
 
 /** Runs the load generator as its own process; the gateway's CPU is metered from its "start" line to its result. */
 async function runLoad(spec: LoadSpec, gatewayPid: number): Promise<HotRow> {
-  const child = spawnChild([process.execPath, join(import.meta.dir, "tls-client.ts"), JSON.stringify(spec)], { cwd: REPO, stdout: "pipe", stderr: "pipe" });
+  const child = spawnChild([process.execPath, join(import.meta.dir, "tls-client.ts"), JSON.stringify(spec)], {
+    cwd: REPO,
+    stdout: "pipe",
+    stderr: "pipe",
+  });
   const stderr = new Response(child.stderr as ReadableStream).text();
   let meter: { stop(): number } | undefined;
   let cpuSeconds = Number.NaN;
@@ -242,7 +265,10 @@ async function runLoad(spec: LoadSpec, gatewayPid: number): Promise<HotRow> {
     }
   }
   const code = await child.exited;
-  if (result === undefined) throw new Error(`the load generator (${spec.mode}) exited ${code} without a result: ${(await stderr).trim().slice(0, 1000)}`);
+  if (result === undefined)
+    throw new Error(
+      `the load generator (${spec.mode}) exited ${code} without a result: ${(await stderr).trim().slice(0, 1000)}`,
+    );
   return { load: result, cpuSeconds, rss: rssBytes(gatewayPid) };
 }
 
@@ -269,8 +295,12 @@ async function mintingScenario(dir: string): Promise<MintRow[]> {
     for (let i = 0; i < MINT_N; i++) out.push(await minter.leafFor(`seq-${i}.bench.invalid`));
     return out;
   });
-  await time(`${MINT_N} distinct hosts, concurrent`, MINT_N, () => Promise.all(Array.from({ length: MINT_N }, (_, i) => minter.leafFor(`par-${i}.bench.invalid`))));
-  await time(`one host × ${MINT_N}, concurrent`, MINT_N, () => Promise.all(Array.from({ length: MINT_N }, () => minter.leafFor("same.bench.invalid"))));
+  await time(`${MINT_N} distinct hosts, concurrent`, MINT_N, () =>
+    Promise.all(Array.from({ length: MINT_N }, (_, i) => minter.leafFor(`par-${i}.bench.invalid`))),
+  );
+  await time(`one host × ${MINT_N}, concurrent`, MINT_N, () =>
+    Promise.all(Array.from({ length: MINT_N }, () => minter.leafFor("same.bench.invalid"))),
+  );
   return rows;
 }
 
@@ -281,8 +311,12 @@ const labels = (counts: Record<string, number>) =>
     .sort((a, b) => b[1] - a[1])
     .map(([k, n]) => `${k} ${int(n)}`)
     .join(", ");
-const load = () => loadavg().map((n) => n.toFixed(2)).join(", ");
-const ratio = (x: number, y: number) => (Number.isFinite(x) && Number.isFinite(y) && y !== 0 ? `${(x / y).toFixed(x / y >= 10 ? 1 : 2)}×` : "—");
+const load = () =>
+  loadavg()
+    .map((n) => n.toFixed(2))
+    .join(", ");
+const ratio = (x: number, y: number) =>
+  Number.isFinite(x) && Number.isFinite(y) && y !== 0 ? `${(x / y).toFixed(x / y >= 10 ? 1 : 2)}×` : "—";
 
 async function main(): Promise<void> {
   await rm(LOGS, { recursive: true, force: true });
@@ -295,9 +329,22 @@ async function main(): Promise<void> {
   const scenarios: Scenario[] = [
     { key: "a", name: "a. plain HTTP hits (keep-alive)", mode: "plain", host: "localhost", port: origins.plainPort },
     { key: "b", name: "b. intercepted hits, reused tunnel", mode: "reuse", host: "localhost", port: origins.tlsPort },
-    { key: "c", name: "c. intercepted hits, new tunnel per request", mode: "fresh", host: "localhost", port: origins.tlsPort },
+    {
+      key: "c",
+      name: "c. intercepted hits, new tunnel per request",
+      mode: "fresh",
+      host: "localhost",
+      port: origins.tlsPort,
+    },
   ];
-  const base = (s: Scenario) => ({ mode: s.mode, proxyPort: gateway.proxyPort, host: s.host, port: s.port, path: PATH, ca: gateway.caPem });
+  const base = (s: Scenario) => ({
+    mode: s.mode,
+    proxyPort: gateway.proxyPort,
+    host: s.host,
+    port: s.port,
+    path: PATH,
+    ca: gateway.caPem,
+  });
   const warmed = [await warm(base(scenarios[0]!)), await warm(base(scenarios[1]!))];
   const rssAtStart = rssBytes(gateway.pid);
   const upstreamAfterWarm = { ...origins.served };
@@ -321,7 +368,13 @@ async function main(): Promise<void> {
   const problems: string[] = [];
   for (const s of scenarios) {
     process.stderr.write(`measuring ${s.name}…\n`);
-    const spec: LoadSpec = { ...base(s), concurrency: CONCURRENCY, warmupSeconds: WARMUP_SECONDS, seconds: SECONDS, expectBytes: BODY_BYTES };
+    const spec: LoadSpec = {
+      ...base(s),
+      concurrency: CONCURRENCY,
+      warmupSeconds: WARMUP_SECONDS,
+      seconds: SECONDS,
+      expectBytes: BODY_BYTES,
+    };
     const row = await runLoad(spec, gateway.pid);
     hot.set(s.key, row);
     const { load: r } = row;
@@ -336,15 +389,39 @@ async function main(): Promise<void> {
     await Bun.sleep(500);
   }
   if (origins.served.tls !== upstreamAfterWarm.tls || origins.served.plain !== upstreamAfterWarm.plain) {
-    problems.push(`the origins served requests during the hot runs (TLS ${origins.served.tls - upstreamAfterWarm.tls}, plain ${origins.served.plain - upstreamAfterWarm.plain}): not all hits`);
+    problems.push(
+      `the origins served requests during the hot runs (TLS ${origins.served.tls - upstreamAfterWarm.tls}, plain ${origins.served.plain - upstreamAfterWarm.plain}): not all hits`,
+    );
   }
 
   const a = hot.get("a")!;
   const cpuUs = (r: HotRow) => (r.load.requests > 0 ? (r.cpuSeconds / r.load.requests) * 1e6 : Number.NaN);
-  const hotHeader = ["scenario", "req/s", "p50", "p99", "gateway CPU/req", "gateway RSS after", "requests", "errors", "status", "X-Cache"];
+  const hotHeader = [
+    "scenario",
+    "req/s",
+    "p50",
+    "p99",
+    "gateway CPU/req",
+    "gateway RSS after",
+    "requests",
+    "errors",
+    "status",
+    "X-Cache",
+  ];
   const hotBody = scenarios.map((s) => {
     const r = hot.get(s.key)!;
-    return [s.name, int(r.load.rps), ms(r.load.p50Ms), ms(r.load.p99Ms), us(cpuUs(r)), mib(r.rss), int(r.load.requests), int(r.load.errors), labels(r.load.statuses), labels(r.load.xcache)];
+    return [
+      s.name,
+      int(r.load.rps),
+      ms(r.load.p50Ms),
+      ms(r.load.p99Ms),
+      us(cpuUs(r)),
+      mib(r.rss),
+      int(r.load.requests),
+      int(r.load.errors),
+      labels(r.load.statuses),
+      labels(r.load.xcache),
+    ];
   });
   for (const key of ["b", "c"] as const) {
     const r = hot.get(key)!;
@@ -381,7 +458,13 @@ async function main(): Promise<void> {
       "",
       markdown(
         ["run", "certificates asked", "time", "certs/s", "distinct certificates returned"],
-        mint.map((m) => [m.name, int(m.certs), ms(m.ms), m.distinct === 1 ? "—" : int(m.certs / (m.ms / 1000)), int(m.distinct)]),
+        mint.map((m) => [
+          m.name,
+          int(m.certs),
+          ms(m.ms),
+          m.distinct === 1 ? "—" : int(m.certs / (m.ms / 1000)),
+          int(m.distinct),
+        ]),
       ),
       "",
       "One host asked for concurrently should be minted once and shared: distinct certificates returned should be 1.",

@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { mkdir } from "node:fs/promises";
-import { createAdminApp } from "./admin/app.ts";
 import { agentRoutes } from "./admin/agent-routes.ts";
+import { createAdminApp } from "./admin/app.ts";
 import { cacheRoutes } from "./admin/cache-routes.ts";
 import { configRoutes } from "./admin/config-routes.ts";
 import { statsRoutes } from "./admin/stats-routes.ts";
@@ -79,8 +79,15 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const current = () => config!.current;
   const cacheOptions = { fetchUpstream, ttlRules: () => current().cache.ttlRules, log, now };
   const main = await openCache(runtime.dataDir, { ...cacheOptions, maxBytes: () => current().cache.maxSizeBytes });
-  config = new LiveConfig({ env: opts.config as JsonObject, overrides: loadOverrides(main.db), save: (o) => saveOverrides(main.db, o, now()) });
-  if (config.ignored.length > 0) log.error("persisted admin settings no longer valid; started from the environment", { errors: config.ignored.map((e) => e.message) });
+  config = new LiveConfig({
+    env: opts.config as JsonObject,
+    overrides: loadOverrides(main.db),
+    save: (o) => saveOverrides(main.db, o, now()),
+  });
+  if (config.ignored.length > 0)
+    log.error("persisted admin settings no longer valid; started from the environment", {
+      errors: config.ignored.map((e) => e.message),
+    });
   stats = createStats(main.db, { kinds: () => current().stats.kinds, now });
   const adminToken = await loadAdminToken(runtime.dataDir, runtime.adminToken, log);
 
@@ -89,14 +96,30 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
 
   const agents = createAgentStore(main.db, now);
   const authorize = createProxyAuth(agents, now);
-  const proxyApp = createProxyApp({ config: current, pipelines: { platform: main.pipeline, patch: patch.pipeline }, fetchUpstream, authorize, via, log });
+  const proxyApp = createProxyApp({
+    config: current,
+    pipelines: { platform: main.pipeline, patch: patch.pipeline },
+    fetchUpstream,
+    authorize,
+    via,
+    log,
+  });
   const tls = await createTlsState(runtime.dataDir, config.current, log);
-  const handlerOptions = { fetch: (req: Request, env: ProxyBindings) => proxyApp.fetch(req, env), log, onServed: stats.served };
-  const interceptor = createInterceptor({ ...handlerOptions, minter: tls.minter, minVersion: () => TLS_VERSIONS[current().tls.minVersion] });
+  const handlerOptions = {
+    fetch: (req: Request, env: ProxyBindings) => proxyApp.fetch(req, env),
+    log,
+    onServed: stats.served,
+  };
+  const interceptor = createInterceptor({
+    ...handlerOptions,
+    minter: tls.minter,
+    minVersion: () => TLS_VERSIONS[current().tls.minVersion],
+  });
   const tunnel = createTunnelHandler({ config: current, guard, log, interceptor: () => interceptor, authorize });
   agents.onRevoke((username) => tunnel.closeAgent(username));
   const listener = createAgentListener({
-    build: async (c: Config) => createProxyServer({ ...handlerOptions, connect: tunnel, tls: await tls.agentListenerOptions(c) }),
+    build: async (c: Config) =>
+      createProxyServer({ ...handlerOptions, connect: tunnel, tls: await tls.agentListenerOptions(c) }),
     host: runtime.host,
     log,
   });
@@ -104,16 +127,31 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const adminApp = createAdminApp({
     log,
     token: adminToken,
-    health: () => ({ cacheMode: current().cacheMode.enabled, patchMode: current().patchMode.enabled, uptimeSeconds: Math.floor((now() - started) / 1000), downloads: main.pipeline.inFlight() }),
+    health: () => ({
+      cacheMode: current().cacheMode.enabled,
+      patchMode: current().patchMode.enabled,
+      uptimeSeconds: Math.floor((now() - started) / 1000),
+      downloads: main.pipeline.inFlight(),
+    }),
     routes: [
       configRoutes({ config, log }),
-      statsRoutes({ stats, index: main.index, maxBytes: () => current().cache.maxSizeBytes, inFlight: main.pipeline.inFlight, patchDisk: patch.usage }),
+      statsRoutes({
+        stats,
+        index: main.index,
+        maxBytes: () => current().cache.maxSizeBytes,
+        inFlight: main.pipeline.inFlight,
+        patchDisk: patch.usage,
+      }),
       cacheRoutes({ index: main.index, verifier: main.verifier, ttlRules: () => current().cache.ttlRules, now, log }),
       tlsRoutes({ caPem: tls.caPem }),
       agentRoutes({ agents, log }),
     ],
   });
-  const admin = Bun.serve({ hostname: runtime.adminHost, port: opts.adminPort ?? runtime.adminPort, fetch: adminApp.fetch });
+  const admin = Bun.serve({
+    hostname: runtime.adminHost,
+    port: opts.adminPort ?? runtime.adminPort,
+    fetch: adminApp.fetch,
+  });
   const proxyPort = await listener.start(config.current, opts.proxyPort);
   ownPorts = () => [{ port: listener.port() }, { port: admin.port! }];
 
@@ -129,7 +167,9 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     patchMode: config.current.patchMode.enabled,
     dataDir: runtime.dataDir,
     cachedBytes: main.index.totalBytes(),
-    settingsFromAdminApi: Object.entries(config.sources()).filter(([, s]) => s === "api").map(([p]) => p),
+    settingsFromAdminApi: Object.entries(config.sources())
+      .filter(([, s]) => s === "api")
+      .map(([p]) => p),
   });
 
   return {

@@ -6,7 +6,11 @@ const log = createLogger();
 
 try {
   configFromEnv(process.env); // reports bad CACHEGATE_* values by their variable names
-  const gateway = await startGateway({ config: configInputFromEnv(process.env), runtime: runtimeFromEnv(process.env), log });
+  const gateway = await startGateway({
+    config: configInputFromEnv(process.env),
+    runtime: runtimeFromEnv(process.env),
+    log,
+  });
   const shutdown = async (signal: string) => {
     log.info("shutting down", { signal });
     await gateway.stop();

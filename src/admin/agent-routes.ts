@@ -22,7 +22,11 @@ export function agentRoutes(deps: { agents: AgentStore; log: Logger }) {
 
   app.post("/api/agents", async (c) => {
     const parsed = v.safeParse(NewAgent, await readJson(c.req.raw));
-    if (!parsed.success) throw new HTTPException(400, { message: "invalid agent; nothing was created", cause: toFieldErrors(parsed.issues) });
+    if (!parsed.success)
+      throw new HTTPException(400, {
+        message: "invalid agent; nothing was created",
+        cause: toFieldErrors(parsed.issues),
+      });
     const issued = await deps.agents.issue(parsed.output.name);
     deps.log.info("agent credentials issued", { id: issued.id, name: issued.name, username: issued.username });
     return c.json(issued, 201);
@@ -32,8 +36,10 @@ export function agentRoutes(deps: { agents: AgentStore; log: Logger }) {
 
   app.delete("/api/agents/:id", (c) => {
     const id = c.req.param("id");
-    if (!/^\d+$/.test(id)) throw new HTTPException(400, { message: `agent id must be a number from GET /api/agents; got "${id}"` });
-    if (!deps.agents.revoke(Number(id))) throw new HTTPException(404, { message: `no agent with id ${id}; see GET /api/agents` });
+    if (!/^\d+$/.test(id))
+      throw new HTTPException(400, { message: `agent id must be a number from GET /api/agents; got "${id}"` });
+    if (!deps.agents.revoke(Number(id)))
+      throw new HTTPException(404, { message: `no agent with id ${id}; see GET /api/agents` });
     deps.log.info("agent credentials revoked", { id: Number(id) });
     return c.json({ revoked: Number(id) });
   });

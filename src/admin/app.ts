@@ -24,7 +24,9 @@ export function createAdminApp(deps: AdminDeps) {
   app.get("/healthz", (c) => c.json({ status: "ok", ...deps.health() }));
   for (const routes of deps.routes) app.route("/", routes);
 
-  app.notFound((c) => c.json({ error: `no route ${c.req.method} ${c.req.path}; see the README's admin API section` }, 404));
+  app.notFound((c) =>
+    c.json({ error: `no route ${c.req.method} ${c.req.path}; see the README's admin API section` }, 404),
+  );
   app.onError((err, c) => {
     if (err instanceof HTTPException) {
       const details = Array.isArray(err.cause) ? { details: err.cause } : {};

@@ -24,7 +24,11 @@ export function adminAuth(opts: { token: string; log: Logger; open: readonly str
     opts.log.warn("admin request refused: bad or missing token", { client, method: c.req.method, path: c.req.path });
     c.header("www-authenticate", 'Bearer realm="cachegate admin"');
     return c.json(
-      { error: m ? "the bearer token is wrong; use the token from CACHEGATE_ADMIN_TOKEN or the admin-token file in the data dir" : "missing Authorization: Bearer <token> header; use the token from CACHEGATE_ADMIN_TOKEN or the admin-token file in the data dir" },
+      {
+        error: m
+          ? "the bearer token is wrong; use the token from CACHEGATE_ADMIN_TOKEN or the admin-token file in the data dir"
+          : "missing Authorization: Bearer <token> header; use the token from CACHEGATE_ADMIN_TOKEN or the admin-token file in the data dir",
+      },
       401,
     );
   };

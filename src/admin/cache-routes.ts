@@ -29,18 +29,36 @@ const HttpUrl = v.pipe(
 
 const ListQuery = v.object({
   prefix: v.optional(HttpUrl),
-  limit: v.optional(v.pipe(v.string(), v.regex(/^\d+$/, "must be a whole number from 1 to 1000"), v.transform(Number), v.minValue(1, "must be from 1 to 1000"), v.maxValue(1000, "must be from 1 to 1000")), "100"),
-  cursor: v.optional(v.pipe(v.string(), v.regex(/^\d+$/, "must be the nextCursor value of the previous page"), v.transform(Number))),
+  limit: v.optional(
+    v.pipe(
+      v.string(),
+      v.regex(/^\d+$/, "must be a whole number from 1 to 1000"),
+      v.transform(Number),
+      v.minValue(1, "must be from 1 to 1000"),
+      v.maxValue(1000, "must be from 1 to 1000"),
+    ),
+    "100",
+  ),
+  cursor: v.optional(
+    v.pipe(v.string(), v.regex(/^\d+$/, "must be the nextCursor value of the previous page"), v.transform(Number)),
+  ),
 });
 
 const PurgeQuery = v.pipe(
   v.object({ url: v.optional(HttpUrl), prefix: v.optional(HttpUrl) }),
-  v.check((q) => (q.url === undefined) !== (q.prefix === undefined), "give exactly one of ?url=<absolute URL> (one URL) or ?prefix=<absolute URL prefix> (everything under it)"),
+  v.check(
+    (q) => (q.url === undefined) !== (q.prefix === undefined),
+    "give exactly one of ?url=<absolute URL> (one URL) or ?prefix=<absolute URL prefix> (everything under it)",
+  ),
 );
 
 function query<T extends v.GenericSchema>(schema: T, input: unknown): v.InferOutput<T> {
   const result = v.safeParse(schema, input);
-  if (!result.success) throw new HTTPException(400, { message: "invalid query parameters; nothing was changed", cause: toFieldErrors(result.issues) });
+  if (!result.success)
+    throw new HTTPException(400, {
+      message: "invalid query parameters; nothing was changed",
+      cause: toFieldErrors(result.issues),
+    });
   return result.output;
 }
 
@@ -77,7 +95,9 @@ export function cacheRoutes(deps: CacheRouteDeps) {
 
   app.delete("/api/cache/entries", async (c) => {
     const q = query(PurgeQuery, c.req.query());
-    const purged = await deps.index.purge(q.url !== undefined ? { url: cacheKey(q.url) } : { prefix: cacheKey(q.prefix!) });
+    const purged = await deps.index.purge(
+      q.url !== undefined ? { url: cacheKey(q.url) } : { prefix: cacheKey(q.prefix!) },
+    );
     deps.log.info("cache purged", { ...q, entries: purged });
     return c.json({ purged });
   });

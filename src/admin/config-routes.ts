@@ -20,7 +20,10 @@ export function configRoutes(deps: { config: LiveConfig; log: Logger }) {
   });
 
   app.on(["PUT", "POST"], "/api/config", () => {
-    throw new HTTPException(405, { message: "use PATCH /api/config with only the fields to change (JSON merge patch); null resets a field to its environment or default value" });
+    throw new HTTPException(405, {
+      message:
+        "use PATCH /api/config with only the fields to change (JSON merge patch); null resets a field to its environment or default value",
+    });
   });
   return app;
 }

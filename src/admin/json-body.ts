@@ -6,7 +6,9 @@ const MAX_BODY = 64 * 1024;
 export async function readJson<T>(req: Request): Promise<T> {
   const type = req.headers.get("content-type") ?? "";
   if (!/^application\/(merge-patch\+)?json\b/i.test(type)) {
-    throw new HTTPException(415, { message: `send the body as JSON with Content-Type: application/json (got "${type || "no Content-Type"}")` });
+    throw new HTTPException(415, {
+      message: `send the body as JSON with Content-Type: application/json (got "${type || "no Content-Type"}")`,
+    });
   }
   const text = await req.text();
   if (text.length > MAX_BODY) throw new HTTPException(413, { message: `the body is larger than ${MAX_BODY} bytes` });

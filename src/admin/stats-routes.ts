@@ -16,7 +16,15 @@ export function statsRoutes(deps: StatsDeps) {
   const app = new Hono();
   const snapshot = () => {
     const s = deps.stats.snapshot();
-    return { ...s, cache: { entries: s.entries, bytes: deps.index.totalBytes(), maxBytes: deps.maxBytes(), downloadsInFlight: deps.inFlight() } };
+    return {
+      ...s,
+      cache: {
+        entries: s.entries,
+        bytes: deps.index.totalBytes(),
+        maxBytes: deps.maxBytes(),
+        downloadsInFlight: deps.inFlight(),
+      },
+    };
   };
 
   app.get("/api/stats", (c) => {
@@ -24,7 +32,9 @@ export function statsRoutes(deps: StatsDeps) {
     return c.json({ ...rest, patchDisk: deps.patchDisk() });
   });
 
-  app.get("/metrics", (c) => c.text(prometheus(snapshot()), 200, { "content-type": "text/plain; version=0.0.4; charset=utf-8" }));
+  app.get("/metrics", (c) =>
+    c.text(prometheus(snapshot()), 200, { "content-type": "text/plain; version=0.0.4; charset=utf-8" }),
+  );
   return app;
 }
 
@@ -32,7 +42,12 @@ type Full = StatsSnapshot & { cache: { bytes: number; maxBytes: number; download
 
 function prometheus(s: Full): string {
   const out: string[] = [];
-  const metric = (name: string, type: "counter" | "gauge", help: string, samples: [labels: string, value: number][]) => {
+  const metric = (
+    name: string,
+    type: "counter" | "gauge",
+    help: string,
+    samples: [labels: string, value: number][],
+  ) => {
     out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
     for (const [labels, value] of samples) out.push(`${name}${labels} ${value}`);
   };
@@ -45,18 +60,37 @@ function prometheus(s: Full): string {
     ['{cache="BYPASS"}', s.bypass],
   ]);
   metric("cachegate_served_bytes_total", "counter", "Body bytes sent to agents.", [["", s.bytesServed]]);
-  metric("cachegate_served_from_cache_bytes_total", "counter", "Body bytes sent to agents from the cache.", [["", s.bytesFromCache]]);
+  metric("cachegate_served_from_cache_bytes_total", "counter", "Body bytes sent to agents from the cache.", [
+    ["", s.bytesFromCache],
+  ]);
   metric("cachegate_upstream_bytes_total", "counter", "Body bytes fetched from upstream.", [["", s.bytesUpstream]]);
   metric("cachegate_agents_active", "gauge", "Distinct agents seen in the last 60 minutes.", [["", s.agents.active]]);
   metric("cachegate_agents_total", "gauge", "Distinct agents ever seen.", [["", s.agents.total]]);
   metric("cachegate_cache_entries", "gauge", "Cached responses.", [["", s.entries]]);
   metric("cachegate_cache_bytes", "gauge", "Bytes held by the cache.", [["", s.cache.bytes]]);
   metric("cachegate_cache_max_bytes", "gauge", "Cache size limit.", [["", s.cache.maxBytes]]);
-  metric("cachegate_downloads_in_flight", "gauge", "Upstream downloads in progress.", [["", s.cache.downloadsInFlight]]);
+  metric("cachegate_downloads_in_flight", "gauge", "Upstream downloads in progress.", [
+    ["", s.cache.downloadsInFlight],
+  ]);
   const day = new Date().toISOString().slice(0, 10);
   const today = s.bandwidth.filter((r) => r.day === day);
-  metric("cachegate_kind_bytes_without_cache", "gauge", "Today (UTC): bytes agents received, per kind of file.", today.map((r) => [`{kind="${r.kind}"}`, r.bytesWithoutCache]));
-  metric("cachegate_kind_bytes_with_cache", "gauge", "Today (UTC): bytes fetched upstream, per kind of file.", today.map((r) => [`{kind="${r.kind}"}`, r.bytesWithCache]));
-  metric("cachegate_kind_agents", "gauge", "Today (UTC): distinct agents, per kind of file.", today.map((r) => [`{kind="${r.kind}"}`, r.agents]));
+  metric(
+    "cachegate_kind_bytes_without_cache",
+    "gauge",
+    "Today (UTC): bytes agents received, per kind of file.",
+    today.map((r) => [`{kind="${r.kind}"}`, r.bytesWithoutCache]),
+  );
+  metric(
+    "cachegate_kind_bytes_with_cache",
+    "gauge",
+    "Today (UTC): bytes fetched upstream, per kind of file.",
+    today.map((r) => [`{kind="${r.kind}"}`, r.bytesWithCache]),
+  );
+  metric(
+    "cachegate_kind_agents",
+    "gauge",
+    "Today (UTC): distinct agents, per kind of file.",
+    today.map((r) => [`{kind="${r.kind}"}`, r.agents]),
+  );
   return `${out.join("\n")}\n`;
 }

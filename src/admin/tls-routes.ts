@@ -4,7 +4,10 @@ import { Hono } from "hono";
 export function tlsRoutes(deps: { caPem: () => string }) {
   const app = new Hono();
   app.get("/api/ca.pem", (c) =>
-    c.body(deps.caPem(), 200, { "content-type": "application/x-pem-file", "content-disposition": 'attachment; filename="cachegate-ca.pem"' }),
+    c.body(deps.caPem(), 200, {
+      "content-type": "application/x-pem-file",
+      "content-disposition": 'attachment; filename="cachegate-ca.pem"',
+    }),
   );
   return app;
 }

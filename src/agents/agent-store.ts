@@ -26,7 +26,8 @@ export function createAgentStore(db: Db, now: () => number = Date.now) {
   const revoked: ((username: string) => void)[] = [];
   // Checked against when the user name is unknown, so both cases cost one hash.
   const decoy = Bun.password.hash(randomBytes(16).toString("hex"));
-  const keyOf = (username: string, password: string) => createHash("sha256").update(`${username}\0${password}`).digest("hex");
+  const keyOf = (username: string, password: string) =>
+    createHash("sha256").update(`${username}\0${password}`).digest("hex");
 
   return {
     async issue(name: string): Promise<IssuedCredentials> {

@@ -1,5 +1,5 @@
 import { isIP } from "node:net";
-import { inCidr, parseCidr, parseIp, canonical } from "../proxy/ip.ts";
+import { canonical, inCidr, parseCidr, parseIp } from "../proxy/ip.ts";
 import type { AgentStore } from "./agent-store.ts";
 
 export type AuthResult = { ok: true; agent: string } | { ok: false; delayMs: number };
@@ -33,13 +33,18 @@ export function createProxyAuth(agents: AgentStore, now: () => number = Date.now
     return f.count <= FREE_FAILURES ? 0 : Math.min(MAX_DELAY_MS, 250 * 2 ** (f.count - FREE_FAILURES - 1));
   }
 
-  const authorize = async function authorize(header: string | undefined | null, client: string, networks: readonly string[]): Promise<AuthResult> {
+  const authorize = async function authorize(
+    header: string | undefined | null,
+    client: string,
+    networks: readonly string[],
+  ): Promise<AuthResult> {
     if (networks.length > 0 && inNetworks(client, networks)) return { ok: true, agent: client };
     const creds = parseBasic(header);
     if (!creds) return { ok: false, delayMs: failed(client) };
     // An address already being slowed down gets one slow hash at a time: parallel guesses
     // from it are refused without spending a hash each.
-    if ((failures.get(client)?.count ?? 0) >= FREE_FAILURES && hashing.has(client)) return { ok: false, delayMs: failed(client) };
+    if ((failures.get(client)?.count ?? 0) >= FREE_FAILURES && hashing.has(client))
+      return { ok: false, delayMs: failed(client) };
     hashing.set(client, (hashing.get(client) ?? 0) + 1);
     let agent: string | null;
     try {

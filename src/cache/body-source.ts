@@ -37,7 +37,8 @@ export class BlobSource implements BodySource {
   available = () => this.bytes;
   size = () => this.bytes;
   changed = () => Promise.resolve();
-  read = async (buf: Buffer, length: number, position: number) => (await this.handle.read(buf, 0, length, position)).bytesRead;
+  read = async (buf: Buffer, length: number, position: number) =>
+    (await this.handle.read(buf, 0, length, position)).bytesRead;
   retain() {
     this.refs++;
     return this;
@@ -78,7 +79,8 @@ export class Download implements BodySource {
     readonly expectedSize: number | undefined,
   ) {}
 
-  read = async (buf: Buffer, length: number, position: number) => (await this.temp.handle.read(buf, 0, length, position)).bytesRead;
+  read = async (buf: Buffer, length: number, position: number) =>
+    (await this.temp.handle.read(buf, 0, length, position)).bytesRead;
   available = () => this.temp.size;
   size = () => (this.settled && !this.error ? this.temp.size : this.expectedSize);
 

@@ -1,6 +1,6 @@
 import { and, asc, eq, gt, inArray, sql } from "drizzle-orm";
 import type { Db } from "../db/client.ts";
-import { blobs, entries, type EntryRow } from "../db/schema.ts";
+import { blobs, type EntryRow, entries } from "../db/schema.ts";
 import type { BlobStore } from "../store/blob-store.ts";
 import { variantOf } from "./key.ts";
 
@@ -59,10 +59,22 @@ export function createCacheIndex(db: Db, store: BlobStore, now: () => number): C
   const memo = new Map<string, StoredEntry[]>();
   const touched = new Map<number, number>(); // entry id → hit count since last flush
   const pins = new Map<string, number>();
-  let total = db.select({ n: sql<number>`coalesce(sum(${blobs.size}), 0)` }).from(blobs).get()?.n ?? 0;
+  let total =
+    db
+      .select({ n: sql<number>`coalesce(sum(${blobs.size}), 0)` })
+      .from(blobs)
+      .get()?.n ?? 0;
 
-  const byUrl = db.select().from(entries).where(eq(entries.url, sql.placeholder("url"))).prepare();
-  const sizeOf = db.select({ size: blobs.size }).from(blobs).where(eq(blobs.sha256, sql.placeholder("sha"))).prepare();
+  const byUrl = db
+    .select()
+    .from(entries)
+    .where(eq(entries.url, sql.placeholder("url")))
+    .prepare();
+  const sizeOf = db
+    .select({ size: blobs.size })
+    .from(blobs)
+    .where(eq(blobs.sha256, sql.placeholder("sha")))
+    .prepare();
 
   const prefixed = (prefix: string) => sql`${entries.url} like ${`${prefix.replace(/[\\%_]/g, "\\$&")}%`} escape '\\'`;
 
@@ -113,7 +125,14 @@ export function createCacheIndex(db: Db, store: BlobStore, now: () => number): C
 
   const deleteRows = async (rows: { id: number; url: string; sha256: string }[]) => {
     if (rows.length === 0) return;
-    db.delete(entries).where(inArray(entries.id, rows.map((r) => r.id))).run();
+    db.delete(entries)
+      .where(
+        inArray(
+          entries.id,
+          rows.map((r) => r.id),
+        ),
+      )
+      .run();
     for (const r of rows) {
       memo.delete(r.url);
       touched.delete(r.id);
@@ -126,7 +145,10 @@ export function createCacheIndex(db: Db, store: BlobStore, now: () => number): C
     const at = now();
     db.transaction((tx) => {
       for (const [id, hits] of touched) {
-        tx.update(entries).set({ lastAccess: at, hits: sql`${entries.hits} + ${hits}` }).where(eq(entries.id, id)).run();
+        tx.update(entries)
+          .set({ lastAccess: at, hits: sql`${entries.hits} + ${hits}` })
+          .where(eq(entries.id, id))
+          .run();
       }
     });
     touched.clear();
@@ -142,7 +164,12 @@ export function createCacheIndex(db: Db, store: BlobStore, now: () => number): C
       const variant = variantOf(e.vary, requestHeaders);
       const at = now();
       const row = db.transaction((tx) => {
-        const added = tx.insert(blobs).values({ sha256: e.sha256, size: e.size, createdAt: at }).onConflictDoNothing().returning().get();
+        const added = tx
+          .insert(blobs)
+          .values({ sha256: e.sha256, size: e.size, createdAt: at })
+          .onConflictDoNothing()
+          .returning()
+          .get();
         if (added) total += e.size;
         const values = {
           url: e.url,
@@ -155,8 +182,17 @@ export function createCacheIndex(db: Db, store: BlobStore, now: () => number): C
           responseTime: e.responseTime,
           lastAccess: at,
         };
-        const previous = tx.select({ sha256: entries.sha256 }).from(entries).where(and(eq(entries.url, e.url), eq(entries.variant, variant))).get();
-        const inserted = tx.insert(entries).values(values).onConflictDoUpdate({ target: [entries.url, entries.variant], set: { ...values, hits: 0 } }).returning().get();
+        const previous = tx
+          .select({ sha256: entries.sha256 })
+          .from(entries)
+          .where(and(eq(entries.url, e.url), eq(entries.variant, variant)))
+          .get();
+        const inserted = tx
+          .insert(entries)
+          .values(values)
+          .onConflictDoUpdate({ target: [entries.url, entries.variant], set: { ...values, hits: 0 } })
+          .returning()
+          .get();
         return { inserted, previous };
       });
       memo.delete(e.url);
@@ -165,7 +201,10 @@ export function createCacheIndex(db: Db, store: BlobStore, now: () => number): C
     },
 
     refresh(entry, headers, requestTime, responseTime) {
-      db.update(entries).set({ headers: headersToJson(headers), requestTime, responseTime, lastAccess: now() }).where(eq(entries.id, entry.id)).run();
+      db.update(entries)
+        .set({ headers: headersToJson(headers), requestTime, responseTime, lastAccess: now() })
+        .where(eq(entries.id, entry.id))
+        .run();
       memo.delete(entry.url);
       return { ...entry, headers, requestTime, responseTime };
     },
@@ -176,7 +215,11 @@ export function createCacheIndex(db: Db, store: BlobStore, now: () => number): C
 
     async purge(match) {
       const where = "url" in match ? eq(entries.url, match.url) : prefixed(match.prefix);
-      const rows = db.select({ id: entries.id, url: entries.url, sha256: entries.sha256 }).from(entries).where(where).all();
+      const rows = db
+        .select({ id: entries.id, url: entries.url, sha256: entries.sha256 })
+        .from(entries)
+        .where(where)
+        .all();
       await deleteRows(rows);
       return rows.length;
     },
@@ -204,7 +247,13 @@ export function createCacheIndex(db: Db, store: BlobStore, now: () => number): C
       let evicted = 0;
       let offset = 0;
       while (total > target) {
-        const batch = db.select({ id: entries.id, url: entries.url, sha256: entries.sha256 }).from(entries).orderBy(asc(entries.lastAccess)).limit(64).offset(offset).all();
+        const batch = db
+          .select({ id: entries.id, url: entries.url, sha256: entries.sha256 })
+          .from(entries)
+          .orderBy(asc(entries.lastAccess))
+          .limit(64)
+          .offset(offset)
+          .all();
         if (batch.length === 0) break;
         // One entry at a time: only as many go as it takes to reach the target.
         for (const row of batch) {
@@ -236,10 +285,19 @@ export function createCacheIndex(db: Db, store: BlobStore, now: () => number): C
         .map((row) => ({ ...toEntry(row), hits: row.hits, lastAccess: row.lastAccess }));
     },
 
-    blobHashes: () => db.select({ sha256: blobs.sha256 }).from(blobs).all().map((r) => r.sha256),
+    blobHashes: () =>
+      db
+        .select({ sha256: blobs.sha256 })
+        .from(blobs)
+        .all()
+        .map((r) => r.sha256),
 
     async dropBlob(sha256) {
-      const rows = db.select({ id: entries.id, url: entries.url, sha256: entries.sha256 }).from(entries).where(eq(entries.sha256, sha256)).all();
+      const rows = db
+        .select({ id: entries.id, url: entries.url, sha256: entries.sha256 })
+        .from(entries)
+        .where(eq(entries.sha256, sha256))
+        .all();
       await deleteRows(rows);
       await collect([sha256]); // also when no entry pointed at it
       return rows.length;

@@ -8,12 +8,20 @@ export type Directives = Map<string, string | true>;
  * Operator TTL rule, modelled on Squid's refresh_pattern: `pattern` is a RegExp source tested
  * (unanchored, case-sensitive) against the full URL; min/max in seconds; lmFactor a fraction.
  */
-export interface TtlRule { pattern: string; min: number; lmFactor: number; max: number }
+export interface TtlRule {
+  pattern: string;
+  min: number;
+  lmFactor: number;
+  max: number;
+}
 
 export type Storability = { storable: true } | { storable: false; reason: string };
 
 /** When the request was sent and the response received, in ms since epoch. */
-export interface ResponseTiming { requestTime: number; responseTime: number }
+export interface ResponseTiming {
+  requestTime: number;
+  responseTime: number;
+}
 
 export type Verdict = "fresh" | "stale";
 
@@ -245,8 +253,16 @@ export function mayServeStale(res: { headers: Headers }): boolean {
 
 /** Headers a 304 must not overwrite: framing fields and hop-by-hop fields. */
 const KEEP_STORED = new Set([
-  "content-length", "content-encoding", "transfer-encoding", "content-range",
-  "connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade",
+  "content-length",
+  "content-encoding",
+  "transfer-encoding",
+  "content-range",
+  "connection",
+  "keep-alive",
+  "proxy-connection",
+  "te",
+  "trailer",
+  "upgrade",
 ]);
 
 /** Update stored headers from a 304 response (RFC 9111 §4.3.4). */

@@ -23,6 +23,9 @@ export function variantOf(vary: readonly string[] | null, headers: Headers): str
 /** The lower-cased, sorted header names of a Vary header; null when absent. `*` is handled by storability. */
 export function parseVary(value: string | null): string[] | null {
   if (value === null) return null;
-  const names = value.split(",").map((s) => s.trim().toLowerCase()).filter((s) => s !== "");
+  const names = value
+    .split(",")
+    .map((s) => s.trim().toLowerCase())
+    .filter((s) => s !== "");
   return names.length === 0 ? null : [...new Set(names)].sort();
 }

@@ -1,10 +1,10 @@
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
-import { openDb, type Db } from "../db/client.ts";
+import { type Db, openDb } from "../db/client.ts";
 import type { Logger } from "../log.ts";
-import { createBlobStore, type BlobStore } from "../store/blob-store.ts";
-import { createCacheIndex, type CacheIndex } from "./cache-index.ts";
-import { createCachePipeline, type CachePipeline, type PipelineDeps } from "./pipeline.ts";
+import { type BlobStore, createBlobStore } from "../store/blob-store.ts";
+import { type CacheIndex, createCacheIndex } from "./cache-index.ts";
+import { type CachePipeline, createCachePipeline, type PipelineDeps } from "./pipeline.ts";
 import { createVerifier } from "./verify.ts";
 
 /** One cache on one disk: blobs, their SQLite index next to them, and the pipeline that serves them. */

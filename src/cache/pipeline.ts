@@ -1,12 +1,21 @@
-import { HTTPException } from "hono/http-exception";
 import { rm } from "node:fs/promises";
+import { HTTPException } from "hono/http-exception";
 import type { Logger } from "../log.ts";
 import type { BlobStore } from "../store/blob-store.ts";
-import { BlobSource, Download, MemorySource, type BodySource } from "./body-source.ts";
+import { BlobSource, type BodySource, Download, MemorySource } from "./body-source.ts";
 import type { CacheIndex, StoredEntry } from "./cache-index.ts";
-import { currentAge, freshness, matchTtlRule, mayServeStale, mergeNotModified, parseCacheControl, storability, type TtlRule } from "./freshness.ts";
+import {
+  currentAge,
+  freshness,
+  matchTtlRule,
+  mayServeStale,
+  mergeNotModified,
+  parseCacheControl,
+  storability,
+  type TtlRule,
+} from "./freshness.ts";
 import { cacheKey, parseVary, variantOf } from "./key.ts";
-import { respond, type Representation, type XCache } from "./respond.ts";
+import { type Representation, respond, type XCache } from "./respond.ts";
 
 /**
  * The cache pipeline: lookup → coalesce → fetch → store → serve.
@@ -45,7 +54,14 @@ export interface CachePipeline {
 
 /** What joiners of a flight learn once the leader has the upstream response head. */
 type FlightHead =
-  | { kind: "download"; download: Download; rep: Representation; variant: string; vary: string[] | null; responseTime: number }
+  | {
+      kind: "download";
+      download: Download;
+      rep: Representation;
+      variant: string;
+      vary: string[] | null;
+      responseTime: number;
+    }
   | { kind: "entry"; entry: StoredEntry; stale: boolean }
   | { kind: "pass" } // not shareable (private, no-store, …): each joiner asks upstream itself
   | { kind: "error"; error: Error };
@@ -58,7 +74,14 @@ interface Flight {
 const DISK_ERRORS = new Set(["ENOSPC", "EDQUOT", "EIO", "EROFS"]);
 
 /** Request headers that would make upstream answer something other than the full, current body. */
-const CLIENT_CONDITIONALS = ["range", "if-range", "if-none-match", "if-modified-since", "if-match", "if-unmodified-since"];
+const CLIENT_CONDITIONALS = [
+  "range",
+  "if-range",
+  "if-none-match",
+  "if-modified-since",
+  "if-match",
+  "if-unmodified-since",
+];
 
 export function createCachePipeline(deps: PipelineDeps): CachePipeline {
   const { index, store, log } = deps;
@@ -121,7 +144,12 @@ export function createCachePipeline(deps: PipelineDeps): CachePipeline {
         if (head.variant !== variantOf(head.vary, req.headers)) return pass(req, "MISS");
         return respond(req, head.rep, () => head.download.retain(), "COALESCED", ageSince(head.responseTime));
       case "entry": {
-        const served = await serveEntry(req, head.entry, head.stale ? "STALE" : "COALESCED", currentAge(head.entry.headers, head.entry, now()));
+        const served = await serveEntry(
+          req,
+          head.entry,
+          head.stale ? "STALE" : "COALESCED",
+          currentAge(head.entry.headers, head.entry, now()),
+        );
         return served ?? pass(req, "MISS");
       }
       case "pass":
@@ -151,7 +179,9 @@ export function createCachePipeline(deps: PipelineDeps): CachePipeline {
       if (stale && mayServeStale(stale) && !(err instanceof HTTPException && err.status === 403)) {
         log.warn("upstream unreachable; serving stale", { url, error });
         settle({ kind: "entry", entry: stale, stale: true });
-        return (await serveEntry(req, stale, "STALE", currentAge(stale.headers, stale, now()))) ?? Promise.reject(error);
+        return (
+          (await serveEntry(req, stale, "STALE", currentAge(stale.headers, stale, now()))) ?? Promise.reject(error)
+        );
       }
       settle({ kind: "error", error });
       throw error;
@@ -163,7 +193,9 @@ export function createCachePipeline(deps: PipelineDeps): CachePipeline {
       void res.body?.cancel();
       const fresh = index.refresh(stale, mergeNotModified(stale.headers, res.headers), requestTime, responseTime);
       settle({ kind: "entry", entry: fresh, stale: false });
-      return (await serveEntry(req, fresh, "REVALIDATED", currentAge(fresh.headers, fresh, now()))) ?? pass(req, "MISS");
+      return (
+        (await serveEntry(req, fresh, "REVALIDATED", currentAge(fresh.headers, fresh, now()))) ?? pass(req, "MISS")
+      );
     }
     if (stale && res.status >= 500 && mayServeStale(stale)) {
       // RFC 9111 §4.2.4 allows a stale response when the origin fails, unless the response forbids it.
@@ -190,12 +222,22 @@ export function createCachePipeline(deps: PipelineDeps): CachePipeline {
       return labelled(res, "BYPASS");
     }
     const vary = parseVary(res.headers.get("vary"));
-    const rep: Representation = { status: res.status, headers: storedHeaders(res.headers), size: download.expectedSize };
+    const rep: Representation = {
+      status: res.status,
+      headers: storedHeaders(res.headers),
+      size: download.expectedSize,
+    };
     settle({ kind: "download", download, rep, vary, variant: variantOf(vary, req.headers), responseTime });
 
     // The download belongs to the cache, not to this agent: it runs to the end even if the agent leaves.
     void fill(download, res)
-      .then(() => commit(download, { url, vary, status: res.status, headers: rep.headers, requestTime, responseTime }, req.headers))
+      .then(() =>
+        commit(
+          download,
+          { url, vary, status: res.status, headers: rep.headers, requestTime, responseTime },
+          req.headers,
+        ),
+      )
       .catch((error) => {
         if (DISK_ERRORS.has((error as NodeJS.ErrnoException).code ?? "")) diskTroubleUntil = now() + DISK_TROUBLE_MS;
         download.fail(error);
@@ -248,7 +290,11 @@ export function createCachePipeline(deps: PipelineDeps): CachePipeline {
   }
 
   /** Flushes the blob into place and indexes it: only now can a later request hit it. */
-  async function commit(download: Download, meta: Omit<StoredEntry, "id" | "variant" | "sha256" | "size">, requestHeaders: Headers): Promise<void> {
+  async function commit(
+    download: Download,
+    meta: Omit<StoredEntry, "id" | "variant" | "sha256" | "size">,
+    requestHeaders: Headers,
+  ): Promise<void> {
     if (stopping) throw new Error("the gateway is shutting down");
     const sha256 = await store.commit(download.temp);
     index.insert({ ...meta, sha256, size: download.available() }, requestHeaders);

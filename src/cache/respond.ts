@@ -1,4 +1,4 @@
-import { streamBody, type BodySource } from "./body-source.ts";
+import { type BodySource, streamBody } from "./body-source.ts";
 import { resolveRange } from "./range.ts";
 
 /** What the cache knows about a response it is about to serve from disk. */
@@ -109,6 +109,7 @@ const weak = (tag: string) => tag.replace(/^W\//, "");
 
 /** A 304 carries the validators and caching headers, not the body's (RFC 9110 §15.4.5). */
 function strip304(h: Headers): Headers {
-  for (const name of ["content-length", "content-type", "content-encoding", "content-range", "accept-ranges"]) h.delete(name);
+  for (const name of ["content-length", "content-type", "content-encoding", "content-range", "accept-ranges"])
+    h.delete(name);
   return h;
 }

@@ -38,13 +38,24 @@ export function createVerifier(index: CacheIndex, store: BlobStore, log: Logger)
   return {
     status: () => status,
     start(): VerifyState {
-      if (status.state === "running") throw new HTTPException(409, { message: "a verify job is already running; follow it with GET /api/cache/verify" });
+      if (status.state === "running")
+        throw new HTTPException(409, {
+          message: "a verify job is already running; follow it with GET /api/cache/verify",
+        });
       const hashes = index.blobHashes();
-      status = { state: "running", startedAt: new Date().toISOString(), finishedAt: null, blobs: hashes.length, checked: 0, damaged: [] };
+      status = {
+        state: "running",
+        startedAt: new Date().toISOString(),
+        finishedAt: null,
+        blobs: hashes.length,
+        checked: 0,
+        damaged: [],
+      };
       const job = status;
       void run(hashes).then(
         () => Object.assign(job, { state: "done", finishedAt: new Date().toISOString() }),
-        (err: Error) => Object.assign(job, { state: "failed", finishedAt: new Date().toISOString(), error: err.message }),
+        (err: Error) =>
+          Object.assign(job, { state: "failed", finishedAt: new Date().toISOString(), error: err.message }),
       );
       return status;
     },

@@ -19,12 +19,15 @@ export function domainNameProblem(input: string): string | null {
   if (raw.includes("/")) return `contains a path; enter only the domain, e.g. ${suggest(raw)}`;
   if (raw.startsWith("*.")) return `is a wildcard; an entry already covers its subdomains, so enter ${suggest(raw)}`;
   if (/:\d*$/.test(raw)) return `contains a port; enter only the domain, e.g. ${suggest(raw)}`;
-  if (/^www\./i.test(raw)) return `starts with www.; enter ${suggest(raw)}, which covers www. and every other subdomain`;
+  if (/^www\./i.test(raw))
+    return `starts with www.; enter ${suggest(raw)}, which covers www. and every other subdomain`;
   const ascii = domainToASCII(raw.replace(/\.$/, "").toLowerCase());
   if (ascii === "") return "is not a valid domain name; enter a name such as microsoft.com";
-  if (ascii.length > 253) return "is longer than 253 characters, the limit for a domain name; enter a name such as microsoft.com";
+  if (ascii.length > 253)
+    return "is longer than 253 characters, the limit for a domain name; enter a name such as microsoft.com";
   const labels = ascii.split(".");
-  if (labels.some((l) => l === "")) return "has an empty label (two dots in a row, or a leading dot); enter a name such as microsoft.com";
+  if (labels.some((l) => l === ""))
+    return "has an empty label (two dots in a row, or a leading dot); enter a name such as microsoft.com";
   const bad = labels.find((l) => !LABEL.test(l));
   if (bad !== undefined) {
     return bad.length > 63
@@ -52,7 +55,7 @@ function suggest(raw: string): string {
 }
 
 export const DomainName = v.pipe(
-  v.string("must be a string such as \"microsoft.com\""),
+  v.string('must be a string such as "microsoft.com"'),
   v.rawCheck(({ dataset, addIssue }) => {
     if (!dataset.typed) return;
     const problem = domainNameProblem(dataset.value);
@@ -63,7 +66,7 @@ export const DomainName = v.pipe(
 
 /** A list of domain names, normalised and with duplicates removed (first wins). */
 export const DomainList = v.pipe(
-  v.array(DomainName, "must be a list of domain names, e.g. [\"microsoft.com\"]"),
+  v.array(DomainName, 'must be a list of domain names, e.g. ["microsoft.com"]'),
   v.transform((names) => [...new Set(names)]),
 );
 

@@ -1,6 +1,6 @@
 import * as v from "valibot";
-import { ConfigSchema, Port, type Config, type ConfigInput } from "./schema.ts";
-import { toFieldErrors, type FieldError } from "./issues.ts";
+import { type FieldError, toFieldErrors } from "./issues.ts";
+import { type Config, type ConfigInput, ConfigSchema, Port } from "./schema.ts";
 
 /** Settings fixed at start: where things live and lab switches the admin API must never flip. */
 export interface RuntimeSettings {
@@ -26,18 +26,23 @@ const flag = (value: string | undefined) => value !== undefined && /^(1|true|yes
 /** Parses an integer env value; anything else is passed through so the schema names the error. */
 const int = (value: string) => (/^\s*-?\d+\s*$/.test(value) ? Number(value) : value);
 
-const list = (value: string) => value.split(",").map((s) => s.trim()).filter((s) => s !== "");
+const list = (value: string) =>
+  value
+    .split(",")
+    .map((s) => s.trim())
+    .filter((s) => s !== "");
 
 /** The configuration document as the environment seeds it (before persisted admin changes). */
 export function configInputFromEnv(env: Env): ConfigInput {
   const doc: Record<string, Record<string, unknown> | unknown> = {};
-  const section = (name: string) => ((doc[name] ??= {}) as Record<string, unknown>);
+  const section = (name: string) => (doc[name] ??= {}) as Record<string, unknown>;
   if (env.CACHEGATE_CACHE_MODE !== undefined) section("cacheMode").enabled = flag(env.CACHEGATE_CACHE_MODE);
   if (env.CACHEGATE_PORT !== undefined) section("cacheMode").port = int(env.CACHEGATE_PORT);
   if (env.CACHEGATE_PLATFORM_DOMAINS !== undefined) doc.platformDomains = list(env.CACHEGATE_PLATFORM_DOMAINS);
   if (env.CACHEGATE_PATCH_MODE !== undefined) section("patchMode").enabled = flag(env.CACHEGATE_PATCH_MODE);
   if (env.CACHEGATE_PATCH_DISK !== undefined) section("patchDisk").path = env.CACHEGATE_PATCH_DISK;
-  if (env.CACHEGATE_PATCH_DISK_MIN_FREE !== undefined) section("patchDisk").minFreeBytes = int(env.CACHEGATE_PATCH_DISK_MIN_FREE);
+  if (env.CACHEGATE_PATCH_DISK_MIN_FREE !== undefined)
+    section("patchDisk").minFreeBytes = int(env.CACHEGATE_PATCH_DISK_MIN_FREE);
   if (env.CACHEGATE_CACHE_MAX_SIZE !== undefined) section("cache").maxSizeBytes = int(env.CACHEGATE_CACHE_MAX_SIZE);
   return doc as ConfigInput;
 }
@@ -68,7 +73,14 @@ function envNames(errors: FieldError[]): FieldError[] {
 export function runtimeFromEnv(env: Env): RuntimeSettings {
   const adminPort = env.CACHEGATE_ADMIN_PORT === undefined ? 9090 : v.safeParse(Port, int(env.CACHEGATE_ADMIN_PORT));
   if (typeof adminPort === "object" && !adminPort.success) {
-    throw new EnvError([{ path: "CACHEGATE_ADMIN_PORT", value: env.CACHEGATE_ADMIN_PORT, rule: "port", message: `CACHEGATE_ADMIN_PORT ${adminPort.issues[0]?.message}` }]);
+    throw new EnvError([
+      {
+        path: "CACHEGATE_ADMIN_PORT",
+        value: env.CACHEGATE_ADMIN_PORT,
+        rule: "port",
+        message: `CACHEGATE_ADMIN_PORT ${adminPort.issues[0]?.message}`,
+      },
+    ]);
   }
   return {
     dataDir: env.CACHEGATE_DATA_DIR || "./data",

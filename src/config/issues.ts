@@ -15,7 +15,12 @@ export function toFieldErrors(issues: readonly v.BaseIssue<unknown>[]): FieldErr
     const value = issue.path ? issue.path[issue.path.length - 1]!.value : issue.input;
     if (issue.type === "strict_object" && issue.expected === "never") {
       // valibot reports an unknown field as an "Invalid key: Expected never"; say what it means.
-      return { path, value, rule: "unknown_field", message: `${path} is not a setting; remove it, or check its spelling against GET /api/config` };
+      return {
+        path,
+        value,
+        rule: "unknown_field",
+        message: `${path} is not a setting; remove it, or check its spelling against GET /api/config`,
+      };
     }
     return { path, value, rule: issue.type, message: `${path} ${issue.message}` };
   });

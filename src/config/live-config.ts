@@ -1,8 +1,8 @@
 import { HTTPException } from "hono/http-exception";
 import * as v from "valibot";
 import { toFieldErrors } from "./issues.ts";
-import { hasPath, isObject, leaves, mergePatch, type Json, type JsonObject } from "./merge-patch.ts";
-import { ConfigSchema, type Config } from "./schema.ts";
+import { hasPath, isObject, type Json, type JsonObject, leaves, mergePatch } from "./merge-patch.ts";
+import { type Config, ConfigSchema } from "./schema.ts";
 
 export type Source = "default" | "env" | "api";
 
@@ -77,12 +77,17 @@ export class LiveConfig {
 
   private async apply(patch: Json): Promise<Change[]> {
     if (!isObject(patch)) {
-      throw new HTTPException(400, { message: 'the body must be a JSON object with the fields to change, e.g. {"cacheMode":{"port":8081}}' });
+      throw new HTTPException(400, {
+        message: 'the body must be a JSON object with the fields to change, e.g. {"cacheMode":{"port":8081}}',
+      });
     }
     const overrides = pruneEmpty(mergePatch(this.overrides, patch) as JsonObject);
     const result = v.safeParse(ConfigSchema, mergePatch(this.opts.env, overrides));
     if (!result.success) {
-      throw new HTTPException(400, { message: "invalid configuration; nothing was changed", cause: toFieldErrors(result.issues) });
+      throw new HTTPException(400, {
+        message: "invalid configuration; nothing was changed",
+        cause: toFieldErrors(result.issues),
+      });
     }
     const prev = this.current;
     const next = result.output;

@@ -18,7 +18,10 @@ export const Port = v.pipe(
   v.integer("must be a whole number between 1 and 65535, e.g. 8080"),
   v.minValue(1, "must be between 1 and 65535, e.g. 8080"),
   v.maxValue(65535, "must be between 1 and 65535, e.g. 8080"),
-  v.check((p) => !RESERVED_PORTS.has(p), "is reserved (22, 23, 2379, 2380, 4001, 5514, 7001 and 48081-48086 are not allowed); choose another port, e.g. 8080"),
+  v.check(
+    (p) => !RESERVED_PORTS.has(p),
+    "is reserved (22, 23, 2379, 2380, 4001, 5514, 7001 and 48081-48086 are not allowed); choose another port, e.g. 8080",
+  ),
 );
 
 const Seconds = v.pipe(
@@ -29,7 +32,7 @@ const Seconds = v.pipe(
 
 const Pattern = v.pipe(
   v.string("must be a regular expression matched against the full URL"),
-  v.nonEmpty("must not be empty; use \".\" to match every URL"),
+  v.nonEmpty('must not be empty; use "." to match every URL'),
   v.check((p) => {
     try {
       new RegExp(p);
@@ -47,7 +50,10 @@ const FilePath = v.pipe(
 
 const ServerName = v.pipe(
   v.string("must be a host name or IP address"),
-  v.check((n) => isIP(n) !== 0 || /^(?=.{1,253}$)[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/i.test(n), "must be a host name (gateway.example.com) or an IP address"),
+  v.check(
+    (n) => isIP(n) !== 0 || /^(?=.{1,253}$)[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/i.test(n),
+    "must be a host name (gateway.example.com) or an IP address",
+  ),
 );
 
 const CidrNetwork = v.pipe(
@@ -64,7 +70,10 @@ const CidrNetwork = v.pipe(
 
 const PatchDiskPath = v.pipe(
   v.string("must be the mount path of the patch disk, e.g. /mnt/patch (only one patch disk is supported)"),
-  v.check((p) => !/[,;]/.test(p) && !/\s\//.test(p), "names more than one path; only one patch disk is supported, give a single mount path"),
+  v.check(
+    (p) => !/[,;]/.test(p) && !/\s\//.test(p),
+    "names more than one path; only one patch disk is supported, give a single mount path",
+  ),
   v.check((p) => p.startsWith("/"), "must be an absolute path, e.g. /mnt/patch"),
 );
 
@@ -75,7 +84,12 @@ const PatchDiskPath = v.pipe(
  * document's age, clamped to [min, max]; without one it is `min`.
  */
 export const TtlRule = v.pipe(
-  v.strictObject({ pattern: Pattern, min: Seconds, lmFactor: v.pipe(v.number(), v.minValue(0), v.maxValue(10)), max: Seconds }),
+  v.strictObject({
+    pattern: Pattern,
+    min: Seconds,
+    lmFactor: v.pipe(v.number(), v.minValue(0), v.maxValue(10)),
+    max: Seconds,
+  }),
   v.check((r) => r.min <= r.max, "min must not be greater than max"),
 );
 
@@ -83,14 +97,19 @@ export const DEFAULT_TTL_RULES: v.InferOutput<typeof TtlRule>[] = [
   // Manifests change daily; a revalidation (304) is cheap, so keep them short.
   { pattern: "(manifest|\\.(json|xml|ya?ml|txt)$)", min: 60, lmFactor: 0.1, max: 3600 },
   // Installers and patches are versioned by name and rarely change.
-  { pattern: "\\.(exe|msi|msp|msu|cab|rpm|deb|pkg|dmg|zip|gz|tgz|xz|bz2|zst|tar|iso|bin|run|sh)$", min: 86400, lmFactor: 0.2, max: 2592000 },
+  {
+    pattern: "\\.(exe|msi|msp|msu|cab|rpm|deb|pkg|dmg|zip|gz|tgz|xz|bz2|zst|tar|iso|bin|run|sh)$",
+    min: 86400,
+    lmFactor: 0.2,
+    max: 2592000,
+  },
   // Anything else: the RFC 9111 §4.2.2 heuristic (10% of the document's age, at most a day).
   { pattern: ".", min: 0, lmFactor: 0.1, max: 86400 },
 ];
 
 /** How the bandwidth table sorts URLs into kinds of file; the first match wins, else "other". */
 export const KindRule = v.strictObject({
-  kind: v.pipe(v.string(), v.regex(/^[a-z][a-z0-9-]{0,31}$/, "must be a short lower-case name such as \"manifest\"")),
+  kind: v.pipe(v.string(), v.regex(/^[a-z][a-z0-9-]{0,31}$/, 'must be a short lower-case name such as "manifest"')),
   pattern: Pattern,
 });
 
@@ -111,7 +130,13 @@ const SECTION_MESSAGE = "must be a JSON object of settings; see GET /api/config 
  */
 function section<const T extends v.ObjectEntries>(entries: T) {
   const fields = v.strictObject(entries, SECTION_MESSAGE);
-  return v.pipe(v.custom<v.InferInput<typeof fields>>((x) => typeof x === "object" && x !== null && !Array.isArray(x), SECTION_MESSAGE), fields);
+  return v.pipe(
+    v.custom<v.InferInput<typeof fields>>(
+      (x) => typeof x === "object" && x !== null && !Array.isArray(x),
+      SECTION_MESSAGE,
+    ),
+    fields,
+  );
 }
 
 const ConfigObject = v.strictObject({
@@ -132,7 +157,10 @@ const ConfigObject = v.strictObject({
   ),
   tls: v.optional(
     section({
-      minVersion: v.optional(v.picklist(["1.0", "1.1", "1.2", "1.3"], 'must be one of "1.0", "1.1", "1.2", "1.3"'), "1.2"),
+      minVersion: v.optional(
+        v.picklist(["1.0", "1.1", "1.2", "1.3"], 'must be one of "1.0", "1.1", "1.2", "1.3"'),
+        "1.2",
+      ),
       /** Hosts whose tunnels are never decrypted (certificate pinning); like Allowed Domains they are not cached. */
       doNotIntercept: v.optional(DomainList, []),
       /** An operator CA (e.g. a customer-signed intermediate) instead of the generated one: PEM files on the gateway. */
@@ -166,7 +194,14 @@ const ConfigObject = v.strictObject({
         /** The mount point of the one extra disk that holds patch objects and their index. */
         path: v.optional(PatchDiskPath),
         /** The seed asks for 150 GB free; newer vendor documents ask 250 GB. */
-        minFreeBytes: v.optional(v.pipe(v.number("must be a number of bytes"), v.integer("must be a whole number of bytes"), v.minValue(0, "must not be negative")), 150_000_000_000),
+        minFreeBytes: v.optional(
+          v.pipe(
+            v.number("must be a number of bytes"),
+            v.integer("must be a whole number of bytes"),
+            v.minValue(0, "must not be negative"),
+          ),
+          150_000_000_000,
+        ),
         /** Eviction starts when the disk is fuller than this fraction, and stops below lowWatermark. */
         highWatermark: v.optional(v.pipe(v.number(), v.minValue(0.1), v.maxValue(0.99, "must be at most 0.99")), 0.9),
         lowWatermark: v.optional(v.pipe(v.number(), v.minValue(0.05), v.maxValue(0.98)), 0.8),
@@ -181,7 +216,10 @@ const ConfigObject = v.strictObject({
   cache: v.optional(
     section({
       /** Upper bound of the blob store; least recently used entries go first. */
-      maxSizeBytes: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1024 * 1024, "must be at least 1 MiB (1048576)")), 10 * 1024 ** 3),
+      maxSizeBytes: v.optional(
+        v.pipe(v.number(), v.integer(), v.minValue(1024 * 1024, "must be at least 1 MiB (1048576)")),
+        10 * 1024 ** 3,
+      ),
       ttlRules: v.optional(v.array(TtlRule), DEFAULT_TTL_RULES),
     }),
     {},
@@ -205,20 +243,44 @@ const ConfigObject = v.strictObject({
 export const ConfigSchema = v.pipe(
   ConfigObject,
   v.forward(
-    v.partialCheck([["patchMode", "enabled"], ["cacheMode", "enabled"]], (c) => !c.patchMode.enabled || c.cacheMode.enabled, "needs Cache Mode: Patch Mode uses the cache port, so set cacheMode.enabled to true as well"),
+    v.partialCheck(
+      [
+        ["patchMode", "enabled"],
+        ["cacheMode", "enabled"],
+      ],
+      (c) => !c.patchMode.enabled || c.cacheMode.enabled,
+      "needs Cache Mode: Patch Mode uses the cache port, so set cacheMode.enabled to true as well",
+    ),
     ["patchMode", "enabled"],
   ),
   v.forward(
-    v.partialCheck([["patchMode", "enabled"], ["patchDisk", "path"]], (c) => !c.patchMode.enabled || c.patchDisk.path !== undefined, "needs the patch disk: set patchDisk.path (or CACHEGATE_PATCH_DISK) to its mount path"),
+    v.partialCheck(
+      [
+        ["patchMode", "enabled"],
+        ["patchDisk", "path"],
+      ],
+      (c) => !c.patchMode.enabled || c.patchDisk.path !== undefined,
+      "needs the patch disk: set patchDisk.path (or CACHEGATE_PATCH_DISK) to its mount path",
+    ),
     ["patchMode", "enabled"],
   ),
   v.forward(
-    v.partialCheck([["tls", "caCertFile"], ["tls", "caKeyFile"]], (c) => (c.tls.caCertFile === undefined) === (c.tls.caKeyFile === undefined), "must be given together with tls.caCertFile (both or neither)"),
+    v.partialCheck(
+      [
+        ["tls", "caCertFile"],
+        ["tls", "caKeyFile"],
+      ],
+      (c) => (c.tls.caCertFile === undefined) === (c.tls.caKeyFile === undefined),
+      "must be given together with tls.caCertFile (both or neither)",
+    ),
     ["tls", "caKeyFile"],
   ),
   v.forward(
     v.partialCheck(
-      [["tls", "agentListener", "certFile"], ["tls", "agentListener", "keyFile"]],
+      [
+        ["tls", "agentListener", "certFile"],
+        ["tls", "agentListener", "keyFile"],
+      ],
       (c) => (c.tls.agentListener.certFile === undefined) === (c.tls.agentListener.keyFile === undefined),
       "needs certFile and keyFile together (both or neither)",
     ),

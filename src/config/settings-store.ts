@@ -11,5 +11,8 @@ export function loadOverrides(db: Db): JsonObject {
 
 export function saveOverrides(db: Db, overrides: JsonObject, now = Date.now()): void {
   const value = JSON.stringify(overrides);
-  db.insert(settings).values({ key: "config", value, updatedAt: now }).onConflictDoUpdate({ target: settings.key, set: { value, updatedAt: now } }).run();
+  db.insert(settings)
+    .values({ key: "config", value, updatedAt: now })
+    .onConflictDoUpdate({ target: settings.key, set: { value, updatedAt: now } })
+    .run();
 }

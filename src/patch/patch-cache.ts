@@ -1,7 +1,7 @@
-import { HTTPException } from "hono/http-exception";
 import { dirname, join } from "node:path";
-import { openCache, type Cache, type CacheOptions } from "../cache/open-cache.ts";
+import { HTTPException } from "hono/http-exception";
 import type { CacheIndex } from "../cache/cache-index.ts";
+import { type Cache, type CacheOptions, openCache } from "../cache/open-cache.ts";
 import type { Config } from "../config/schema.ts";
 import type { Logger } from "../log.ts";
 import { diskUsage, patchDiskProblem } from "./disk.ts";
@@ -50,7 +50,10 @@ export function createPatchCache(opts: CacheOptions & { config: () => Config; lo
     async start(config: Config): Promise<void> {
       if (!config.patchMode.enabled || !config.patchDisk.path) return;
       const problem = await patchDiskProblem(config.patchDisk.path, config.patchDisk.minFreeBytes);
-      if (problem) return opts.log.error("Patch Mode is on but the patch disk is not usable; patches pass through uncached", { problem });
+      if (problem)
+        return opts.log.error("Patch Mode is on but the patch disk is not usable; patches pass through uncached", {
+          problem,
+        });
       await open(config.patchDisk.path);
     },
 
@@ -59,7 +62,10 @@ export function createPatchCache(opts: CacheOptions & { config: () => Config; lo
       const path = next.patchDisk.path;
       if (!next.patchMode.enabled || !path) return;
       if (prev.patchMode.enabled && prev.patchDisk.path !== path) {
-        throw new HTTPException(409, { message: "patchDisk.path cannot change while Patch Mode is on (only one patch disk is supported); disable Patch Mode, change the path, then enable it again" });
+        throw new HTTPException(409, {
+          message:
+            "patchDisk.path cannot change while Patch Mode is on (only one patch disk is supported); disable Patch Mode, change the path, then enable it again",
+        });
       }
       if (prev.patchMode.enabled && cache) return;
       const problem = await patchDiskProblem(path, next.patchDisk.minFreeBytes);
@@ -86,7 +92,12 @@ export function createPatchCache(opts: CacheOptions & { config: () => Config; lo
         const d = diskUsage(path);
         return { path, open: true, totalBytes: d.totalBytes, freeBytes: d.freeBytes, ...held };
       } catch (err) {
-        return { path, open: true, problem: `the patch disk cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, ...held };
+        return {
+          path,
+          open: true,
+          problem: `the patch disk cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`,
+          ...held,
+        };
       }
     },
 

@@ -8,18 +8,33 @@
 import { lookup as dnsLookup } from "node:dns/promises";
 import { isIP } from "node:net";
 import { networkInterfaces } from "node:os";
-import { canonical, inCidr, parseCidr, parseIp, type Parsed } from "./ip.ts";
+import { canonical, inCidr, type Parsed, parseCidr, parseIp } from "./ip.ts";
 
 export type AddressClass =
-  | "loopback" | "private" | "unique-local" | "link-local" | "cgnat"
-  | "unspecified" | "multicast" | "broadcast" | "reserved";
+  | "loopback"
+  | "private"
+  | "unique-local"
+  | "link-local"
+  | "cgnat"
+  | "unspecified"
+  | "multicast"
+  | "broadcast"
+  | "reserved";
 
-export interface ResolvedUpstream { host: string; address: string; family: 4 | 6; port: number }
+export interface ResolvedUpstream {
+  host: string;
+  address: string;
+  family: 4 | 6;
+  port: number;
+}
 
 export class UpstreamRefused extends Error {
   override name = "UpstreamRefused";
   /** status: 403 for policy refusals, 502 when the name does not resolve. */
-  constructor(message: string, readonly status: number) {
+  constructor(
+    message: string,
+    readonly status: number,
+  ) {
     super(message);
   }
 }
@@ -31,7 +46,6 @@ export interface GuardOptions {
 }
 
 const NAT64 = parseIp("64:ff9b::").value; // 64:ff9b::/96, RFC 6052 well-known NAT64 prefix
-
 
 /**
  * Special-purpose ranges, after the IANA registries defined by RFC 6890 (IPv4 and
@@ -128,10 +142,14 @@ export function createAddressGuard(opts: GuardOptions): (host: string, port: num
     if (accepted.length === 0) {
       const parts: string[] = [];
       if (policy.length > 0) {
-        parts.push(`upstream ${host} refused: ${policy.join(", ")}; set CACHEGATE_ALLOW_PRIVATE_UPSTREAMS=1 only in a lab to allow it`);
+        parts.push(
+          `upstream ${host} refused: ${policy.join(", ")}; set CACHEGATE_ALLOW_PRIVATE_UPSTREAMS=1 only in a lab to allow it`,
+        );
       }
       if (self.length > 0) {
-        parts.push(`upstream ${host} (${self.join(", ")}) is this gateway's own listener; requests through the gateway cannot target the gateway itself`);
+        parts.push(
+          `upstream ${host} (${self.join(", ")}) is this gateway's own listener; requests through the gateway cannot target the gateway itself`,
+        );
       }
       throw new UpstreamRefused(parts.join("; "), 403);
     }

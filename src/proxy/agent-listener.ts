@@ -15,7 +15,9 @@ export function createAgentListener(opts: { build: (c: Config) => Promise<Server
 
   // What the TLS listener's certificate and handshake depend on (a new CA means a new certificate).
   const tlsOf = (c: Config) =>
-    JSON.stringify(c.tls.agentListener.enabled ? [c.tls.agentListener, c.tls.minVersion, c.tls.caCertFile, c.tls.caKeyFile] : false);
+    JSON.stringify(
+      c.tls.agentListener.enabled ? [c.tls.agentListener, c.tls.minVersion, c.tls.caCertFile, c.tls.caKeyFile] : false,
+    );
 
   return {
     port: () => port,
@@ -33,7 +35,9 @@ export function createAgentListener(opts: { build: (c: Config) => Promise<Server
       try {
         replacement = await opts.build(next);
       } catch (err) {
-        throw new HTTPException(400, { message: `tls.agentListener: cannot set up TLS (${(err as Error).message}); check certFile/keyFile; nothing was changed` });
+        throw new HTTPException(400, {
+          message: `tls.agentListener: cannot set up TLS (${(err as Error).message}); check certFile/keyFile; nothing was changed`,
+        });
       }
       const samePort = next.cacheMode.port === prev.cacheMode.port;
       const old = server!;
@@ -44,7 +48,9 @@ export function createAgentListener(opts: { build: (c: Config) => Promise<Server
         bound = await listen(replacement, samePort ? port : next.cacheMode.port, opts.host);
       } catch (err) {
         if (samePort) await listen(old, port, opts.host);
-        throw new HTTPException(409, { message: `cannot listen on port ${next.cacheMode.port} (${(err as Error).message}); choose a free port; nothing was changed` });
+        throw new HTTPException(409, {
+          message: `cannot listen on port ${next.cacheMode.port} (${(err as Error).message}); choose a free port; nothing was changed`,
+        });
       }
       server = replacement;
       port = bound;

@@ -1,14 +1,18 @@
 import { Hono } from "hono";
 import { HTTPException } from "hono/http-exception";
+import { AGENTS_ONLY, type AuthResult, PROXY_AUTHENTICATE } from "../agents/proxy-auth.ts";
 import type { CachePipeline } from "../cache/pipeline.ts";
 import type { Config } from "../config/schema.ts";
 import type { Logger } from "../log.ts";
 import { addVia, hasLooped } from "./hop-by-hop.ts";
 import { deniedMessage, reachOf } from "./policy.ts";
 import type { UpstreamFetch } from "./upstream.ts";
-import { AGENTS_ONLY, PROXY_AUTHENTICATE, type AuthResult } from "../agents/proxy-auth.ts";
 
-export type ProxyAuthorize = ((header: string | undefined | null, client: string, networks: readonly string[]) => Promise<AuthResult>) & {
+export type ProxyAuthorize = ((
+  header: string | undefined | null,
+  client: string,
+  networks: readonly string[],
+) => Promise<AuthResult>) & {
   /** Whether a tunnel's agent (user name, or admitted client address) is still admitted; see createProxyAuth. */
   stillAdmitted?: (agent: string, networks: readonly string[]) => boolean;
 };
@@ -48,7 +52,10 @@ export function createProxyApp(opts: ProxyAppOptions) {
   app.use(async function guard(c, next) {
     if (c.env.form === "origin") throw new HTTPException(400, { message: ORIGIN_FORM_HELP });
     if (hasLooped(c.req.raw.headers, opts.via)) {
-      throw new HTTPException(508, { message: "request loop: this request already passed through this gateway (see its Via header); check the proxy settings of the upstream" });
+      throw new HTTPException(508, {
+        message:
+          "request loop: this request already passed through this gateway (see its Via header); check the proxy settings of the upstream",
+      });
     }
     await next();
     // RFC 9110 §7.6.3: on responses too, cached or not; renderError has already added it to the error responses it makes.
@@ -61,9 +68,15 @@ export function createProxyApp(opts: ProxyAppOptions) {
     const refuse = () => c.text(`cachegate: ${AGENTS_ONLY}\n`, 407, { "proxy-authenticate": PROXY_AUTHENTICATE });
     if (c.env.authenticated) {
       // Inside a tunnel authorized at its CONNECT: a revocation since then takes effect here too.
-      return opts.authorize.stillAdmitted?.(c.env.client, config.patchMode.clientNetworks) === false ? refuse() : next();
+      return opts.authorize.stillAdmitted?.(c.env.client, config.patchMode.clientNetworks) === false
+        ? refuse()
+        : next();
     }
-    const result = await opts.authorize(c.req.header("proxy-authorization"), c.env.client, config.patchMode.clientNetworks);
+    const result = await opts.authorize(
+      c.req.header("proxy-authorization"),
+      c.env.client,
+      config.patchMode.clientNetworks,
+    );
     if (!result.ok) {
       if (result.delayMs > 0) await Bun.sleep(result.delayMs);
       return refuse();
@@ -80,7 +93,12 @@ export function createProxyApp(opts: ProxyAppOptions) {
     const reach = reachOf(url.hostname, config);
     if (reach === "denied") throw new HTTPException(403, { message: deniedMessage(url.hostname, config) });
 
-    const pipeline = reach === "platform" && config.cacheMode.enabled ? opts.pipelines.platform : reach === "patch" ? opts.pipelines.patch() : undefined;
+    const pipeline =
+      reach === "platform" && config.cacheMode.enabled
+        ? opts.pipelines.platform
+        : reach === "patch"
+          ? opts.pipelines.patch()
+          : undefined;
     if (pipeline && (req.method === "GET" || req.method === "HEAD")) return pipeline.handle(req);
 
     const res = await opts.fetchUpstream(req);
@@ -92,7 +110,8 @@ export function createProxyApp(opts: ProxyAppOptions) {
 
   app.onError(function renderError(err, c) {
     const status = err instanceof HTTPException ? err.status : 500;
-    if (status >= 500 && !(err instanceof HTTPException)) opts.log.error("proxy request failed", { url: c.req.url, error: err });
+    if (status >= 500 && !(err instanceof HTTPException))
+      opts.log.error("proxy request failed", { url: c.req.url, error: err });
     const headers = new Headers({ "content-type": "text/plain; charset=utf-8" });
     addVia(headers, opts.via);
     const message = err instanceof HTTPException ? err.message : "internal error; see the gateway log";

@@ -4,7 +4,16 @@
  * names, plus the ones listed here. Proxy-Authorization and
  * Proxy-Authenticate are meant for this proxy alone (RFC 9110 §11.7).
  */
-const HOP_BY_HOP = ["connection", "proxy-connection", "keep-alive", "te", "transfer-encoding", "upgrade", "proxy-authorization", "proxy-authenticate"];
+const HOP_BY_HOP = [
+  "connection",
+  "proxy-connection",
+  "keep-alive",
+  "te",
+  "transfer-encoding",
+  "upgrade",
+  "proxy-authorization",
+  "proxy-authenticate",
+];
 
 /** A copy of `headers` without hop-by-hop fields. */
 export function stripHopByHop(headers: Headers): Headers {

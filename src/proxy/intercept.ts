@@ -1,7 +1,7 @@
 import { createServer, type IncomingMessage } from "node:http";
 import type { Socket } from "node:net";
 import type { Duplex } from "node:stream";
-import { createSecureContext, TLSSocket, type SecureContext, type SecureVersion } from "node:tls";
+import { createSecureContext, type SecureContext, type SecureVersion, TLSSocket } from "node:tls";
 import type { Logger } from "../log.ts";
 import type { Leaf, LeafMinter } from "../tls/leaf-minter.ts";
 import { createRequestHandler, type RequestHandlerOptions } from "./listener.ts";
@@ -34,7 +34,11 @@ export interface InterceptorOptions extends RequestHandlerOptions {
 export function createInterceptor(opts: InterceptorOptions) {
   const tunnels = new WeakMap<object, TunnelInfo>();
   const handler = createRequestHandler(opts, (req: IncomingMessage) => {
-    const info = tunnels.get(req.socket) ?? { origin: "https://unknown.invalid", agent: "unknown", authenticated: false };
+    const info = tunnels.get(req.socket) ?? {
+      origin: "https://unknown.invalid",
+      agent: "unknown",
+      authenticated: false,
+    };
     // The tunnel's host decides where requests go, whatever Host header they carry:
     // otherwise a tunnel opened to a platform host could reach any host.
     let path = req.url ?? "/";
@@ -58,11 +62,22 @@ export function createInterceptor(opts: InterceptorOptions) {
     });
   });
 
-  return async function intercept(client: Duplex, head: Buffer, host: string, port: number, agent: string, authenticated: boolean): Promise<void> {
+  return async function intercept(
+    client: Duplex,
+    head: Buffer,
+    host: string,
+    port: number,
+    agent: string,
+    authenticated: boolean,
+  ): Promise<void> {
     const leaf = await opts.minter.leafFor(host.replace(/^\[|\]$/g, ""));
     client.write("HTTP/1.1 200 Connection Established\r\n\r\n");
     if (head.length > 0) client.unshift(head); // the start of the ClientHello, if the agent did not wait
-    const secure = new TLSSocket(client as Socket, { isServer: true, secureContext: contextFor(leaf, opts.minVersion()), ALPNProtocols: ["http/1.1"] });
+    const secure = new TLSSocket(client as Socket, {
+      isServer: true,
+      secureContext: contextFor(leaf, opts.minVersion()),
+      ALPNProtocols: ["http/1.1"],
+    });
     secure.on("error", (error) => {
       // Mostly agents that offered too old a TLS version or do not trust the CA yet.
       opts.log.warn("intercepted TLS failed", { host, agent, error: error.message });
@@ -103,7 +118,8 @@ function contextFor(leaf: Leaf, minVersion: SecureVersion): SecureContext {
   let byVersion = contexts.get(leaf);
   if (!byVersion) contexts.set(leaf, (byVersion = new Map()));
   let context = byVersion.get(minVersion);
-  if (!context) byVersion.set(minVersion, (context = createSecureContext({ key: leaf.key, cert: leaf.cert, minVersion })));
+  if (!context)
+    byVersion.set(minVersion, (context = createSecureContext({ key: leaf.key, cert: leaf.cert, minVersion })));
   return context;
 }
 

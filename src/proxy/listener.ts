@@ -35,7 +35,9 @@ export function createRequestHandler(
     try {
       request = toRequest(req, url);
     } catch {
-      res.writeHead(400, { "content-type": "text/plain; charset=utf-8" }).end(`cachegate: "${req.url}" is not a valid request target\n`);
+      res
+        .writeHead(400, { "content-type": "text/plain; charset=utf-8" })
+        .end(`cachegate: "${req.url}" is not a valid request target\n`);
       return;
     }
     const env: ProxyBindings = { client: agent, form, authenticated };
@@ -68,11 +70,14 @@ export function createProxyServer(opts: ProxyListenerOptions): Server {
     const target = req.url ?? "/";
     const agent = req.socket.remoteAddress ?? "unknown";
     // origin-form (`GET /path`): the client did not treat us as a proxy.
-    if (target.startsWith("/")) return { url: `http://${req.headers.host || "gateway"}${target}`, form: "origin", agent };
+    if (target.startsWith("/"))
+      return { url: `http://${req.headers.host || "gateway"}${target}`, form: "origin", agent };
     return { url: target, form: "absolute", agent };
   });
   const options = { maxHeaderSize: 32 * 1024 };
-  const server = opts.tls ? (createTlsServer({ ...options, ...opts.tls }, handler) as unknown as Server) : createServer(options, handler);
+  const server = opts.tls
+    ? (createTlsServer({ ...options, ...opts.tls }, handler) as unknown as Server)
+    : createServer(options, handler);
   server.on("connect", (req, socket, head) => {
     opts.connect(req, socket, head).catch((error) => {
       opts.log.error("tunnel failed", { target: req.url, error });

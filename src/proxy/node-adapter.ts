@@ -1,6 +1,6 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { Readable } from "node:stream";
-import { claimFileBody, FILE_CHUNK, readNext, type FileBody } from "../cache/body-source.ts";
+import { claimFileBody, FILE_CHUNK, type FileBody, readNext } from "../cache/body-source.ts";
 
 /**
  * The proxy port is a node:http server because only node:http hands over

@@ -21,7 +21,9 @@ export function deniedMessage(host: string, config: Config): string {
   return (
     `${host} is not a domain this gateway may reach. ` +
     `Reachable: the platform domains (${config.platformDomains.join(", ")}, set by CACHEGATE_PLATFORM_DOMAINS or platformDomains)` +
-    (config.allowedDomains.enabled ? ` and the Allowed Domains (${config.allowedDomains.domains.join(", ") || "none yet"})` : "") +
+    (config.allowedDomains.enabled
+      ? ` and the Allowed Domains (${config.allowedDomains.domains.join(", ") || "none yet"})`
+      : "") +
     `. To allow it, add its bare domain to allowedDomains.domains and set allowedDomains.enabled to true with PATCH /api/config on the admin port.`
   );
 }

@@ -1,13 +1,13 @@
+import type { IncomingMessage } from "node:http";
 import { connect, type Socket } from "node:net";
 import type { Duplex } from "node:stream";
-import type { IncomingMessage } from "node:http";
+import { AGENTS_ONLY, PROXY_AUTHENTICATE } from "../agents/proxy-auth.ts";
+import { domainMatches } from "../config/domain-name.ts";
 import type { Config } from "../config/schema.ts";
 import type { Logger } from "../log.ts";
-import { UpstreamRefused, type ResolvedUpstream } from "./address-guard.ts";
-import { domainMatches } from "../config/domain-name.ts";
-import type { Interceptor } from "./intercept.ts";
+import { type ResolvedUpstream, UpstreamRefused } from "./address-guard.ts";
 import type { ProxyAuthorize } from "./app.ts";
-import { AGENTS_ONLY, PROXY_AUTHENTICATE } from "../agents/proxy-auth.ts";
+import type { Interceptor } from "./intercept.ts";
 import { deniedMessage, reachOf } from "./policy.ts";
 
 export interface TunnelOptions {
@@ -45,7 +45,8 @@ export function createTunnelHandler(opts: TunnelOptions) {
     open.add(client);
     client.once("close", () => open.delete(client));
     const target = parseAuthority(req.url ?? "");
-    if (!target) return refuse(client, 400, `CONNECT needs host:port, e.g. "CONNECT example.qualys.com:443"; got "${req.url}"`);
+    if (!target)
+      return refuse(client, 400, `CONNECT needs host:port, e.g. "CONNECT example.qualys.com:443"; got "${req.url}"`);
     const config = opts.config();
     let agent = req.socket.remoteAddress ?? "unknown";
     if (config.patchMode.enabled) {
@@ -66,7 +67,11 @@ export function createTunnelHandler(opts: TunnelOptions) {
     const reach = reachOf(target.host, config);
     if (reach === "denied") return refuse(client, 403, deniedMessage(target.host, config));
     if (!config.connect.ports.includes(target.port)) {
-      return refuse(client, 403, `CONNECT to port ${target.port} is refused; tunnels may only reach ports ${config.connect.ports.join(", ")} (connect.ports)`);
+      return refuse(
+        client,
+        403,
+        `CONNECT to port ${target.port} is refused; tunnels may only reach ports ${config.connect.ports.join(", ")} (connect.ports)`,
+      );
     }
     const intercept = opts.interceptor?.();
     const cached = (reach === "platform" && config.cacheMode.enabled) || reach === "patch";
@@ -112,7 +117,12 @@ export function createTunnelHandler(opts: TunnelOptions) {
   });
 }
 
-const REASONS: Record<number, string> = { 400: "Bad Request", 403: "Forbidden", 407: "Proxy Authentication Required", 502: "Bad Gateway" };
+const REASONS: Record<number, string> = {
+  400: "Bad Request",
+  403: "Forbidden",
+  407: "Proxy Authentication Required",
+  502: "Bad Gateway",
+};
 
 function refuse(client: Duplex, status: number, message: string, extraHeaders = ""): void {
   const body = `cachegate: ${message}\n`;

@@ -1,5 +1,5 @@
 import { HTTPException } from "hono/http-exception";
-import { UpstreamRefused, type ResolvedUpstream } from "./address-guard.ts";
+import { type ResolvedUpstream, UpstreamRefused } from "./address-guard.ts";
 import { addVia, stripHopByHop } from "./hop-by-hop.ts";
 
 export interface UpstreamOptions {
@@ -34,7 +34,8 @@ export function createUpstreamFetch(opts: UpstreamOptions): UpstreamFetch {
     try {
       target = await opts.guard(url.hostname, port);
     } catch (err) {
-      if (err instanceof UpstreamRefused) throw new HTTPException(err.status as 403 | 502, { message: err.message, cause: err });
+      if (err instanceof UpstreamRefused)
+        throw new HTTPException(err.status as 403 | 502, { message: err.message, cause: err });
       throw err;
     }
 
@@ -45,7 +46,10 @@ export function createUpstreamFetch(opts: UpstreamOptions): UpstreamFetch {
     direct.hostname = target.family === 6 ? `[${target.address}]` : target.address;
 
     const abort = new AbortController();
-    const timer = setTimeout(() => abort.abort(new Error(`no response within ${headersTimeoutMs / 1000} s`)), headersTimeoutMs);
+    const timer = setTimeout(
+      () => abort.abort(new Error(`no response within ${headersTimeoutMs / 1000} s`)),
+      headersTimeoutMs,
+    );
     let res: Response;
     try {
       res = await fetch(direct, {
@@ -61,7 +65,10 @@ export function createUpstreamFetch(opts: UpstreamOptions): UpstreamFetch {
       });
     } catch (err) {
       if (abort.signal.aborted) {
-        throw new HTTPException(504, { message: `upstream ${url.host} failed: ${(abort.signal.reason as Error).message}`, cause: err });
+        throw new HTTPException(504, {
+          message: `upstream ${url.host} failed: ${(abort.signal.reason as Error).message}`,
+          cause: err,
+        });
       }
       const code = String((err as { code?: unknown }).code ?? "");
       if (CERTIFICATE_ERROR.test(code)) {

@@ -1,7 +1,7 @@
 import { desc, gte, sql } from "drizzle-orm";
+import type { KindRuleConfig } from "../config/schema.ts";
 import type { Db } from "../db/client.ts";
 import { clients, counters, dailyAgents, dailyStats, entries } from "../db/schema.ts";
-import type { KindRuleConfig } from "../config/schema.ts";
 import { kindOf } from "./kinds.ts";
 
 /** One response the proxy finished sending to an agent. */
@@ -22,7 +22,19 @@ const LABEL_COUNTER: Record<string, string> = {
   BYPASS: "bypass",
 };
 const FROM_CACHE = new Set(["HIT", "COALESCED", "REVALIDATED", "STALE"]);
-const COUNTERS = ["requests", "refused", "hits", "misses", "coalesced", "revalidated", "stale", "bypass", "bytes_served", "bytes_from_cache", "bytes_upstream"] as const;
+const COUNTERS = [
+  "requests",
+  "refused",
+  "hits",
+  "misses",
+  "coalesced",
+  "revalidated",
+  "stale",
+  "bypass",
+  "bytes_served",
+  "bytes_from_cache",
+  "bytes_upstream",
+] as const;
 
 const ACTIVE_WINDOW_MS = 60 * 60 * 1000;
 const FLUSH_MS = 5000;
@@ -67,7 +79,10 @@ export function createStats(db: Db, opts: StatsOptions) {
     if (pendingCounters.size + pendingDaily.size + pendingAgents.size + pendingClients.size === 0) return;
     db.transaction((tx) => {
       for (const [name, n] of pendingCounters) {
-        tx.insert(counters).values({ name, value: n }).onConflictDoUpdate({ target: counters.name, set: { value: sql`${counters.value} + ${n}` } }).run();
+        tx.insert(counters)
+          .values({ name, value: n })
+          .onConflictDoUpdate({ target: counters.name, set: { value: sql`${counters.value} + ${n}` } })
+          .run();
       }
       for (const [key, d] of pendingDaily) {
         const [dayKey = "", kind = ""] = key.split("\t");
@@ -88,7 +103,10 @@ export function createStats(db: Db, opts: StatsOptions) {
         tx.insert(dailyAgents).values({ day: dayKey, kind, agent }).onConflictDoNothing().run();
       }
       for (const [agent, seen] of pendingClients) {
-        tx.insert(clients).values({ agent, firstSeen: seen, lastSeen: seen }).onConflictDoUpdate({ target: clients.agent, set: { lastSeen: seen } }).run();
+        tx.insert(clients)
+          .values({ agent, firstSeen: seen, lastSeen: seen })
+          .onConflictDoUpdate({ target: clients.agent, set: { lastSeen: seen } })
+          .run();
       }
     });
     pendingCounters.clear();
@@ -129,8 +147,14 @@ export function createStats(db: Db, opts: StatsOptions) {
     snapshot(days = 30) {
       flush();
       const totals = Object.fromEntries(COUNTERS.map((c) => [c, 0])) as Record<(typeof COUNTERS)[number], number>;
-      for (const row of db.select().from(counters).all()) if (row.name in totals) totals[row.name as keyof typeof totals] = row.value;
-      const active = db.select({ n: sql<number>`count(*)` }).from(clients).where(gte(clients.lastSeen, now() - ACTIVE_WINDOW_MS)).get()?.n ?? 0;
+      for (const row of db.select().from(counters).all())
+        if (row.name in totals) totals[row.name as keyof typeof totals] = row.value;
+      const active =
+        db
+          .select({ n: sql<number>`count(*)` })
+          .from(clients)
+          .where(gte(clients.lastSeen, now() - ACTIVE_WINDOW_MS))
+          .get()?.n ?? 0;
       const total = db.select({ n: sql<number>`count(*)` }).from(clients).get()?.n ?? 0;
       const agentsPerDay = db
         .select({ day: dailyAgents.day, kind: dailyAgents.kind, n: sql<number>`count(*)` })

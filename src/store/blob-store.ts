@@ -1,5 +1,5 @@
-import { mkdir, open, readdir, rename, rm, stat, unlink, type FileHandle } from "node:fs/promises";
 import { randomBytes } from "node:crypto";
+import { type FileHandle, mkdir, open, readdir, rename, rm, stat, unlink } from "node:fs/promises";
 import { join } from "node:path";
 
 /**
@@ -84,7 +84,8 @@ export async function createBlobStore(dir: string): Promise<BlobStore> {
       const held = memory.get(sha256);
       if (held) return held;
       const bytes = await Bun.file(pathOf(sha256)).bytes();
-      if (bytes.length !== size) throw new Error(`blob ${sha256} has ${bytes.length} bytes on disk, the index says ${size}`);
+      if (bytes.length !== size)
+        throw new Error(`blob ${sha256} has ${bytes.length} bytes on disk, the index says ${size}`);
       memory.set(sha256, bytes);
       return bytes;
     },

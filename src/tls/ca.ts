@@ -1,7 +1,7 @@
 import "reflect-metadata"; // @peculiar/x509's dependency injection needs it loaded first
-import * as x509 from "@peculiar/x509";
 import { access, chmod, mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import * as x509 from "@peculiar/x509";
 import type { Logger } from "../log.ts";
 
 export const EC_P256 = { name: "ECDSA", namedCurve: "P-256", hash: "SHA-256" } as const;
@@ -31,17 +31,27 @@ export interface CaFiles {
  */
 export async function loadCa(dataDir: string, files: CaFiles, log: Logger): Promise<GatewayCa> {
   if (files.certFile || files.keyFile) {
-    if (!files.certFile || !files.keyFile) throw new Error("an operator CA needs both tls.caCertFile and tls.caKeyFile");
+    if (!files.certFile || !files.keyFile)
+      throw new Error("an operator CA needs both tls.caCertFile and tls.caKeyFile");
     return readCa(files.certFile, files.keyFile, files.certFile);
   }
   const dir = join(dataDir, "ca");
   const certFile = join(dir, "ca.pem");
   const keyFile = join(dir, "ca.key");
-  const present = await Promise.all([certFile, keyFile].map((f) => access(f).then(() => true, () => false)));
+  const present = await Promise.all(
+    [certFile, keyFile].map((f) =>
+      access(f).then(
+        () => true,
+        () => false,
+      ),
+    ),
+  );
   if (present[0] && present[1]) return readCa(certFile, keyFile, certFile);
   if (present[0] !== present[1]) {
     // Half a CA: regenerating would silently invalidate what agents already trust.
-    throw new Error(`${present[0] ? keyFile : certFile} is missing while ${present[0] ? certFile : keyFile} exists; restore it, or remove ${dir} to generate a new CA (agents must then trust the new one)`);
+    throw new Error(
+      `${present[0] ? keyFile : certFile} is missing while ${present[0] ? certFile : keyFile} exists; restore it, or remove ${dir} to generate a new CA (agents must then trust the new one)`,
+    );
   }
   await mkdir(dir, { recursive: true, mode: 0o700 });
   const keys = (await crypto.subtle.generateKey(EC_P256, true, ["sign", "verify"])) as CryptoKeyPair;
@@ -80,12 +90,17 @@ async function readCa(certFile: string, keyFile: string, source: string): Promis
   if (!keyDer) throw new Error(`${keyFile} holds no PEM private key (PKCS#8 "BEGIN PRIVATE KEY" expected)`);
   const algorithm = await signingAlgorithmOf(cert);
   const privateKey = await crypto.subtle.importKey("pkcs8", keyDer, algorithm, false, ["sign"]);
-  if (!(await keyMatches(cert, privateKey, algorithm))) throw new Error(`the private key in ${keyFile} does not belong to the certificate in ${certFile}`);
+  if (!(await keyMatches(cert, privateKey, algorithm)))
+    throw new Error(`the private key in ${keyFile} does not belong to the certificate in ${certFile}`);
   return { cert, certPem: cert.toString("pem"), chainPem, privateKey, source };
 }
 
 /** Signs a probe with the key and checks it with the certificate's public key. */
-async function keyMatches(cert: x509.X509Certificate, privateKey: CryptoKey, algorithm: { name: string; hash?: string }): Promise<boolean> {
+async function keyMatches(
+  cert: x509.X509Certificate,
+  privateKey: CryptoKey,
+  algorithm: { name: string; hash?: string },
+): Promise<boolean> {
   const params = { ...algorithm, hash: algorithm.hash ?? "SHA-256" };
   const probe = crypto.getRandomValues(new Uint8Array(32));
   try {
@@ -97,7 +112,9 @@ async function keyMatches(cert: x509.X509Certificate, privateKey: CryptoKey, alg
 }
 
 /** The import parameters for the CA's private key: ECDSA on the certificate's curve, else RSA. */
-async function signingAlgorithmOf(cert: x509.X509Certificate): Promise<{ name: string; namedCurve?: string; hash?: string }> {
+async function signingAlgorithmOf(
+  cert: x509.X509Certificate,
+): Promise<{ name: string; namedCurve?: string; hash?: string }> {
   const alg = cert.publicKey.algorithm as { name: string; namedCurve?: string };
   if (alg.name === "ECDSA") return { name: "ECDSA", namedCurve: alg.namedCurve };
   return { name: "RSASSA-PKCS1-v1_5", hash: "SHA-256" };

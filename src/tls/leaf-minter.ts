@@ -1,6 +1,6 @@
-import * as x509 from "@peculiar/x509";
 import { isIP } from "node:net";
-import { EC_P256, randomSerial, type GatewayCa } from "./ca.ts";
+import * as x509 from "@peculiar/x509";
+import { EC_P256, type GatewayCa, randomSerial } from "./ca.ts";
 
 export interface Leaf {
   /** Leaf certificate followed by the CA chain, PEM. */
@@ -32,7 +32,9 @@ export function createLeafMinter(ca: GatewayCa, opts: MinterOptions = {}) {
   const capacity = opts.capacity ?? 1000;
   const cache = new Map<string, Promise<Leaf>>();
   const keys = crypto.subtle.generateKey(EC_P256, true, ["sign", "verify"]) as Promise<CryptoKeyPair>;
-  const keyPem = keys.then(async (k) => x509.PemConverter.encode(await crypto.subtle.exportKey("pkcs8", k.privateKey), "PRIVATE KEY"));
+  const keyPem = keys.then(async (k) =>
+    x509.PemConverter.encode(await crypto.subtle.exportKey("pkcs8", k.privateKey), "PRIVATE KEY"),
+  );
   const signing = ca.privateKey.algorithm.name === "ECDSA" ? EC_P256 : { name: "RSASSA-PKCS1-v1_5", hash: "SHA-256" };
 
   // The same for every leaf: build it once, not per minting (it is a fifth of the cost).

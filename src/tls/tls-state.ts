@@ -1,9 +1,9 @@
 import { readFile } from "node:fs/promises";
-import { HTTPException } from "hono/http-exception";
 import type { ServerOptions } from "node:https";
+import { HTTPException } from "hono/http-exception";
 import type { Config } from "../config/schema.ts";
 import type { Logger } from "../log.ts";
-import { loadCa, type GatewayCa } from "./ca.ts";
+import { type GatewayCa, loadCa } from "./ca.ts";
 import { createLeafMinter, type LeafMinter } from "./leaf-minter.ts";
 import { TLS_VERSIONS } from "./versions.ts";
 
@@ -20,7 +20,11 @@ export async function createTlsState(dataDir: string, config: Config, log: Logge
   return {
     caPem: () => ca.certPem,
     /** Stable across reloads: always mints from the current CA. */
-    minter: { leafFor: (host: string) => minter.leafFor(host), leafForNames: (n: readonly string[]) => minter.leafForNames(n), size: () => minter.size() } as LeafMinter,
+    minter: {
+      leafFor: (host: string) => minter.leafFor(host),
+      leafForNames: (n: readonly string[]) => minter.leafForNames(n),
+      size: () => minter.size(),
+    } as LeafMinter,
 
     /** Loads the CA a config change names; throws a 400 that says why if it cannot. */
     async reload(next: Config, prev: Config): Promise<void> {
@@ -28,7 +32,9 @@ export async function createTlsState(dataDir: string, config: Config, log: Logge
       try {
         ca = await load(next);
       } catch (err) {
-        throw new HTTPException(400, { message: `tls.caCertFile/tls.caKeyFile: cannot load the CA (${(err as Error).message}); give PEM files readable by the gateway; nothing was changed` });
+        throw new HTTPException(400, {
+          message: `tls.caCertFile/tls.caKeyFile: cannot load the CA (${(err as Error).message}); give PEM files readable by the gateway; nothing was changed`,
+        });
       }
       minter = createLeafMinter(ca);
       log.info("gateway CA loaded", { source: ca.source });

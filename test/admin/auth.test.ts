@@ -2,7 +2,7 @@ import { describe, expect, test } from "bun:test";
 import { readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { createLogger } from "../../src/log.ts";
-import { admin, jsonOf, closeWhenIdle } from "../support/admin.ts";
+import { admin, closeWhenIdle, jsonOf } from "../support/admin.ts";
 import { cleanupAfterEach } from "../support/cleanup.ts";
 import { startTestGateway, type TestGateway } from "../support/gateway.ts";
 
@@ -14,7 +14,8 @@ async function gateway(opts: Parameters<typeof startTestGateway>[0] = {}): Promi
   return gw;
 }
 
-const call = (gw: TestGateway, path: string, headers: Record<string, string> = {}, method = "GET") => fetch(`${gw.adminUrl}${path}`, { method, headers });
+const call = (gw: TestGateway, path: string, headers: Record<string, string> = {}, method = "GET") =>
+  fetch(`${gw.adminUrl}${path}`, { method, headers });
 
 describe("bearer token on the admin API", () => {
   test("GET /healthz answers without a token", async () => {
@@ -46,10 +47,13 @@ describe("bearer token on the admin API", () => {
     expect((await jsonOf(res)).error).toContain("the bearer token is wrong");
   });
 
-  test.each(["Bearer test-toke", "Bearer test-token2", "Bearer TEST-TOKEN", "Bearer test-token extra"])("the near miss %p gets 401", async (authorization) => {
-    const gw = await gateway();
-    expect((await call(gw, "/api/config", { authorization })).status).toBe(401);
-  });
+  test.each(["Bearer test-toke", "Bearer test-token2", "Bearer TEST-TOKEN", "Bearer test-token extra"])(
+    "the near miss %p gets 401",
+    async (authorization) => {
+      const gw = await gateway();
+      expect((await call(gw, "/api/config", { authorization })).status).toBe(401);
+    },
+  );
 
   test.each([
     ["Basic with the token as credentials", `Basic ${btoa("admin:test-token")}`],
@@ -84,7 +88,11 @@ describe("bearer token on the admin API", () => {
   test("a PATCH without the token changes nothing", async () => {
     const gw = await gateway();
     const before = await admin(gw).configText();
-    const res = await fetch(`${gw.adminUrl}/api/config`, { method: "PATCH", headers: { "content-type": "application/json" }, body: JSON.stringify({ tls: { minVersion: "1.3" } }) });
+    const res = await fetch(`${gw.adminUrl}/api/config`, {
+      method: "PATCH",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ tls: { minVersion: "1.3" } }),
+    });
     expect(res.status).toBe(401);
     expect(await admin(gw).configText()).toBe(before);
   });
@@ -93,9 +101,16 @@ describe("bearer token on the admin API", () => {
     const lines: string[] = [];
     const gw = await gateway({ log: createLogger((l) => lines.push(l)) });
     await call(gw, "/api/stats", { authorization: "Bearer guessed-secret-123" });
-    const refusals = lines.map((l) => JSON.parse(l)).filter((l) => l.msg === "admin request refused: bad or missing token");
+    const refusals = lines
+      .map((l) => JSON.parse(l))
+      .filter((l) => l.msg === "admin request refused: bad or missing token");
     expect(refusals).toHaveLength(1);
-    expect(refusals[0]).toMatchObject({ level: "warn", client: expect.stringContaining("127.0.0.1"), method: "GET", path: "/api/stats" });
+    expect(refusals[0]).toMatchObject({
+      level: "warn",
+      client: expect.stringContaining("127.0.0.1"),
+      method: "GET",
+      path: "/api/stats",
+    });
     expect(lines.join("")).not.toContain("guessed-secret-123");
   });
 });

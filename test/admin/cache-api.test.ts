@@ -1,10 +1,10 @@
 import { describe, expect, test } from "bun:test";
 import { rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { admin, eventually, jsonOf, closeWhenIdle } from "../support/admin.ts";
+import { admin, closeWhenIdle, eventually, jsonOf } from "../support/admin.ts";
 import { cleanupAfterEach } from "../support/cleanup.ts";
 import { startTestGateway, type TestGateway } from "../support/gateway.ts";
-import { startOrigin, viaProxy, type Origin } from "../support/origin.ts";
+import { type Origin, startOrigin, viaProxy } from "../support/origin.ts";
 
 const defer = cleanupAfterEach();
 
@@ -24,7 +24,9 @@ interface Entry {
 async function setup() {
   const origin = startOrigin((req) => {
     const path = new URL(req.url).pathname;
-    return new Response(`content of ${path}`, { headers: { "cache-control": "max-age=3600", "content-type": "application/json" } });
+    return new Response(`content of ${path}`, {
+      headers: { "cache-control": "max-age=3600", "content-type": "application/json" },
+    });
   });
   defer(() => origin.stop());
   const gw = await startTestGateway();
@@ -55,11 +57,21 @@ describe("GET /api/cache/entries", () => {
     await fill(gw, origin, ["/m.json"]);
     expect(await fetchThrough(gw, origin, "/m.json")).toBe("HIT");
     expect(await fetchThrough(gw, origin, "/m.json")).toBe("HIT");
-    const { entries, nextCursor } = await api.json<{ entries: Entry[]; nextCursor: string | null }>("/api/cache/entries");
+    const { entries, nextCursor } = await api.json<{ entries: Entry[]; nextCursor: string | null }>(
+      "/api/cache/entries",
+    );
     expect(nextCursor).toBeNull();
     expect(entries).toHaveLength(1);
     const [e] = entries;
-    expect(e).toMatchObject({ url: origin.url("/m.json"), status: 200, size: "content of /m.json".length, hits: 2, fresh: true, ttlSeconds: 3600, contentType: "application/json" });
+    expect(e).toMatchObject({
+      url: origin.url("/m.json"),
+      status: 200,
+      size: "content of /m.json".length,
+      hits: 2,
+      fresh: true,
+      ttlSeconds: 3600,
+      contentType: "application/json",
+    });
     expect(e!.sha256).toBe(new Bun.CryptoHasher("sha256").update("content of /m.json").digest("hex"));
     expect(Date.parse(e!.lastAccess)).toBeGreaterThan(Date.now() - 60_000);
     expect(Date.parse(e!.storedAt)).toBeLessThanOrEqual(Date.parse(e!.lastAccess));
@@ -93,28 +105,36 @@ describe("GET /api/cache/entries", () => {
   test("a prefix lists only the entries under it", async () => {
     const { origin, gw, api } = await setup();
     await fill(gw, origin, ["/a/1.json", "/b/1.json", "/a/2.json", "/ab.json"]);
-    const { entries } = await api.json<{ entries: Entry[] }>(`/api/cache/entries?${query({ prefix: origin.url("/a/") })}`);
+    const { entries } = await api.json<{ entries: Entry[] }>(
+      `/api/cache/entries?${query({ prefix: origin.url("/a/") })}`,
+    );
     expect(entries.map((e) => e.url)).toEqual([origin.url("/a/1.json"), origin.url("/a/2.json")]);
   });
 
   test("the prefix is compared after the URL is normalised (upper-case scheme and host)", async () => {
     const { origin, gw, api } = await setup();
     await fill(gw, origin, ["/a/1.json"]);
-    const { entries } = await api.json<{ entries: Entry[] }>(`/api/cache/entries?${query({ prefix: `HTTP://LOCALHOST:${origin.port}/a/` })}`);
+    const { entries } = await api.json<{ entries: Entry[] }>(
+      `/api/cache/entries?${query({ prefix: `HTTP://LOCALHOST:${origin.port}/a/` })}`,
+    );
     expect(entries).toHaveLength(1);
   });
 
   test("an underscore in a prefix matches only an underscore, not any character", async () => {
     const { origin, gw, api } = await setup();
     await fill(gw, origin, ["/a/1.json"]);
-    const { entries } = await api.json<{ entries: Entry[] }>(`/api/cache/entries?${query({ prefix: origin.url("/a_") })}`);
+    const { entries } = await api.json<{ entries: Entry[] }>(
+      `/api/cache/entries?${query({ prefix: origin.url("/a_") })}`,
+    );
     expect(entries).toEqual([]);
   });
 
   test("a prefix with a percent sign matches it literally", async () => {
     const { origin, gw, api } = await setup();
     await fill(gw, origin, ["/a/1.json"]);
-    const { entries } = await api.json<{ entries: Entry[] }>(`/api/cache/entries?${query({ prefix: origin.url("/%") })}`);
+    const { entries } = await api.json<{ entries: Entry[] }>(
+      `/api/cache/entries?${query({ prefix: origin.url("/%") })}`,
+    );
     expect(entries).toEqual([]);
   });
 
@@ -186,7 +206,10 @@ describe("DELETE /api/cache/entries", () => {
   test("purging with both url and prefix is refused with 400", async () => {
     const { origin, gw, api } = await setup();
     await fill(gw, origin, ["/a/1.json"]);
-    const res = await api.send("DELETE", `/api/cache/entries?${query({ url: origin.url("/a/1.json"), prefix: origin.url("/a/") })}`);
+    const res = await api.send(
+      "DELETE",
+      `/api/cache/entries?${query({ url: origin.url("/a/1.json"), prefix: origin.url("/a/") })}`,
+    );
     expect(res.status).toBe(400);
     expect(await fetchThrough(gw, origin, "/a/1.json")).toBe("HIT");
   });
@@ -210,7 +233,14 @@ describe("DELETE /api/cache/entries", () => {
 });
 
 describe("the verify job", () => {
-  type VerifyState = { state: string; blobs: number; checked: number; damaged: string[]; startedAt: string | null; finishedAt: string | null };
+  type VerifyState = {
+    state: string;
+    blobs: number;
+    checked: number;
+    damaged: string[];
+    startedAt: string | null;
+    finishedAt: string | null;
+  };
 
   async function verify(api: ReturnType<typeof admin>): Promise<VerifyState> {
     const start = await api.send("POST", "/api/cache/verify");
@@ -300,10 +330,14 @@ describe("the verify job", () => {
     const { api } = await bigCache();
     expect((await api.send("POST", "/api/cache/verify")).status).toBe(202);
     expect(await api.json("/api/cache/verify")).toMatchObject({ state: "running", checked: 0 });
-    const done = await eventually(async () => {
-      const st = await api.json("/api/cache/verify");
-      return st.state === "running" ? undefined : st;
-    }, "the verify job to finish", 500);
+    const done = await eventually(
+      async () => {
+        const st = await api.json("/api/cache/verify");
+        return st.state === "running" ? undefined : st;
+      },
+      "the verify job to finish",
+      500,
+    );
     expect(done).toMatchObject({ state: "done", blobs: 1, checked: 1, damaged: [] });
   });
 
@@ -314,7 +348,11 @@ describe("the verify job", () => {
     expect(first.status).toBe(202);
     expect(second.status).toBe(409);
     expect((await jsonOf(second)).error).toContain("GET /api/cache/verify");
-    await eventually(async () => ((await api.json("/api/cache/verify")).state === "running" ? undefined : true), "the verify job to finish", 500);
+    await eventually(
+      async () => ((await api.json("/api/cache/verify")).state === "running" ? undefined : true),
+      "the verify job to finish",
+      500,
+    );
   });
 
   test("a second verify can run after the first finished and starts from a fresh report", async () => {

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { createLogger } from "../../src/log.ts";
-import { admin, freePort, occupyPort, type AdminClient, jsonOf, closeWhenIdle } from "../support/admin.ts";
+import { type AdminClient, admin, closeWhenIdle, freePort, jsonOf, occupyPort } from "../support/admin.ts";
 import { cleanupAfterEach } from "../support/cleanup.ts";
 import { startTestGateway, type TestGateway } from "../support/gateway.ts";
 
@@ -59,7 +59,10 @@ describe("PATCH /api/config refuses bad values and changes nothing", () => {
     ["a list", [8080]],
   ])("cacheMode.port as %s is refused as not a whole number", async (_, port) => {
     const [e] = await refused({ cacheMode: { port } }, ["cacheMode.port"]);
-    expect(e).toMatchObject({ value: port, message: "cacheMode.port must be a whole number between 1 and 65535, e.g. 8080" });
+    expect(e).toMatchObject({
+      value: port,
+      message: "cacheMode.port must be a whole number between 1 and 65535, e.g. 8080",
+    });
   });
 
   test.each([
@@ -74,7 +77,9 @@ describe("PATCH /api/config refuses bad values and changes nothing", () => {
     [`${"a".repeat(64)}.com`, "microsoft.com"],
     [Array.from({ length: 5 }, () => "a".repeat(63)).join("."), "microsoft.com"],
   ])("the allowed domain %p is refused with a message naming %p", async (domain, suggestion) => {
-    const [e] = await refused({ allowedDomains: { enabled: true, domains: ["ok.example", domain] } }, ["allowedDomains.domains.1"]);
+    const [e] = await refused({ allowedDomains: { enabled: true, domains: ["ok.example", domain] } }, [
+      "allowedDomains.domains.1",
+    ]);
     expect(e!.value).toBe(domain);
     expect(e!.message).toContain(suggestion);
   });
@@ -84,10 +89,17 @@ describe("PATCH /api/config refuses bad values and changes nothing", () => {
     expect(e!.message).toContain('["microsoft.com"]');
   });
 
-  test.each<unknown>(["1.4", "TLSv1.3", 1.3, ""])("tls.minVersion %p is refused, listing the versions to choose from", async (minVersion) => {
-    const [e] = await refused({ tls: { minVersion } }, ["tls.minVersion"]);
-    expect(e).toMatchObject({ value: minVersion, rule: "picklist", message: 'tls.minVersion must be one of "1.0", "1.1", "1.2", "1.3"' });
-  });
+  test.each<unknown>(["1.4", "TLSv1.3", 1.3, ""])(
+    "tls.minVersion %p is refused, listing the versions to choose from",
+    async (minVersion) => {
+      const [e] = await refused({ tls: { minVersion } }, ["tls.minVersion"]);
+      expect(e).toMatchObject({
+        value: minVersion,
+        rule: "picklist",
+        message: 'tls.minVersion must be one of "1.0", "1.1", "1.2", "1.3"',
+      });
+    },
+  );
 
   test("patchMode.enabled true without a patch disk is refused with the reason", async () => {
     const [e] = await refused({ patchMode: { enabled: true } }, ["patchMode.enabled"]);
@@ -123,13 +135,28 @@ describe("PATCH /api/config refuses bad values and changes nothing", () => {
         patchMode: { enabled: true },
         colour: "blue",
       },
-      ["cacheMode.port", "cacheMode.enabled", "allowedDomains.enabled", "allowedDomains.domains.0", "allowedDomains.domains.2", "tls.minVersion", "patchMode.enabled", "colour"],
+      [
+        "cacheMode.port",
+        "cacheMode.enabled",
+        "allowedDomains.enabled",
+        "allowedDomains.domains.0",
+        "allowedDomains.domains.2",
+        "tls.minVersion",
+        "patchMode.enabled",
+        "colour",
+      ],
     );
     const byPath = Object.fromEntries(details.map((d) => [d.path, d]));
     expect(byPath["cacheMode.port"]).toMatchObject({ value: 80.5, rule: "integer" });
     expect(byPath["cacheMode.enabled"]).toMatchObject({ value: 1, rule: "boolean" });
-    expect(byPath["allowedDomains.domains.0"]).toMatchObject({ value: "https://www.microsoft.com", message: expect.stringContaining("e.g. microsoft.com") });
-    expect(byPath["allowedDomains.domains.2"]).toMatchObject({ value: "*.x.com", message: expect.stringContaining("enter x.com") });
+    expect(byPath["allowedDomains.domains.0"]).toMatchObject({
+      value: "https://www.microsoft.com",
+      message: expect.stringContaining("e.g. microsoft.com"),
+    });
+    expect(byPath["allowedDomains.domains.2"]).toMatchObject({
+      value: "*.x.com",
+      message: expect.stringContaining("enter x.com"),
+    });
     expect(byPath.colour).toMatchObject({ value: "blue" });
   });
 
@@ -158,7 +185,9 @@ describe("PATCH /api/config refuses bad values and changes nothing", () => {
   test("a body without a Content-Type gets 415", async () => {
     const res = await api.send("PATCH", "/api/config", { body: JSON.stringify({ tls: { minVersion: "1.3" } }) });
     // fetch labels a string body text/plain, so send bytes to have no Content-Type at all.
-    const bare = await api.send("PATCH", "/api/config", { body: new TextEncoder().encode('{"tls":{"minVersion":"1.3"}}') });
+    const bare = await api.send("PATCH", "/api/config", {
+      body: new TextEncoder().encode('{"tls":{"minVersion":"1.3"}}'),
+    });
     expect(res.status).toBe(415);
     expect(bare.status).toBe(415);
     expect((await jsonOf(bare)).error).toContain("no Content-Type");
@@ -171,7 +200,9 @@ describe("PATCH /api/config refuses bad values and changes nothing", () => {
   });
 
   test("a body over 64 KiB gets 413", async () => {
-    const res = await api.patch({ allowedDomains: { domains: Array.from({ length: 7000 }, (_, i) => `host${i}.example`) } });
+    const res = await api.patch({
+      allowedDomains: { domains: Array.from({ length: 7000 }, (_, i) => `host${i}.example`) },
+    });
     expect(res.status).toBe(413);
   });
 
@@ -230,16 +261,27 @@ describe("PATCH /api/config applies, reports and persists", () => {
 
   test("a patch sent as application/merge-patch+json is accepted", async () => {
     const { gw } = await gateway();
-    const res = await admin(gw).patch({ allowedDomains: { enabled: true } }, { "content-type": "application/merge-patch+json" });
+    const res = await admin(gw).patch(
+      { allowedDomains: { enabled: true } },
+      { "content-type": "application/merge-patch+json" },
+    );
     expect(res.status).toBe(200);
     expect((await jsonOf(res)).config.allowedDomains.enabled).toBe(true);
   });
 
   test("allowed domains are stored lower-case, in punycode and without duplicates", async () => {
     const { gw } = await gateway();
-    const res = await admin(gw).patch({ allowedDomains: { domains: ["Microsoft.COM", "microsoft.com.", "bücher.de", "xn--bcher-kva.de", "windowsupdate.com"] } });
+    const res = await admin(gw).patch({
+      allowedDomains: {
+        domains: ["Microsoft.COM", "microsoft.com.", "bücher.de", "xn--bcher-kva.de", "windowsupdate.com"],
+      },
+    });
     expect(res.status).toBe(200);
-    expect((await jsonOf(res)).config.allowedDomains.domains).toEqual(["microsoft.com", "xn--bcher-kva.de", "windowsupdate.com"]);
+    expect((await jsonOf(res)).config.allowedDomains.domains).toEqual([
+      "microsoft.com",
+      "xn--bcher-kva.de",
+      "windowsupdate.com",
+    ]);
   });
 
   test("each of the four TLS versions is accepted", async () => {
@@ -285,7 +327,10 @@ describe("PATCH /api/config applies, reports and persists", () => {
 
   test("settings changed through the API survive a restart and say api", async () => {
     const { gw, restart } = await gateway();
-    const res = await admin(gw).patch({ allowedDomains: { enabled: true, domains: ["microsoft.com"] }, tls: { minVersion: "1.3" } });
+    const res = await admin(gw).patch({
+      allowedDomains: { enabled: true, domains: ["microsoft.com"] },
+      tls: { minVersion: "1.3" },
+    });
     expect(res.status).toBe(200);
     const before = await admin(gw).configText();
 
@@ -294,7 +339,12 @@ describe("PATCH /api/config applies, reports and persists", () => {
     const { config, sources } = await admin(again).json("/api/config");
     expect(config.allowedDomains).toEqual({ enabled: true, domains: ["microsoft.com"] });
     expect(config.tls.minVersion).toBe("1.3");
-    expect(sources).toMatchObject({ "allowedDomains.enabled": "api", "allowedDomains.domains": "api", "tls.minVersion": "api", "cacheMode.enabled": "env" });
+    expect(sources).toMatchObject({
+      "allowedDomains.enabled": "api",
+      "allowedDomains.domains": "api",
+      "tls.minVersion": "api",
+      "cacheMode.enabled": "env",
+    });
   });
 
   test("a field reset with null stays reset after a restart", async () => {
@@ -348,7 +398,10 @@ describe("PATCH /api/config applies, reports and persists", () => {
   test("an accepted change is logged as one structured line with each changed field, old and new", async () => {
     const lines: string[] = [];
     const { gw } = await gateway({ log: createLogger((l) => lines.push(l)) });
-    await admin(gw).patch({ tls: { minVersion: "1.3" }, allowedDomains: { enabled: true, domains: ["Microsoft.com"] } });
+    await admin(gw).patch({
+      tls: { minVersion: "1.3" },
+      allowedDomains: { enabled: true, domains: ["Microsoft.com"] },
+    });
     const audit = lines.map((l) => JSON.parse(l)).filter((l) => l.msg === "config changed");
     expect(audit).toHaveLength(1);
     expect(audit[0].level).toBe("info");

@@ -1,9 +1,9 @@
 import { describe, expect, test } from "bun:test";
 import { connect } from "node:net";
-import { admin, freePort, closeWhenIdle } from "../support/admin.ts";
+import { admin, closeWhenIdle, freePort } from "../support/admin.ts";
 import { cleanupAfterEach } from "../support/cleanup.ts";
 import { startTestGateway } from "../support/gateway.ts";
-import { pushedBody, startOrigin, viaProxy, type PushedBody } from "../support/origin.ts";
+import { type PushedBody, pushedBody, startOrigin, viaProxy } from "../support/origin.ts";
 import { waitFor, within } from "../support/wait.ts";
 
 const defer = cleanupAfterEach();
@@ -29,7 +29,10 @@ async function setup() {
   const origin = startOrigin((req) => {
     const path = new URL(req.url).pathname;
     const body = bodies.get(path);
-    if (body) return new Response(body.stream, { headers: { "content-length": String(CHUNK * CHUNKS), "cache-control": "max-age=3600" } });
+    if (body)
+      return new Response(body.stream, {
+        headers: { "content-length": String(CHUNK * CHUNKS), "cache-control": "max-age=3600" },
+      });
     return new Response(`small ${path}`, { headers: { "cache-control": "max-age=3600" } });
   });
   defer(() => origin.stop());
@@ -104,7 +107,10 @@ describe("changing cacheMode.port rebinds live", () => {
     const third = await freePort();
     expect((await admin(gw).patch({ cacheMode: { port: third } })).status).toBe(200);
     expect(await (await viaProxy(`http://127.0.0.1:${third}`, origin.url("/a.txt"))).text()).toBe("small /a.txt");
-    await waitFor("the first two ports to close", async () => (await probe(first)) === "refused" && (await probe(second)) === "refused");
+    await waitFor(
+      "the first two ports to close",
+      async () => (await probe(first)) === "refused" && (await probe(second)) === "refused",
+    );
   });
 
   test("a cached object stays cached across the move: the new port serves it as a HIT", async () => {

@@ -1,8 +1,8 @@
 import { describe, expect, test } from "bun:test";
-import { admin, agentGet, agentRequest, eventually, closeWhenIdle } from "../support/admin.ts";
+import { admin, agentGet, agentRequest, closeWhenIdle, eventually } from "../support/admin.ts";
 import { cleanupAfterEach } from "../support/cleanup.ts";
 import { startTestGateway, type TestGateway } from "../support/gateway.ts";
-import { pushedBody, startOrigin, type PushedBody } from "../support/origin.ts";
+import { type PushedBody, pushedBody, startOrigin } from "../support/origin.ts";
 
 const defer = cleanupAfterEach();
 
@@ -32,7 +32,9 @@ async function setup() {
     if (path === "/patches/KB5034441.msu") {
       patchBody = pushedBody();
       patchBody.push(Buffer.alloc(PATCH_CHUNK, 1));
-      return new Response(patchBody.stream, { headers: { ...cacheable, "content-length": String(PATCH_CHUNK * PATCH_CHUNKS) } });
+      return new Response(patchBody.stream, {
+        headers: { ...cacheable, "content-length": String(PATCH_CHUNK * PATCH_CHUNKS) },
+      });
     }
     if (path === "/status.html") return new Response(STATUS, { headers: { "cache-control": "no-store" } });
     return new Response("not found", { status: 404 });
@@ -84,7 +86,11 @@ async function runAgents(s: Awaited<ReturnType<typeof setup>>): Promise<Done[]> 
   const leader = await agentRequest(gw.proxyUrl, url, A4);
   const joiners = [await agentRequest(gw.proxyUrl, url, A5), await agentRequest(gw.proxyUrl, url, A1)];
   s.finishPatch();
-  for (const [agent, res] of [[A4, leader], [A5, joiners[0]!], [A1, joiners[1]!]] as const) {
+  for (const [agent, res] of [
+    [A4, leader],
+    [A5, joiners[0]!],
+    [A1, joiners[1]!],
+  ] as const) {
     const body = await res.body;
     expect(body.length).toBe(PATCH_CHUNK * PATCH_CHUNKS);
     done.push({ agent, kind: "patch", label: String(res.headers["x-cache"]), bytes: body.length });
@@ -97,7 +103,12 @@ async function runAgents(s: Awaited<ReturnType<typeof setup>>): Promise<Done[]> 
 }
 
 const sum = (list: Done[]) => list.reduce((n, d) => n + d.bytes, 0);
-const UPSTREAM: Record<Kind, number> = { manifest: MANIFEST.length, installer: INSTALLER.length, patch: PATCH_CHUNK * PATCH_CHUNKS, other: 2 * STATUS.length };
+const UPSTREAM: Record<Kind, number> = {
+  manifest: MANIFEST.length,
+  installer: INSTALLER.length,
+  patch: PATCH_CHUNK * PATCH_CHUNKS,
+  other: 2 * STATUS.length,
+};
 
 /** GET /api/stats once the gateway has accounted for `requests` responses. */
 async function statsAfter(gw: TestGateway, requests: number, bytesUpstream: number) {
@@ -123,7 +134,12 @@ describe("GET /api/stats after a scripted run of agents", () => {
       "other:MISS",
       "other:MISS",
     ]);
-    expect([s.origin.count("/manifest.json"), s.origin.count("/agent-setup.exe"), s.origin.count("/patches/KB5034441.msu"), s.origin.count("/status.html")]).toEqual([1, 1, 1, 2]);
+    expect([
+      s.origin.count("/manifest.json"),
+      s.origin.count("/agent-setup.exe"),
+      s.origin.count("/patches/KB5034441.msu"),
+      s.origin.count("/status.html"),
+    ]).toEqual([1, 1, 1, 2]);
   });
 
   test("hits, misses, coalesced, bytes and agents add up to what the agents did", async () => {
@@ -148,7 +164,14 @@ describe("GET /api/stats after a scripted run of agents", () => {
       agents: { active: 5, total: 5 },
     });
     // The same, written out, so a mistake in the tally above cannot hide one in the gateway.
-    expect([stats.hits, stats.misses, stats.coalesced, stats.bytesServed, stats.bytesUpstream, stats.bandwidthSaved]).toEqual([7, 5, 2, 246_400, 81_400, 165_000]);
+    expect([
+      stats.hits,
+      stats.misses,
+      stats.coalesced,
+      stats.bytesServed,
+      stats.bytesUpstream,
+      stats.bandwidthSaved,
+    ]).toEqual([7, 5, 2, 246_400, 81_400, 165_000]);
   });
 
   test("the bandwidth table has one row per kind of file with its agents, bytes without and with the cache", async () => {
@@ -170,7 +193,12 @@ describe("GET /api/stats after a scripted run of agents", () => {
       };
     });
     expect(rows).toEqual(expected);
-    expect(rows.map((r: { kind: string; agents: number }) => [r.kind, r.agents])).toEqual([["installer", 3], ["manifest", 5], ["other", 2], ["patch", 3]]);
+    expect(rows.map((r: { kind: string; agents: number }) => [r.kind, r.agents])).toEqual([
+      ["installer", 3],
+      ["manifest", 5],
+      ["other", 2],
+      ["patch", 3],
+    ]);
   });
 
   test("GET /metrics has the same numbers in Prometheus text", async () => {
@@ -209,7 +237,10 @@ describe("GET /api/stats after a scripted run of agents", () => {
     const s = await setup();
     const done = await runAgents(s);
     const stats = await statsAfter(s.gw, done.length, 81_400);
-    expect(stats.cache).toMatchObject({ bytes: MANIFEST.length + INSTALLER.length + PATCH_CHUNK * PATCH_CHUNKS, downloadsInFlight: 0 });
+    expect(stats.cache).toMatchObject({
+      bytes: MANIFEST.length + INSTALLER.length + PATCH_CHUNK * PATCH_CHUNKS,
+      downloadsInFlight: 0,
+    });
     expect(stats.cache.maxBytes).toBe(10 * 1024 ** 3);
   });
 
@@ -224,8 +255,15 @@ describe("GET /api/stats after a scripted run of agents", () => {
     const res = await agentGet(gw.proxyUrl, s.origin.url("/manifest.json"), "127.0.0.7");
     expect(res.headers["x-cache"]).toBe("HIT");
     const after = await statsAfter(gw, done.length + 1, 81_400);
-    expect(after).toMatchObject({ hits: before.hits + 1, bytesServed: before.bytesServed + MANIFEST.length, agents: { active: 6, total: 6 } });
-    expect(after.bandwidth.find((r: { kind: string }) => r.kind === "manifest")).toMatchObject({ agents: 6, requests: 7 });
+    expect(after).toMatchObject({
+      hits: before.hits + 1,
+      bytesServed: before.bytesServed + MANIFEST.length,
+      agents: { active: 6, total: 6 },
+    });
+    expect(after.bandwidth.find((r: { kind: string }) => r.kind === "manifest")).toMatchObject({
+      agents: 6,
+      requests: 7,
+    });
   });
 
   test("a request the gateway refuses is counted as refused and adds no bytes to the bandwidth table", async () => {
@@ -237,13 +275,30 @@ describe("GET /api/stats after a scripted run of agents", () => {
       const st = await admin(s.gw).json("/api/stats");
       return st.refused === 1 ? st : undefined;
     }, "the refused request to be counted");
-    expect(stats).toMatchObject({ requests: 0, bytesServed: 0, bytesUpstream: 0, bandwidthSaved: 0, hits: 0, misses: 0 });
+    expect(stats).toMatchObject({
+      requests: 0,
+      bytesServed: 0,
+      bytesUpstream: 0,
+      bandwidthSaved: 0,
+      hits: 0,
+      misses: 0,
+    });
     expect(stats.bandwidth).toEqual([]);
   });
 
   test("before any traffic every counter is zero and the table is empty", async () => {
     const s = await setup();
     const stats = await admin(s.gw).json("/api/stats");
-    expect(stats).toMatchObject({ requests: 0, hits: 0, misses: 0, coalesced: 0, bytesServed: 0, bytesUpstream: 0, bandwidthSaved: 0, agents: { active: 0, total: 0 }, bandwidth: [] });
+    expect(stats).toMatchObject({
+      requests: 0,
+      hits: 0,
+      misses: 0,
+      coalesced: 0,
+      bytesServed: 0,
+      bytesUpstream: 0,
+      bandwidthSaved: 0,
+      agents: { active: 0, total: 0 },
+      bandwidth: [],
+    });
   });
 });

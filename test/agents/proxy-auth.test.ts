@@ -2,9 +2,9 @@ import { afterAll, beforeAll, describe, expect, spyOn, test } from "bun:test";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createAgentStore, type AgentStore } from "../../src/agents/agent-store.ts";
+import { type AgentStore, createAgentStore } from "../../src/agents/agent-store.ts";
 import { createProxyAuth, PROXY_AUTHENTICATE } from "../../src/agents/proxy-auth.ts";
-import { openDb, type Db } from "../../src/db/client.ts";
+import { type Db, openDb } from "../../src/db/client.ts";
 import { manualClock } from "../support/clock.ts";
 import { basic } from "../support/patch.ts";
 
@@ -62,7 +62,12 @@ describe("agent credentials", () => {
     expect(String(row.password_hash)).toStartWith("$argon2id$");
     expect(JSON.stringify(row)).not.toContain(agent.password);
     const listed = store.list().find((a) => a.id === agent.id)!;
-    expect(listed).toEqual({ id: agent.id, name: "branch-office-12", username: agent.username, createdAt: expect.any(String) });
+    expect(listed).toEqual({
+      id: agent.id,
+      name: "branch-office-12",
+      username: agent.username,
+      createdAt: expect.any(String),
+    });
     expect(JSON.stringify(store.list())).not.toContain(agent.password);
     expect(JSON.stringify(store.list())).not.toContain("argon2");
   });
@@ -111,7 +116,11 @@ describe("agent credentials", () => {
       expect(answers).toEqual(Array(10).fill(agent.username));
       expect(hashes).toHaveBeenCalledTimes(1);
       // Wrong guesses in flight together are answered alike, and each distinct guess is still checked.
-      const wrong = await Promise.all([store.verify(agent.username, "a"), store.verify(agent.username, "a"), store.verify(agent.username, "b")]);
+      const wrong = await Promise.all([
+        store.verify(agent.username, "a"),
+        store.verify(agent.username, "a"),
+        store.verify(agent.username, "b"),
+      ]);
       expect(wrong).toEqual([null, null, null]);
       expect(hashes).toHaveBeenCalledTimes(3);
     } finally {
@@ -123,7 +132,9 @@ describe("agent credentials", () => {
     const { store, agent, clock } = await storeWithAgent();
     expect(await store.verify(agent.username, agent.password)).toBe(agent.username);
     // The stored hash changes underneath (as if the password had been reissued in place).
-    db.$client.query("update agents set password_hash = ? where id = ?").run(await Bun.password.hash("another"), agent.id);
+    db.$client
+      .query("update agents set password_hash = ? where id = ?")
+      .run(await Bun.password.hash("another"), agent.id);
     clock.advance(9 * MINUTE);
     expect(await store.verify(agent.username, agent.password)).toBe(agent.username);
     clock.advance(2 * MINUTE);
@@ -144,7 +155,10 @@ describe("proxy authorization", () => {
     const store = fakeStore("agent-1", "pa:ss:wörd");
     const authorize = createProxyAuth(store);
     expect(await authorize(basic("agent-1", "pa:ss:wörd"), "10.0.0.1", [])).toEqual({ ok: true, agent: "agent-1" });
-    expect(await authorize(basic("agent-1", "pa:ss:wörd").replace("Basic", "basic"), "10.0.0.1", [])).toEqual({ ok: true, agent: "agent-1" });
+    expect(await authorize(basic("agent-1", "pa:ss:wörd").replace("Basic", "basic"), "10.0.0.1", [])).toEqual({
+      ok: true,
+      agent: "agent-1",
+    });
     expect(store.seen.at(-1)).toEqual(["agent-1", "pa:ss:wörd"]);
   });
 
@@ -186,7 +200,9 @@ describe("proxy authorization", () => {
     const authorize = createProxyAuth(store);
     for (let i = 0; i < 5; i++) await authorize(basic("agent-1", `guess-${i}`), "10.0.0.9", []);
     const checked = store.seen.length;
-    const results = await Promise.all(Array.from({ length: 10 }, (_, i) => authorize(basic("agent-1", `burst-${i}`), "10.0.0.9", [])));
+    const results = await Promise.all(
+      Array.from({ length: 10 }, (_, i) => authorize(basic("agent-1", `burst-${i}`), "10.0.0.9", [])),
+    );
     expect(results.every((r) => !r.ok)).toBe(true);
     expect(store.seen.length - checked).toBe(1);
   });
@@ -194,7 +210,8 @@ describe("proxy authorization", () => {
   test("the failure count of an address is forgotten after a success from it, and after ten quiet minutes", async () => {
     const clock = manualClock();
     const authorize = createProxyAuth(fakeStore("agent-1", "secret"), clock.now);
-    const fail = async (client: string) => ((await authorize(basic("agent-1", "guess"), client, [])) as { delayMs: number }).delayMs;
+    const fail = async (client: string) =>
+      ((await authorize(basic("agent-1", "guess"), client, [])) as { delayMs: number }).delayMs;
     for (let i = 0; i < 6; i++) await fail("10.0.0.1");
     expect(await fail("10.0.0.1")).toBeGreaterThan(0);
     expect(await authorize(basic("agent-1", "secret"), "10.0.0.1", [])).toEqual({ ok: true, agent: "agent-1" });
@@ -238,6 +255,9 @@ describe("proxy authorization", () => {
     const unknown = await authorize(basic("agent-ffffffffff", agent.password), "10.1.0.1", []);
     const wrong = await authorize(basic(agent.username, "not-the-password"), "10.1.0.2", []);
     expect(unknown).toEqual(wrong);
-    expect(await authorize(basic(agent.username, agent.password), "10.1.0.3", [])).toEqual({ ok: true, agent: agent.username });
+    expect(await authorize(basic(agent.username, agent.password), "10.1.0.3", [])).toEqual({
+      ok: true,
+      agent: agent.username,
+    });
   });
 });

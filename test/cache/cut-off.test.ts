@@ -6,7 +6,7 @@ import { cleanupAfterEach } from "../support/cleanup.ts";
 import { countRows, filesUnder } from "../support/data-dir.ts";
 import { startTestGateway, type TestGateway } from "../support/gateway.ts";
 import { bytesOf, viaProxy } from "../support/origin.ts";
-import { responseHead, startRawOrigin, type RawOrigin } from "../support/raw-http.ts";
+import { type RawOrigin, responseHead, startRawOrigin } from "../support/raw-http.ts";
 import { gate, waitFor } from "../support/wait.ts";
 
 /**
@@ -15,9 +15,14 @@ import { gate, waitFor } from "../support/wait.ts";
  */
 const defer = cleanupAfterEach();
 const body = randomBytes(100_000);
-const CACHEABLE: [string, string][] = [["Cache-Control", "max-age=3600"], ["Connection", "close"]];
+const CACHEABLE: [string, string][] = [
+  ["Cache-Control", "max-age=3600"],
+  ["Connection", "close"],
+];
 
-async function setup(respond: (attempt: number, socket: Socket) => void | Promise<void>): Promise<{ origin: RawOrigin; gw: TestGateway }> {
+async function setup(
+  respond: (attempt: number, socket: Socket) => void | Promise<void>,
+): Promise<{ origin: RawOrigin; gw: TestGateway }> {
   let attempts = 0;
   const origin = await startRawOrigin((_req, socket) => respond(++attempts, socket));
   defer(() => origin.stop());
@@ -28,7 +33,9 @@ async function setup(respond: (attempt: number, socket: Socket) => void | Promis
 
 /** Sends the whole body, properly framed by Content-Length. */
 function sendWhole(socket: Socket) {
-  socket.end(Buffer.concat([Buffer.from(responseHead("200 OK", [["Content-Length", String(body.length)], ...CACHEABLE])), body]));
+  socket.end(
+    Buffer.concat([Buffer.from(responseHead("200 OK", [["Content-Length", String(body.length)], ...CACHEABLE])), body]),
+  );
 }
 
 /** Sends a Content-Length for the whole body, then only the first `sent` bytes, then closes the connection. */
@@ -86,7 +93,12 @@ describe("an upstream that cuts the body off", () => {
 
     const agents = await Promise.all(Array.from({ length: 3 }, () => viaProxy(gw.proxyUrl, origin.url("/agent.msi"))));
     expect(agents.map((a) => a.headers.get("x-cache")).sort()).toEqual(["COALESCED", "COALESCED", "MISS"]);
-    const reads = agents.map((a) => bytesOf(a).then(() => "complete", () => "error"));
+    const reads = agents.map((a) =>
+      bytesOf(a).then(
+        () => "complete",
+        () => "error",
+      ),
+    );
     cut.open();
     expect(await Promise.all(reads)).toEqual(["error", "error", "error"]);
     expect(origin.count()).toBe(1);

@@ -1,13 +1,13 @@
 import { describe, expect, test } from "bun:test";
 import { createHash, randomBytes } from "node:crypto";
-import { connect } from "node:net";
 import { stat } from "node:fs/promises";
+import { connect } from "node:net";
 import { join } from "node:path";
 import { cleanupAfterEach } from "../support/cleanup.ts";
 import { manualClock } from "../support/clock.ts";
 import { countRows, filesUnder, lastAccessOf } from "../support/data-dir.ts";
 import { startTestGateway, type TestGateway } from "../support/gateway.ts";
-import { startOrigin, viaProxy, type Origin } from "../support/origin.ts";
+import { type Origin, startOrigin, viaProxy } from "../support/origin.ts";
 import { parseResponse } from "../support/raw-http.ts";
 import { waitFor } from "../support/wait.ts";
 
@@ -18,7 +18,9 @@ const sha256 = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
 /** An origin serving a fixed random body per path, and a gateway with a small cache and a hand-moved clock. */
 async function setup(sizes: Record<string, number>, maxSizeBytes: number) {
   const bodies = Object.fromEntries(Object.entries(sizes).map(([path, size]) => [path, randomBytes(size)]));
-  const origin = startOrigin((req) => new Response(bodies[new URL(req.url).pathname], { headers: { "cache-control": "max-age=3600" } }));
+  const origin = startOrigin(
+    (req) => new Response(bodies[new URL(req.url).pathname], { headers: { "cache-control": "max-age=3600" } }),
+  );
   defer(() => origin.stop());
   const clock = manualClock();
   const gw = await startTestGateway({ now: clock.now, config: { cache: { maxSizeBytes } } });
@@ -73,7 +75,10 @@ describe("eviction", () => {
 
   test("a blob that an agent is still reading is never evicted, and the read completes intact", async () => {
     // /a is far larger than what socket buffers absorb, so a paused agent is still reading it.
-    const { gw, bodies, get, origin, clock } = await setup({ "/a": 12_000_000, "/b": 4_000_000, "/c": 3_000_000 }, 18 * MiB);
+    const { gw, bodies, get, origin, clock } = await setup(
+      { "/a": 12_000_000, "/b": 4_000_000, "/c": 3_000_000 },
+      18 * MiB,
+    );
     await get("/a");
     const shaA = sha256(bodies["/a"]!);
 

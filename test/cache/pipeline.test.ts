@@ -5,12 +5,15 @@ import { cleanupAfterEach } from "../support/cleanup.ts";
 import { manualClock } from "../support/clock.ts";
 import { countRows, filesUnder } from "../support/data-dir.ts";
 import { startTestGateway, type TestGateway, type TestGatewayOptions } from "../support/gateway.ts";
-import { bytesOf, pushedBody, startOrigin, viaProxy, type Origin } from "../support/origin.ts";
+import { bytesOf, type Origin, pushedBody, startOrigin, viaProxy } from "../support/origin.ts";
 import { gate, waitFor, within } from "../support/wait.ts";
 
 const defer = cleanupAfterEach();
 
-async function setup(handler: (req: Request) => Response | Promise<Response>, opts: TestGatewayOptions = {}): Promise<{ origin: Origin; gw: TestGateway }> {
+async function setup(
+  handler: (req: Request) => Response | Promise<Response>,
+  opts: TestGatewayOptions = {},
+): Promise<{ origin: Origin; gw: TestGateway }> {
   const origin = startOrigin(handler);
   defer(() => origin.stop());
   const gw = await startTestGateway(opts);
@@ -35,13 +38,17 @@ describe("single-flight", () => {
     });
 
     // Every agent has its response head (so has joined) before the origin sends the rest.
-    const responses = await Promise.all(Array.from({ length: 10 }, () => viaProxy(gw.proxyUrl, origin.url("/manifest"))));
+    const responses = await Promise.all(
+      Array.from({ length: 10 }, () => viaProxy(gw.proxyUrl, origin.url("/manifest"))),
+    );
     release.open();
     const bodies = await Promise.all(responses.map(bytesOf));
 
     expect(origin.count("/manifest")).toBe(1);
     expect(responses.map((r) => r.status)).toEqual(Array(10).fill(200));
-    expect(responses.map((r) => r.headers.get("x-cache")).sort()).toEqual(["MISS", ...Array(9).fill("COALESCED")].sort());
+    expect(responses.map((r) => r.headers.get("x-cache")).sort()).toEqual(
+      ["MISS", ...Array(9).fill("COALESCED")].sort(),
+    );
     for (const b of bodies) expect(b.equals(body)).toBe(true);
   });
 
@@ -247,10 +254,16 @@ describe("revalidation", () => {
   function versionedOrigin(validator: "etag" | "last-modified", clock: { now: () => number }) {
     const state = { body: "version one", tag: '"v1"', modified: "Mon, 01 Jan 2024 00:00:00 GMT", fullResponses: 0 };
     const handler = (req: Request) => {
-      const headers: Record<string, string> = { "cache-control": "max-age=60", date: new Date(clock.now()).toUTCString() };
+      const headers: Record<string, string> = {
+        "cache-control": "max-age=60",
+        date: new Date(clock.now()).toUTCString(),
+      };
       if (validator === "etag") headers.etag = state.tag;
       else headers["last-modified"] = state.modified;
-      const matches = validator === "etag" ? req.headers.get("if-none-match") === state.tag : req.headers.get("if-modified-since") === state.modified;
+      const matches =
+        validator === "etag"
+          ? req.headers.get("if-none-match") === state.tag
+          : req.headers.get("if-modified-since") === state.modified;
       if (matches) return new Response(null, { status: 304, headers });
       state.fullResponses++;
       return new Response(state.body, { headers });
@@ -334,7 +347,10 @@ describe("revalidation", () => {
   test("an Age from upstream counts toward freshness, so the entry goes stale that much sooner (RFC 9111 §4.2.3)", async () => {
     const clock = manualClock();
     const { origin, gw } = await setup(
-      () => new Response("aged", { headers: { "cache-control": "max-age=60", age: "50", date: new Date(clock.now()).toUTCString() } }),
+      () =>
+        new Response("aged", {
+          headers: { "cache-control": "max-age=60", age: "50", date: new Date(clock.now()).toUTCString() },
+        }),
       { now: clock.now },
     );
     await (await viaProxy(gw.proxyUrl, origin.url("/aged.json"))).text();
@@ -376,7 +392,10 @@ describe("revalidation", () => {
     const responses = await Promise.all(pending);
 
     expect(origin.count()).toBe(2);
-    expect(responses.map((r) => r.headers.get("x-cache")).sort()).toEqual([...Array(7).fill("COALESCED"), "REVALIDATED"]);
+    expect(responses.map((r) => r.headers.get("x-cache")).sort()).toEqual([
+      ...Array(7).fill("COALESCED"),
+      "REVALIDATED",
+    ]);
     for (const r of responses) expect(await r.text()).toBe("stored once");
   });
 });
@@ -386,7 +405,12 @@ describe("stale entries when the origin fails (RFC 9111 §4.2.4)", () => {
     const clock = manualClock();
     const state = { fail: false };
     const { origin, gw } = await setup(
-      () => (state.fail ? new Response("origin down", { status: 503 }) : new Response("last good copy", { headers: { "cache-control": cacheControl, date: new Date(clock.now()).toUTCString() } })),
+      () =>
+        state.fail
+          ? new Response("origin down", { status: 503 })
+          : new Response("last good copy", {
+              headers: { "cache-control": cacheControl, date: new Date(clock.now()).toUTCString() },
+            }),
       { now: clock.now },
     );
     await (await viaProxy(gw.proxyUrl, origin.url("/m.json"))).text();
@@ -418,7 +442,9 @@ describe("stale entries when the origin fails (RFC 9111 §4.2.4)", () => {
   });
 
   test("an agent's Cache-Control: no-cache makes the gateway revalidate a fresh entry", async () => {
-    const { origin, gw } = await setup(() => new Response("body", { headers: { etag: '"e"', "cache-control": "max-age=600" } }));
+    const { origin, gw } = await setup(
+      () => new Response("body", { headers: { etag: '"e"', "cache-control": "max-age=600" } }),
+    );
     await (await viaProxy(gw.proxyUrl, origin.url("/m.json"))).text();
     await gw.idle();
     const res = await viaProxy(gw.proxyUrl, origin.url("/m.json"), { headers: { "cache-control": "no-cache" } });
@@ -430,7 +456,11 @@ describe("stale entries when the origin fails (RFC 9111 §4.2.4)", () => {
 });
 
 describe("conditional requests from agents", () => {
-  const validators = { etag: '"abc"', "last-modified": "Mon, 01 Jan 2024 00:00:00 GMT", "cache-control": "max-age=600" };
+  const validators = {
+    etag: '"abc"',
+    "last-modified": "Mon, 01 Jan 2024 00:00:00 GMT",
+    "cache-control": "max-age=600",
+  };
 
   async function cached() {
     const ctx = await setup(() => new Response("cached body", { headers: validators }));
@@ -459,9 +489,13 @@ describe("conditional requests from agents", () => {
 
   test("an If-Modified-Since at Last-Modified gets 304, and one before it gets the body", async () => {
     const { origin, gw } = await cached();
-    const same = await viaProxy(gw.proxyUrl, origin.url("/c"), { headers: { "if-modified-since": validators["last-modified"] } });
+    const same = await viaProxy(gw.proxyUrl, origin.url("/c"), {
+      headers: { "if-modified-since": validators["last-modified"] },
+    });
     expect(same.status).toBe(304);
-    const earlier = await viaProxy(gw.proxyUrl, origin.url("/c"), { headers: { "if-modified-since": "Sun, 31 Dec 2023 00:00:00 GMT" } });
+    const earlier = await viaProxy(gw.proxyUrl, origin.url("/c"), {
+      headers: { "if-modified-since": "Sun, 31 Dec 2023 00:00:00 GMT" },
+    });
     expect(earlier.status).toBe(200);
     expect(await earlier.text()).toBe("cached body");
     expect(origin.count()).toBe(1);
@@ -520,13 +554,17 @@ describe("responses that are not stored", () => {
   });
 
   test("a response to a request with Authorization is not shared unless it says public", async () => {
-    const { origin, results } = await twice(() => new Response("for one user", { headers: FRESH }), { headers: { authorization: "Bearer agent-1" } });
+    const { origin, results } = await twice(() => new Response("for one user", { headers: FRESH }), {
+      headers: { authorization: "Bearer agent-1" },
+    });
     expect(results.map(([, label]) => label)).toEqual(["MISS", "MISS"]);
     expect(origin.count()).toBe(2);
   });
 
   test("a Set-Cookie from the origin reaches the agent", async () => {
-    const { origin, gw } = await setup(() => new Response("x", { headers: { "set-cookie": "session=abc; Path=/", ...FRESH } }));
+    const { origin, gw } = await setup(
+      () => new Response("x", { headers: { "set-cookie": "session=abc; Path=/", ...FRESH } }),
+    );
     const res = await viaProxy(gw.proxyUrl, origin.url("/x"));
     expect(res.headers.getSetCookie()).toEqual(["session=abc; Path=/"]);
   });
@@ -535,7 +573,10 @@ describe("responses that are not stored", () => {
 describe("Vary", () => {
   test("responses that vary on Accept-Encoding are stored as separate entries", async () => {
     const { origin, gw } = await setup(
-      (req) => new Response(`body for ${req.headers.get("accept-encoding")}`, { headers: { vary: "Accept-Encoding", ...FRESH } }),
+      (req) =>
+        new Response(`body for ${req.headers.get("accept-encoding")}`, {
+          headers: { vary: "Accept-Encoding", ...FRESH },
+        }),
     );
     const get = async (encoding: string) => {
       const res = await viaProxy(gw.proxyUrl, origin.url("/v"), { headers: { "accept-encoding": encoding } });

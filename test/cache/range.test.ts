@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { randomBytes } from "node:crypto";
 import { cleanupAfterEach } from "../support/cleanup.ts";
 import { startTestGateway, type TestGateway } from "../support/gateway.ts";
-import { bytesOf, pushedBody, startOrigin, viaProxy, type Origin } from "../support/origin.ts";
+import { bytesOf, type Origin, pushedBody, startOrigin, viaProxy } from "../support/origin.ts";
 import { responseHead, startRawOrigin } from "../support/raw-http.ts";
 import { gate, within } from "../support/wait.ts";
 
@@ -16,7 +16,12 @@ describe("Range on a cached object (RFC 9110 §14)", () => {
   let gw: TestGateway;
 
   beforeAll(async () => {
-    origin = startOrigin(() => new Response(body, { headers: { etag: ETAG, "last-modified": LAST_MODIFIED, "cache-control": "max-age=3600" } }));
+    origin = startOrigin(
+      () =>
+        new Response(body, {
+          headers: { etag: ETAG, "last-modified": LAST_MODIFIED, "cache-control": "max-age=3600" },
+        }),
+    );
     gw = await startTestGateway();
     await (await viaProxy(gw.proxyUrl, origin.url("/file.bin"))).arrayBuffer();
     await gw.idle();
@@ -47,18 +52,24 @@ describe("Range on a cached object (RFC 9110 §14)", () => {
     expect((await bytesOf(res)).equals(body.subarray(start, end))).toBe(true);
   });
 
-  test.each(["bytes=1000-", "bytes=5000-6000", "bytes=-0"])("an unsatisfiable range %s gets 416 with Content-Range bytes */1000", async (range) => {
-    const res = await get({ range });
-    expect(res.status).toBe(416);
-    expect(res.headers.get("content-range")).toBe("bytes */1000");
-    expect(await res.text()).toBe("");
-  });
+  test.each(["bytes=1000-", "bytes=5000-6000", "bytes=-0"])(
+    "an unsatisfiable range %s gets 416 with Content-Range bytes */1000",
+    async (range) => {
+      const res = await get({ range });
+      expect(res.status).toBe(416);
+      expect(res.headers.get("content-range")).toBe("bytes */1000");
+      expect(await res.text()).toBe("");
+    },
+  );
 
-  test.each(["bytes=0-1,5-6", "bytes=abc", "items=0-10", "bytes=20-10"])("a Range it does not serve (%s) is ignored and the full body sent", async (range) => {
-    const res = await get({ range });
-    expect(res.status).toBe(200);
-    expect((await bytesOf(res)).equals(body)).toBe(true);
-  });
+  test.each(["bytes=0-1,5-6", "bytes=abc", "items=0-10", "bytes=20-10"])(
+    "a Range it does not serve (%s) is ignored and the full body sent",
+    async (range) => {
+      const res = await get({ range });
+      expect(res.status).toBe(200);
+      expect((await bytesOf(res)).equals(body)).toBe(true);
+    },
+  );
 
   test("If-Range with the current ETag gets the range", async () => {
     const res = await get({ range: "bytes=0-9", "if-range": ETAG });
@@ -92,7 +103,10 @@ describe("Range on a cached object (RFC 9110 §14)", () => {
   });
 
   test("a HEAD with a Range gets 206 headers and no body", async () => {
-    const res = await viaProxy(gw.proxyUrl, origin.url("/file.bin"), { method: "HEAD", headers: { range: "bytes=0-9" } });
+    const res = await viaProxy(gw.proxyUrl, origin.url("/file.bin"), {
+      method: "HEAD",
+      headers: { range: "bytes=0-9" },
+    });
     expect(res.status).toBe(206);
     expect(res.headers.get("content-range")).toBe("bytes 0-9/1000");
     expect(await res.text()).toBe("");
@@ -106,7 +120,13 @@ describe("Range on an object not cached yet", () => {
   async function heldOrigin(early: number) {
     const rest = gate();
     const origin = await startRawOrigin(async (_req, socket) => {
-      socket.write(responseHead("200 OK", [["Content-Length", String(SIZE)], ["Cache-Control", "max-age=3600"], ["Connection", "close"]]));
+      socket.write(
+        responseHead("200 OK", [
+          ["Content-Length", String(SIZE)],
+          ["Cache-Control", "max-age=3600"],
+          ["Connection", "close"],
+        ]),
+      );
       socket.write(body.subarray(0, early));
       await rest.opened;
       socket.end(body.subarray(early));

@@ -34,16 +34,21 @@ describe("configuration from CACHEGATE_* variables", () => {
     expect(configFromEnv({ CACHEGATE_PORT: " 3128 " }).cacheMode.port).toBe(3128);
   });
 
-  test.each(["22", "0", "65536", "80.5", "http", ""])("CACHEGATE_PORT=%p is refused under the variable's name", (value) => {
-    const err = envError(() => configFromEnv({ CACHEGATE_PORT: value }));
-    expect(err.errors).toHaveLength(1);
-    expect(err.errors[0]!.path).toBe("CACHEGATE_PORT");
-    expect(err.errors[0]!.message).toStartWith("CACHEGATE_PORT ");
-    expect(err.message).toContain("CACHEGATE_PORT");
-  });
+  test.each(["22", "0", "65536", "80.5", "http", ""])(
+    "CACHEGATE_PORT=%p is refused under the variable's name",
+    (value) => {
+      const err = envError(() => configFromEnv({ CACHEGATE_PORT: value }));
+      expect(err.errors).toHaveLength(1);
+      expect(err.errors[0]!.path).toBe("CACHEGATE_PORT");
+      expect(err.errors[0]!.message).toStartWith("CACHEGATE_PORT ");
+      expect(err.message).toContain("CACHEGATE_PORT");
+    },
+  );
 
   test("CACHEGATE_PLATFORM_DOMAINS is a comma list, trimmed, normalised, empty items dropped", () => {
-    expect(configFromEnv({ CACHEGATE_PLATFORM_DOMAINS: " example.com, Example.ORG ,,example.com" }).platformDomains).toEqual(["example.com", "example.org"]);
+    expect(
+      configFromEnv({ CACHEGATE_PLATFORM_DOMAINS: " example.com, Example.ORG ,,example.com" }).platformDomains,
+    ).toEqual(["example.com", "example.org"]);
   });
 
   test("a URL in CACHEGATE_PLATFORM_DOMAINS is refused under the variable's name with the bare domain to use", () => {
@@ -53,7 +58,9 @@ describe("configuration from CACHEGATE_* variables", () => {
   });
 
   test("CACHEGATE_CACHE_MAX_SIZE under 1 MiB is refused under the variable's name", () => {
-    expect(envError(() => configFromEnv({ CACHEGATE_CACHE_MAX_SIZE: "1000" })).errors[0]!.path).toBe("CACHEGATE_CACHE_MAX_SIZE");
+    expect(envError(() => configFromEnv({ CACHEGATE_CACHE_MAX_SIZE: "1000" })).errors[0]!.path).toBe(
+      "CACHEGATE_CACHE_MAX_SIZE",
+    );
   });
 });
 

@@ -42,7 +42,17 @@ describe("layers and sources", () => {
 
   test("sources name every leaf of the document", () => {
     const { config } = live();
-    expect(Object.keys(config.sources())).toEqual(expect.arrayContaining(["cacheMode.enabled", "cacheMode.port", "platformDomains", "allowedDomains.enabled", "allowedDomains.domains", "tls.minVersion", "patchMode.enabled"]));
+    expect(Object.keys(config.sources())).toEqual(
+      expect.arrayContaining([
+        "cacheMode.enabled",
+        "cacheMode.port",
+        "platformDomains",
+        "allowedDomains.enabled",
+        "allowedDomains.domains",
+        "tls.minVersion",
+        "patchMode.enabled",
+      ]),
+    );
   });
 
   test("persisted settings that no longer validate are ignored at start and reported, and the environment is used", () => {
@@ -99,7 +109,10 @@ describe("patch", () => {
   });
 
   test("null on a whole section drops every override in it", async () => {
-    const { config } = live({ cacheMode: { port: 3128 } }, { cacheMode: { port: 8081, enabled: true }, tls: { minVersion: "1.3" } });
+    const { config } = live(
+      { cacheMode: { port: 3128 } },
+      { cacheMode: { port: 8081, enabled: true }, tls: { minVersion: "1.3" } },
+    );
     await config.patch({ cacheMode: null });
     expect(config.current.cacheMode).toEqual({ enabled: false, port: 3128 });
     expect(config.current.tls.minVersion).toBe("1.3");
@@ -116,7 +129,10 @@ describe("patch", () => {
     const before = JSON.stringify(config.current);
     const err = await refusal(config.patch({ cacheMode: { port: 22, enabled: "yes" }, tls: { minVersion: "1.1" } }));
     expect(err.status).toBe(400);
-    expect((err.cause as { path: string }[]).map((e) => e.path).sort()).toEqual(["cacheMode.enabled", "cacheMode.port"]);
+    expect((err.cause as { path: string }[]).map((e) => e.path).sort()).toEqual([
+      "cacheMode.enabled",
+      "cacheMode.port",
+    ]);
     expect(JSON.stringify(config.current)).toBe(before);
     expect(saved).toEqual([]);
     expect(config.sources()["cacheMode.port"]).toBe("default");
@@ -187,14 +203,19 @@ describe("patch", () => {
 
   test("a patch refused while another is being applied does not block the next one", async () => {
     const { config } = live();
-    const results = await Promise.allSettled([config.patch({ cacheMode: { port: 0 } }), config.patch({ tls: { minVersion: "1.1" } })]);
+    const results = await Promise.allSettled([
+      config.patch({ cacheMode: { port: 0 } }),
+      config.patch({ tls: { minVersion: "1.1" } }),
+    ]);
     expect(results.map((r) => r.status)).toEqual(["rejected", "fulfilled"]);
     expect(config.current.tls.minVersion).toBe("1.1");
   });
 
   test("domains in a patch are stored normalised", async () => {
     const { config } = live();
-    const changes = await config.patch({ allowedDomains: { domains: ["Microsoft.COM", "microsoft.com", "bücher.de"] } });
+    const changes = await config.patch({
+      allowedDomains: { domains: ["Microsoft.COM", "microsoft.com", "bücher.de"] },
+    });
     expect(config.current.allowedDomains.domains).toEqual(["microsoft.com", "xn--bcher-kva.de"]);
     expect(changes).toEqual([{ path: "allowedDomains.domains", old: [], new: ["microsoft.com", "xn--bcher-kva.de"] }]);
   });

@@ -1,7 +1,13 @@
 import { describe, expect, test } from "bun:test";
 import * as v from "valibot";
 import { toFieldErrors } from "../../src/config/issues.ts";
-import { ConfigSchema, DEFAULT_KIND_RULES, DEFAULT_PLATFORM_DOMAINS, DEFAULT_TTL_RULES, RESERVED_PORTS } from "../../src/config/schema.ts";
+import {
+  ConfigSchema,
+  DEFAULT_KIND_RULES,
+  DEFAULT_PLATFORM_DOMAINS,
+  DEFAULT_TTL_RULES,
+  RESERVED_PORTS,
+} from "../../src/config/schema.ts";
 
 const parse = (doc: unknown) => v.safeParse(ConfigSchema, doc);
 const errors = (doc: unknown) => {
@@ -39,35 +45,67 @@ describe("defaults", () => {
 });
 
 describe("cacheMode.port", () => {
-  test.each([1, 65535, 8080, 21, 24, 2378, 2381, 4000, 4002, 5513, 5515, 7000, 7002, 48080, 48087])("port %p is accepted", (port) => {
-    expect(parse({ cacheMode: { port } }).success).toBe(true);
-  });
+  test.each([1, 65535, 8080, 21, 24, 2378, 2381, 4000, 4002, 5513, 5515, 7000, 7002, 48080, 48087])(
+    "port %p is accepted",
+    (port) => {
+      expect(parse({ cacheMode: { port } }).success).toBe(true);
+    },
+  );
 
   test.each([0, -1, 65536, 100000])("port %p is refused as out of range with an example", (port) => {
-    expect(errors({ cacheMode: { port } })).toEqual([{ path: "cacheMode.port", value: port, rule: expect.any(String), message: "cacheMode.port must be between 1 and 65535, e.g. 8080" }]);
+    expect(errors({ cacheMode: { port } })).toEqual([
+      {
+        path: "cacheMode.port",
+        value: port,
+        rule: expect.any(String),
+        message: "cacheMode.port must be between 1 and 65535, e.g. 8080",
+      },
+    ]);
   });
 
-  test.each(EXCLUDED_PORTS)("the reserved port %p is refused, naming the reserved ports and another to choose", (port) => {
-    const [e, ...rest] = errors({ cacheMode: { port } });
-    expect(rest).toEqual([]);
-    expect(e).toEqual({ path: "cacheMode.port", value: port, rule: "check", message: expect.stringContaining("is reserved") });
-    expect(e!.message).toContain("48081-48086");
-    expect(e!.message).toContain("e.g. 8080");
-  });
+  test.each(EXCLUDED_PORTS)(
+    "the reserved port %p is refused, naming the reserved ports and another to choose",
+    (port) => {
+      const [e, ...rest] = errors({ cacheMode: { port } });
+      expect(rest).toEqual([]);
+      expect(e).toEqual({
+        path: "cacheMode.port",
+        value: port,
+        rule: "check",
+        message: expect.stringContaining("is reserved"),
+      });
+      expect(e!.message).toContain("48081-48086");
+      expect(e!.message).toContain("e.g. 8080");
+    },
+  );
 
   test.each([80.5, 1.0000001, 65534.9])("the fraction %p is refused as not a whole number", (port) => {
-    expect(errors({ cacheMode: { port } })).toEqual([{ path: "cacheMode.port", value: port, rule: "integer", message: "cacheMode.port must be a whole number between 1 and 65535, e.g. 8080" }]);
+    expect(errors({ cacheMode: { port } })).toEqual([
+      {
+        path: "cacheMode.port",
+        value: port,
+        rule: "integer",
+        message: "cacheMode.port must be a whole number between 1 and 65535, e.g. 8080",
+      },
+    ]);
   });
 
   test.each<[string, unknown]>([
-    ["the string \"8080\"", "8080"],
+    ['the string "8080"', "8080"],
     ["an empty string", ""],
     ["true", true],
     ["false", false],
     ["a list", [8080]],
     ["an object", { value: 8080 }],
   ])("%s is refused as not a number", (_, port) => {
-    expect(errors({ cacheMode: { port } })).toEqual([{ path: "cacheMode.port", value: port, rule: "number", message: "cacheMode.port must be a whole number between 1 and 65535, e.g. 8080" }]);
+    expect(errors({ cacheMode: { port } })).toEqual([
+      {
+        path: "cacheMode.port",
+        value: port,
+        rule: "number",
+        message: "cacheMode.port must be a whole number between 1 and 65535, e.g. 8080",
+      },
+    ]);
   });
 
   test("NaN is refused", () => {
@@ -86,7 +124,14 @@ describe("cacheMode.enabled, allowedDomains.enabled", () => {
     ["allowedDomains", "true"],
     ["allowedDomains", 0],
   ])("%s.enabled %p is refused as not true or false", (section, enabled) => {
-    expect(errors({ [section]: { enabled } })).toEqual([{ path: `${section}.enabled`, value: enabled, rule: "boolean", message: `${section}.enabled must be true or false` }]);
+    expect(errors({ [section]: { enabled } })).toEqual([
+      {
+        path: `${section}.enabled`,
+        value: enabled,
+        rule: "boolean",
+        message: `${section}.enabled must be true or false`,
+      },
+    ]);
   });
 });
 
@@ -112,23 +157,36 @@ describe("allowedDomains.domains", () => {
   });
 
   test("names are stored lower-case", () => {
-    expect(v.parse(ConfigSchema, { allowedDomains: { domains: ["Microsoft.COM"] } }).allowedDomains.domains).toEqual(["microsoft.com"]);
+    expect(v.parse(ConfigSchema, { allowedDomains: { domains: ["Microsoft.COM"] } }).allowedDomains.domains).toEqual([
+      "microsoft.com",
+    ]);
   });
 
   test("internationalised names are stored in punycode", () => {
-    expect(v.parse(ConfigSchema, { allowedDomains: { domains: ["bücher.de"] } }).allowedDomains.domains).toEqual(["xn--bcher-kva.de"]);
+    expect(v.parse(ConfigSchema, { allowedDomains: { domains: ["bücher.de"] } }).allowedDomains.domains).toEqual([
+      "xn--bcher-kva.de",
+    ]);
   });
 
   test("duplicates are removed", () => {
-    expect(v.parse(ConfigSchema, { allowedDomains: { domains: ["a.com", "A.COM", "a.com.", "b.com"] } }).allowedDomains.domains).toEqual(["a.com", "b.com"]);
+    expect(
+      v.parse(ConfigSchema, { allowedDomains: { domains: ["a.com", "A.COM", "a.com.", "b.com"] } }).allowedDomains
+        .domains,
+    ).toEqual(["a.com", "b.com"]);
   });
 
   test("an empty list is accepted", () => {
-    expect(v.parse(ConfigSchema, { allowedDomains: { enabled: true, domains: [] } }).allowedDomains).toEqual({ enabled: true, domains: [] });
+    expect(v.parse(ConfigSchema, { allowedDomains: { enabled: true, domains: [] } }).allowedDomains).toEqual({
+      enabled: true,
+      domains: [],
+    });
   });
 
   test("platformDomains follow the same rules as allowedDomains", () => {
-    expect(errors({ platformDomains: ["https://qualys.com"] })[0]).toMatchObject({ path: "platformDomains.0", value: "https://qualys.com" });
+    expect(errors({ platformDomains: ["https://qualys.com"] })[0]).toMatchObject({
+      path: "platformDomains.0",
+      value: "https://qualys.com",
+    });
   });
 });
 
@@ -137,11 +195,19 @@ describe("tls.minVersion", () => {
     expect(v.parse(ConfigSchema, { tls: { minVersion } }).tls.minVersion).toBe(minVersion);
   });
 
-  test.each<unknown>(["1.4", "TLSv1.2", "1", "", 1.2, null])("%p is refused, listing the allowed versions", (minVersion) => {
-    expect(errors({ tls: { minVersion } })).toEqual([
-      { path: "tls.minVersion", value: minVersion, rule: "picklist", message: 'tls.minVersion must be one of "1.0", "1.1", "1.2", "1.3"' },
-    ]);
-  });
+  test.each<unknown>(["1.4", "TLSv1.2", "1", "", 1.2, null])(
+    "%p is refused, listing the allowed versions",
+    (minVersion) => {
+      expect(errors({ tls: { minVersion } })).toEqual([
+        {
+          path: "tls.minVersion",
+          value: minVersion,
+          rule: "picklist",
+          message: 'tls.minVersion must be one of "1.0", "1.1", "1.2", "1.3"',
+        },
+      ]);
+    },
+  );
 });
 
 describe("patchMode.enabled", () => {
@@ -168,19 +234,30 @@ describe("cache, stats and connect sections", () => {
   });
 
   test("a cache size one byte under 1 MiB is refused", () => {
-    expect(errors({ cache: { maxSizeBytes: 1024 * 1024 - 1 } })[0]).toMatchObject({ path: "cache.maxSizeBytes", message: "cache.maxSizeBytes must be at least 1 MiB (1048576)" });
+    expect(errors({ cache: { maxSizeBytes: 1024 * 1024 - 1 } })[0]).toMatchObject({
+      path: "cache.maxSizeBytes",
+      message: "cache.maxSizeBytes must be at least 1 MiB (1048576)",
+    });
   });
 
   test("a TTL rule with min greater than max is refused", () => {
-    expect(errors({ cache: { ttlRules: [{ pattern: ".", min: 10, lmFactor: 0.1, max: 5 }] } })[0]!.message).toContain("min must not be greater than max");
+    expect(errors({ cache: { ttlRules: [{ pattern: ".", min: 10, lmFactor: 0.1, max: 5 }] } })[0]!.message).toContain(
+      "min must not be greater than max",
+    );
   });
 
   test("a TTL rule with an invalid regular expression is refused", () => {
-    expect(errors({ cache: { ttlRules: [{ pattern: "(", min: 0, lmFactor: 0.1, max: 5 }] } })[0]).toMatchObject({ path: "cache.ttlRules.0.pattern", value: "(" });
+    expect(errors({ cache: { ttlRules: [{ pattern: "(", min: 0, lmFactor: 0.1, max: 5 }] } })[0]).toMatchObject({
+      path: "cache.ttlRules.0.pattern",
+      value: "(",
+    });
   });
 
   test("a kind rule with an upper-case name is refused", () => {
-    expect(errors({ stats: { kinds: [{ kind: "Manifest", pattern: "x" }] } })[0]).toMatchObject({ path: "stats.kinds.0.kind", value: "Manifest" });
+    expect(errors({ stats: { kinds: [{ kind: "Manifest", pattern: "x" }] } })[0]).toMatchObject({
+      path: "stats.kinds.0.kind",
+      value: "Manifest",
+    });
   });
 
   test("a reserved port in connect.ports is refused", () => {
@@ -190,11 +267,25 @@ describe("cache, stats and connect sections", () => {
 
 describe("unknown fields and whole-document reports", () => {
   test("an unknown top-level field is refused by its path", () => {
-    expect(errors({ cachemode: { enabled: true } })).toEqual([{ path: "cachemode", value: { enabled: true }, rule: "unknown_field", message: expect.stringContaining("cachemode") }]);
+    expect(errors({ cachemode: { enabled: true } })).toEqual([
+      {
+        path: "cachemode",
+        value: { enabled: true },
+        rule: "unknown_field",
+        message: expect.stringContaining("cachemode"),
+      },
+    ]);
   });
 
   test("an unknown field inside a section is refused by its path", () => {
-    expect(errors({ cacheMode: { prot: 8081 } })).toEqual([{ path: "cacheMode.prot", value: 8081, rule: "unknown_field", message: expect.stringContaining("cacheMode.prot") }]);
+    expect(errors({ cacheMode: { prot: 8081 } })).toEqual([
+      {
+        path: "cacheMode.prot",
+        value: 8081,
+        rule: "unknown_field",
+        message: expect.stringContaining("cacheMode.prot"),
+      },
+    ]);
   });
 
   test("the message for an unknown field says it is not a setting, not valibot's internal wording", () => {
@@ -211,7 +302,15 @@ describe("unknown fields and whole-document reports", () => {
       patchMode: { enabled: true },
       bogus: 1,
     }).map((e) => e.path);
-    expect(paths.sort()).toEqual(["allowedDomains.domains.0", "allowedDomains.domains.2", "bogus", "cacheMode.enabled", "cacheMode.port", "patchMode.enabled", "tls.minVersion"]);
+    expect(paths.sort()).toEqual([
+      "allowedDomains.domains.0",
+      "allowedDomains.domains.2",
+      "bogus",
+      "cacheMode.enabled",
+      "cacheMode.port",
+      "patchMode.enabled",
+      "tls.minVersion",
+    ]);
   });
 
   test("a document that is not an object is refused at the document level", () => {
@@ -224,6 +323,13 @@ describe("unknown fields and whole-document reports", () => {
     ["a number", 5],
     ["a string", "on"],
   ])("a section given as %s is refused, not reset to its defaults", (_, cacheMode) => {
-    expect(errors({ cacheMode })).toEqual([{ path: "cacheMode", value: cacheMode, rule: expect.any(String), message: expect.stringContaining("must be a JSON object") }]);
+    expect(errors({ cacheMode })).toEqual([
+      {
+        path: "cacheMode",
+        value: cacheMode,
+        rule: expect.any(String),
+        message: expect.stringContaining("must be a JSON object"),
+      },
+    ]);
   });
 });

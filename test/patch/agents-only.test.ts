@@ -1,14 +1,14 @@
-import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import { Database } from "bun:sqlite";
+import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import { join } from "node:path";
 import { createLogger } from "../../src/log.ts";
 import { admin, agentGet } from "../support/admin.ts";
 import { cleanupAfterEach } from "../support/cleanup.ts";
-import { startOrigin, viaProxy, type Origin } from "../support/origin.ts";
-import { basic, patchUrl, startPatchGateway, type PatchGateway, type PatchGatewayOptions } from "../support/patch.ts";
+import { type Origin, startOrigin, viaProxy } from "../support/origin.ts";
+import { basic, type PatchGateway, type PatchGatewayOptions, patchUrl, startPatchGateway } from "../support/patch.ts";
 import { rawExchange } from "../support/raw-http.ts";
-import { waitFor, within } from "../support/wait.ts";
 import { curl } from "../support/tls-clients.ts";
+import { waitFor, within } from "../support/wait.ts";
 
 setDefaultTimeout(30_000);
 
@@ -20,7 +20,10 @@ setDefaultTimeout(30_000);
 const defer = cleanupAfterEach();
 
 async function setup(opts: PatchGatewayOptions = {}): Promise<{ gw: PatchGateway; origin: Origin }> {
-  const origin = startOrigin((req) => new Response(`patch bytes for ${new URL(req.url).pathname}`, { headers: { "cache-control": "max-age=3600" } }));
+  const origin = startOrigin(
+    (req) =>
+      new Response(`patch bytes for ${new URL(req.url).pathname}`, { headers: { "cache-control": "max-age=3600" } }),
+  );
   defer(() => origin.stop());
   const gw = await startPatchGateway(opts);
   defer(() => gw.close());
@@ -54,7 +57,13 @@ describe("while Patch Mode is on, the proxy port", () => {
   test("lets an agent with issued credentials through, with curl -U and with credentials in the proxy URL", async () => {
     const { gw, origin } = await setup();
     const agent = await gw.issueAgent("branch-office-12");
-    const viaCurl = await curl(["-U", `${agent.username}:${agent.password}`, "-x", gw.proxyUrl, patchUrl(origin, "/kb2.msu")]);
+    const viaCurl = await curl([
+      "-U",
+      `${agent.username}:${agent.password}`,
+      "-x",
+      gw.proxyUrl,
+      patchUrl(origin, "/kb2.msu"),
+    ]);
     expect(viaCurl.stderr).toBe("");
     expect(viaCurl.status).toBe(200);
     expect(viaCurl.body.toString()).toBe("patch bytes for /kb2.msu");
@@ -71,11 +80,19 @@ describe("while Patch Mode is on, the proxy port", () => {
     const { gw, origin } = await setup({ log: createLogger((l) => void lines.push(l)) });
     const agent = await gw.issueAgent();
     const url = patchUrl(origin, "/kb4.msu");
-    const wrong = await agentGet(gw.proxyUrl, url, "127.0.0.1", { "proxy-authorization": basic(agent.username, `${agent.password}-wrong`) });
-    const unknown = await agentGet(gw.proxyUrl, url, "127.0.0.1", { "proxy-authorization": basic("agent-0123456789", agent.password) });
+    const wrong = await agentGet(gw.proxyUrl, url, "127.0.0.1", {
+      "proxy-authorization": basic(agent.username, `${agent.password}-wrong`),
+    });
+    const unknown = await agentGet(gw.proxyUrl, url, "127.0.0.1", {
+      "proxy-authorization": basic("agent-0123456789", agent.password),
+    });
     expect407(wrong);
     expect407(unknown);
-    const comparable = (r: typeof wrong) => ({ status: r.status, body: r.body.toString(), headers: { ...r.headers, date: undefined, via: undefined } });
+    const comparable = (r: typeof wrong) => ({
+      status: r.status,
+      body: r.body.toString(),
+      headers: { ...r.headers, date: undefined, via: undefined },
+    });
     expect(comparable(unknown)).toEqual(comparable(wrong));
     expect(origin.count()).toBe(0);
     const log = lines.join("");
@@ -90,8 +107,16 @@ describe("while Patch Mode is on, the proxy port", () => {
 
   test("refuses a malformed Proxy-Authorization with 407", async () => {
     const { gw, origin } = await setup();
-    for (const value of ["Bearer abc", "Basic", "Basic !!!", `Basic ${Buffer.from("no-colon").toString("base64")}`, "Digest username=\"x\""]) {
-      expect407(await agentGet(gw.proxyUrl, patchUrl(origin, "/kb5.msu"), "127.0.0.1", { "proxy-authorization": value }));
+    for (const value of [
+      "Bearer abc",
+      "Basic",
+      "Basic !!!",
+      `Basic ${Buffer.from("no-colon").toString("base64")}`,
+      'Digest username="x"',
+    ]) {
+      expect407(
+        await agentGet(gw.proxyUrl, patchUrl(origin, "/kb5.msu"), "127.0.0.1", { "proxy-authorization": value }),
+      );
     }
     expect(origin.count()).toBe(0);
   });
@@ -111,10 +136,16 @@ describe("while Patch Mode is on, the proxy port", () => {
     const del = await admin(gw).send("DELETE", `/api/agents/${agent.id}`);
     expect(del.status).toBe(200);
     expect(await del.json()).toEqual({ revoked: agent.id });
-    const after = await agentGet(gw.proxyUrl, patchUrl(origin, "/c.msu"), "127.0.0.1", { "proxy-authorization": basic(agent.username, agent.password) });
+    const after = await agentGet(gw.proxyUrl, patchUrl(origin, "/c.msu"), "127.0.0.1", {
+      "proxy-authorization": basic(agent.username, agent.password),
+    });
     expect407(after);
     // Even for what is in the cache already.
-    expect407(await agentGet(gw.proxyUrl, patchUrl(origin, "/a.msu"), "127.0.0.1", { "proxy-authorization": basic(agent.username, agent.password) }));
+    expect407(
+      await agentGet(gw.proxyUrl, patchUrl(origin, "/a.msu"), "127.0.0.1", {
+        "proxy-authorization": basic(agent.username, agent.password),
+      }),
+    );
     expect(origin.count("/c.msu")).toBe(0);
     // Other agents are not affected.
     const other = await viaProxy(gw.proxyFor(keep), patchUrl(origin, "/c.msu"));
@@ -126,7 +157,10 @@ describe("while Patch Mode is on, the proxy port", () => {
   test("answers CONNECT without credentials, or with wrong ones, with 407 and Proxy-Authenticate", async () => {
     const { gw } = await setup();
     const agent = await gw.issueAgent();
-    const bare = await rawExchange(gw.proxyPort, "CONNECT updates.vendor.example:443 HTTP/1.1\r\nHost: updates.vendor.example:443\r\n\r\n");
+    const bare = await rawExchange(
+      gw.proxyPort,
+      "CONNECT updates.vendor.example:443 HTTP/1.1\r\nHost: updates.vendor.example:443\r\n\r\n",
+    );
     expect(bare.status).toBe(407);
     expect(bare.header("proxy-authenticate")).toStartWith("Basic realm=");
     const wrong = await rawExchange(
@@ -153,7 +187,9 @@ describe("while Patch Mode is on, the proxy port", () => {
     // An upstream the tunnel reaches: echoes what it gets.
     const echo = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data: (socket, d) => void socket.write(d) } });
     defer(() => echo.stop(true));
-    const gw = await startPatchGateway({ config: { connect: { ports: [443, echo.port] }, tls: { doNotIntercept: ["localhost"] } } });
+    const gw = await startPatchGateway({
+      config: { connect: { ports: [443, echo.port] }, tls: { doNotIntercept: ["localhost"] } },
+    });
     defer(() => gw.close());
     const agent = await gw.issueAgent();
     const { connect } = await import("node:net");
@@ -162,7 +198,9 @@ describe("while Patch Mode is on, the proxy port", () => {
     const received: string[] = [];
     const closed = new Promise<void>((resolve) => socket.once("close", () => resolve()));
     socket.on("data", (d) => received.push(d.toString()));
-    socket.write(`CONNECT localhost:${echo.port} HTTP/1.1\r\nHost: localhost:${echo.port}\r\nProxy-Authorization: ${basic(agent.username, agent.password)}\r\n\r\n`);
+    socket.write(
+      `CONNECT localhost:${echo.port} HTTP/1.1\r\nHost: localhost:${echo.port}\r\nProxy-Authorization: ${basic(agent.username, agent.password)}\r\n\r\n`,
+    );
     await waitFor("the tunnel to open", () => received.join("").includes("200 Connection Established"));
     socket.write("ping");
     await waitFor("the echo through the tunnel", () => received.join("").includes("ping"));
@@ -177,7 +215,11 @@ describe("while Patch Mode is on, the proxy port", () => {
     expect(inside.status).toBe(200);
     expect(inside.body.toString()).toBe("patch bytes for /kb6.msu");
     expect407(await agentGet(gw.proxyUrl, patchUrl(origin, "/kb6.msu"), "127.0.0.2"));
-    const tunnel = await rawExchange(gw.proxyPort, "CONNECT updates.vendor.example:443 HTTP/1.1\r\nHost: updates.vendor.example:443\r\n\r\nnot a TLS hello\r\n", 15_000);
+    const tunnel = await rawExchange(
+      gw.proxyPort,
+      "CONNECT updates.vendor.example:443 HTTP/1.1\r\nHost: updates.vendor.example:443\r\n\r\nnot a TLS hello\r\n",
+      15_000,
+    );
     expect(tunnel.status).toBe(200);
   });
 
@@ -210,11 +252,18 @@ describe("the agents admin API", () => {
     const res = await post(gw, JSON.stringify({ name: "branch-office-12" }));
     expect(res.status).toBe(201);
     const issued = (await res.json()) as { id: number; name: string; username: string; password: string };
-    expect(issued).toEqual({ id: expect.any(Number), name: "branch-office-12", username: expect.stringMatching(/^agent-/), password: expect.any(String) });
+    expect(issued).toEqual({
+      id: expect.any(Number),
+      name: "branch-office-12",
+      username: expect.stringMatching(/^agent-/),
+      password: expect.any(String),
+    });
 
     const listText = await (await admin(gw).get("/api/agents")).text();
     const list = JSON.parse(listText).agents;
-    expect(list).toEqual([{ id: issued.id, name: "branch-office-12", username: issued.username, createdAt: expect.any(String) }]);
+    expect(list).toEqual([
+      { id: issued.id, name: "branch-office-12", username: issued.username, createdAt: expect.any(String) },
+    ]);
     expect(listText).not.toContain(issued.password);
     expect(listText.toLowerCase()).not.toContain("hash");
     expect(listText).not.toContain("argon2");
@@ -249,7 +298,11 @@ describe("the agents admin API", () => {
   test("refuses a POST that is not JSON with 415, and one without the admin token with 401", async () => {
     const { gw } = await setup();
     expect((await post(gw, "name=x", "application/x-www-form-urlencoded")).status).toBe(415);
-    const anon = await fetch(`${gw.adminUrl}/api/agents`, { method: "POST", body: '{"name":"x"}', headers: { "content-type": "application/json" } });
+    const anon = await fetch(`${gw.adminUrl}/api/agents`, {
+      method: "POST",
+      body: '{"name":"x"}',
+      headers: { "content-type": "application/json" },
+    });
     expect(anon.status).toBe(401);
     expect((await fetch(`${gw.adminUrl}/api/agents`)).status).toBe(401);
     expect((await admin(gw).json("/api/agents")).agents).toEqual([]);

@@ -173,7 +173,7 @@ describe("enabling Patch Mode", () => {
     expect((await admin(gw).json("/api/config")).config.patchMode.enabled).toBe(true);
     expect(existsSync(join(dir, "cachegate", "index.sqlite"))).toBe(true);
     // The probe file of the writability check does not stay behind.
-    expect((await Array.fromAsync(new Bun.Glob(".cachegate-write-test-*").scan({ cwd: dir, dot: true })))).toEqual([]);
+    expect(await Array.fromAsync(new Bun.Glob(".cachegate-write-test-*").scan({ cwd: dir, dot: true }))).toEqual([]);
 
     const stats = await admin(gw).json("/api/stats");
     expect(stats.patchDisk.path).toBe(dir);
@@ -246,17 +246,26 @@ describe("enabling Patch Mode", () => {
     const origin = startOrigin(() => new Response("patch bytes", { headers: { "cache-control": "max-age=3600" } }));
     defer(() => origin.stop());
     const creds = (await (
-      await admin(gw).send("POST", "/api/agents", { body: '{"name":"a"}', headers: { "content-type": "application/json" } })
+      await admin(gw).send("POST", "/api/agents", {
+        body: '{"name":"a"}',
+        headers: { "content-type": "application/json" },
+      })
     ).json()) as { username: string; password: string };
     await rm(dir, { recursive: true, force: true }); // the disk is gone (unmounted, failed)
 
-    const res = await viaProxy(`http://${creds.username}:${creds.password}@127.0.0.1:${gw.proxyPort}`, patchUrl(origin, "/kb.msu"));
+    const res = await viaProxy(
+      `http://${creds.username}:${creds.password}@127.0.0.1:${gw.proxyPort}`,
+      patchUrl(origin, "/kb.msu"),
+    );
     expect(res.status).toBe(200);
     expect(await res.text()).toBe("patch bytes");
     expect(res.headers.get("x-cache")).toBe("BYPASS");
     const stats = await admin(gw).get("/api/stats");
     expect(stats.status).toBe(200);
-    expect(((await stats.json()) as { patchDisk: { path: string; problem?: string } }).patchDisk).toMatchObject({ path: dir, problem: expect.stringContaining("ENOENT") });
+    expect(((await stats.json()) as { patchDisk: { path: string; problem?: string } }).patchDisk).toMatchObject({
+      path: dir,
+      problem: expect.stringContaining("ENOENT"),
+    });
     expect((await fetch(`${gw.adminUrl}/healthz`)).status).toBe(200);
   });
 });

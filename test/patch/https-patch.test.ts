@@ -1,14 +1,13 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { createHash, randomBytes } from "node:crypto";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { connect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
 import { countRows } from "../support/data-dir.ts";
-import { killAllGatewayProcesses, startGatewayProcess, type GatewayProcess } from "../support/gateway-process.ts";
-import { patchDiskContents } from "../support/patch.ts";
+import { type GatewayProcess, killAllGatewayProcesses, startGatewayProcess } from "../support/gateway-process.ts";
+import { basic, patchDiskContents } from "../support/patch.ts";
 import { createTestCa, startTlsOrigin, type TlsOrigin } from "../support/test-ca.ts";
-import { connect, type Socket } from "node:net";
-import { basic } from "../support/patch.ts";
 import { curl, exchange, tlsOver } from "../support/tls-clients.ts";
 import { waitFor } from "../support/wait.ts";
 
@@ -34,14 +33,23 @@ beforeAll(async () => {
   patchDir = await mkdtemp(join(tmpdir(), "cachegate-https-patchdisk-"));
   const vendorCa = await createTestCa("test vendor CA");
   const trusted = await vendorCa.writeTo(dir);
-  origin = await startTlsOrigin(vendorCa, () => new Response(patch, { headers: { "cache-control": "max-age=86400", "content-type": "application/octet-stream" } }));
+  origin = await startTlsOrigin(
+    vendorCa,
+    () =>
+      new Response(patch, {
+        headers: { "cache-control": "max-age=86400", "content-type": "application/octet-stream" },
+      }),
+  );
   gw = await startGatewayProcess({
     extraCaFile: trusted.certFile,
     connectPorts: [origin.port],
     env: { CACHEGATE_PATCH_MODE: "1", CACHEGATE_PATCH_DISK: patchDir, CACHEGATE_PATCH_DISK_MIN_FREE: "1024" },
   });
   gatewayCaFile = join(dir, "gateway-ca.pem");
-  await writeFile(gatewayCaFile, await (await fetch(`${gw.adminUrl}/api/ca.pem`, { headers: { authorization: `Bearer ${gw.token}` } })).text());
+  await writeFile(
+    gatewayCaFile,
+    await (await fetch(`${gw.adminUrl}/api/ca.pem`, { headers: { authorization: `Bearer ${gw.token}` } })).text(),
+  );
   const res = await fetch(`${gw.adminUrl}/api/agents`, {
     method: "POST",
     headers: { authorization: `Bearer ${gw.token}`, "content-type": "application/json" },
@@ -73,7 +81,9 @@ function tunnelWith(authorization: string, authority: string): Promise<Socket> {
       if (!head.startsWith("HTTP/1.1 200")) return reject(new Error(`CONNECT answered ${head.split("\r\n")[0]}`));
       resolve(socket);
     });
-    socket.write(`CONNECT ${authority} HTTP/1.1\r\nHost: ${authority}\r\nProxy-Authorization: ${authorization}\r\n\r\n`);
+    socket.write(
+      `CONNECT ${authority} HTTP/1.1\r\nHost: ${authority}\r\nProxy-Authorization: ${authorization}\r\n\r\n`,
+    );
   });
 }
 
@@ -96,14 +106,25 @@ describe("Patch Mode over HTTPS", () => {
   });
 
   test("an agent with curl -U downloads a patch over HTTPS once from the vendor, and the next download is a HIT from the patch disk", async () => {
-    const args = ["-U", `${agent.username}:${agent.password}`, "--cacert", gatewayCaFile, "-x", gw.proxyUrl, vendorUrl("/windows-kb5034441.msu")];
+    const args = [
+      "-U",
+      `${agent.username}:${agent.password}`,
+      "--cacert",
+      gatewayCaFile,
+      "-x",
+      gw.proxyUrl,
+      vendorUrl("/windows-kb5034441.msu"),
+    ];
     const first = await curl(args);
     expect(first.stderr).toBe("");
     expect(first.status).toBe(200);
     expect(first.headers.get("x-cache")).toBe("MISS");
     expect(sha256(first.body)).toBe(sha256(patch));
     // Landed on the patch disk (the patch downloads in flight are in the stats; /healthz counts the main cache's).
-    await waitFor("the patch download to land", async () => (await gw.json("/api/stats")).patchDisk.downloadsInFlight === 0);
+    await waitFor(
+      "the patch download to land",
+      async () => (await gw.json("/api/stats")).patchDisk.downloadsInFlight === 0,
+    );
 
     const second = await curl(args);
     expect(second.status).toBe(200);
@@ -120,16 +141,22 @@ describe("Patch Mode over HTTPS", () => {
 
   test("revoking an agent applies at once to an intercepted tunnel it already has open", async () => {
     const auth = { authorization: `Bearer ${gw.token}`, "content-type": "application/json" };
-    const issued = (await (await fetch(`${gw.adminUrl}/api/agents`, { method: "POST", headers: auth, body: '{"name":"to-revoke"}' })).json()) as typeof agent;
+    const issued = (await (
+      await fetch(`${gw.adminUrl}/api/agents`, { method: "POST", headers: auth, body: '{"name":"to-revoke"}' })
+    ).json()) as typeof agent;
     const authority = `127.0.0.1:${origin.port}`;
     const raw = await tunnelWith(basic(issued.username, issued.password), authority);
     const tls = await tlsOver(raw, { host: "127.0.0.1", ca: await Bun.file(gatewayCaFile).text() });
     try {
       const before = await exchange(tls, `GET /tunnel-1.msu HTTP/1.1\r\nHost: ${authority}\r\n\r\n`);
       expect(before.status).toBe(200);
-      expect((await fetch(`${gw.adminUrl}/api/agents/${issued.id}`, { method: "DELETE", headers: auth })).status).toBe(200);
+      expect((await fetch(`${gw.adminUrl}/api/agents/${issued.id}`, { method: "DELETE", headers: auth })).status).toBe(
+        200,
+      );
       // Same tunnel, same TLS session, next request: refused, and the vendor is not asked.
-      const after = await exchange(tls, `GET /tunnel-2.msu HTTP/1.1\r\nHost: ${authority}\r\n\r\n`).catch((err: Error) => ({ status: 0, error: err }));
+      const after = await exchange(tls, `GET /tunnel-2.msu HTTP/1.1\r\nHost: ${authority}\r\n\r\n`).catch(
+        (err: Error) => ({ status: 0, error: err }),
+      );
       expect(after.status).not.toBe(200);
       expect(origin.count("/tunnel-2.msu")).toBe(0);
       // A new tunnel with the revoked credentials is refused at its CONNECT.

@@ -5,7 +5,14 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { cleanupAfterEach } from "../support/cleanup.ts";
 import { viaProxy } from "../support/origin.ts";
-import { patchDiskContents, PatternBody, readAgainst, startPatchGateway, startPatternOrigin, watchPatchRequests } from "../support/patch.ts";
+import {
+  PatternBody,
+  patchDiskContents,
+  readAgainst,
+  startPatchGateway,
+  startPatternOrigin,
+  watchPatchRequests,
+} from "../support/patch.ts";
 import { gate, waitFor, within } from "../support/wait.ts";
 
 setDefaultTimeout(60_000);
@@ -88,7 +95,11 @@ async function resumeScenario(s: Scenario): Promise<{ peakRssGrowth: number }> {
   const watch = watchPatchRequests(gw);
   defer(() => watch.restore());
   const pendingB = viaProxy(gw.proxyFor(second), url, { headers: { range: `bytes=${s.resumeAt}-` } });
-  await waitFor("the resuming request to reach the patch cache", () => watch.seen.some((r) => r.headers.get("range") === `bytes=${s.resumeAt}-`), 10_000);
+  await waitFor(
+    "the resuming request to reach the patch cache",
+    () => watch.seen.some((r) => r.headers.get("range") === `bytes=${s.resumeAt}-`),
+    10_000,
+  );
   expect(gw.patch.cache()!.pipeline.inFlight()).toBe(1);
   expect(origin.sent("/feature-update.iso")).toBeLessThan(s.resumeAt);
   held.open();
@@ -133,7 +144,12 @@ async function resumeScenario(s: Scenario): Promise<{ peakRssGrowth: number }> {
 
 describe("large patches resumed with Range", () => {
   test("an agent resumes a 256 MB patch past the point its download has reached, and the rest is served from the patch disk", async () => {
-    const { peakRssGrowth } = await resumeScenario({ size: 256 * MiB, holdAt: 160 * MiB, resumeAt: 176 * MiB + 12_345, firstReads: 32 * MiB });
+    const { peakRssGrowth } = await resumeScenario({
+      size: 256 * MiB,
+      holdAt: 160 * MiB,
+      resumeAt: 176 * MiB + 12_345,
+      firstReads: 32 * MiB,
+    });
     // Streaming, not buffering: far less than the object's size.
     expect(peakRssGrowth).toBeLessThan(128 * MiB);
   });
@@ -143,15 +159,25 @@ describe("large patches resumed with Range", () => {
     const st = statfsSync(tmpdir());
     return st.bavail * st.bsize;
   })();
-  if (free < 10e9) console.warn(`skipping the 4 GiB resume test: ${(free / 1e9).toFixed(1)} GB free under ${tmpdir()}, it needs 10 GB`);
+  if (free < 10e9)
+    console.warn(
+      `skipping the 4 GiB resume test: ${(free / 1e9).toFixed(1)} GB free under ${tmpdir()}, it needs 10 GB`,
+    );
   test.skipIf(free < 10e9)(
     "an agent resumes a patch larger than 4 GiB from beyond the 4 GiB mark while it is still downloading",
     async () => {
       const started = performance.now();
       const size = 4 * GiB + 64 * MiB;
-      const { peakRssGrowth } = await resumeScenario({ size, holdAt: 4 * GiB, resumeAt: 4 * GiB + 16 * MiB + 12_345, firstReads: 64 * MiB });
+      const { peakRssGrowth } = await resumeScenario({
+        size,
+        holdAt: 4 * GiB,
+        resumeAt: 4 * GiB + 16 * MiB + 12_345,
+        firstReads: 64 * MiB,
+      });
       expect(peakRssGrowth).toBeLessThan(256 * MiB);
-      console.info(`4 GiB resume test: ${((performance.now() - started) / 1000).toFixed(1)} s, peak RSS growth ${(peakRssGrowth / MiB).toFixed(0)} MB`);
+      console.info(
+        `4 GiB resume test: ${((performance.now() - started) / 1000).toFixed(1)} s, peak RSS growth ${(peakRssGrowth / MiB).toFixed(0)} MB`,
+      );
     },
     600_000,
   );

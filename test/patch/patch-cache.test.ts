@@ -8,8 +8,18 @@ import { admin } from "../support/admin.ts";
 import { cleanupAfterEach } from "../support/cleanup.ts";
 import { countRows, filesUnder } from "../support/data-dir.ts";
 import { startTestGateway } from "../support/gateway.ts";
-import { bytesOf, slowBody, startOrigin, viaProxy, type Origin } from "../support/origin.ts";
-import { patchDiskContents, patchUrl, PatternBody, readAgainst, startPatchGateway, startPatternOrigin, watchPatchRequests, type PatchGateway, type PatchGatewayOptions } from "../support/patch.ts";
+import { bytesOf, type Origin, slowBody, startOrigin, viaProxy } from "../support/origin.ts";
+import {
+  type PatchGateway,
+  type PatchGatewayOptions,
+  PatternBody,
+  patchDiskContents,
+  patchUrl,
+  readAgainst,
+  startPatchGateway,
+  startPatternOrigin,
+  watchPatchRequests,
+} from "../support/patch.ts";
 import { gate, waitFor } from "../support/wait.ts";
 
 setDefaultTimeout(30_000);
@@ -24,14 +34,22 @@ const MiB = 1024 * 1024;
 const sha256 = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
 
 /** An origin serving `body` slowly (in `chunks` pieces, `delayMs` apart) with a Content-Length, and a Patch Mode gateway. */
-async function setup(body: Buffer, opts: PatchGatewayOptions & { chunks?: number; delayMs?: number } = {}): Promise<{ gw: PatchGateway; origin: Origin }> {
+async function setup(
+  body: Buffer,
+  opts: PatchGatewayOptions & { chunks?: number; delayMs?: number } = {},
+): Promise<{ gw: PatchGateway; origin: Origin }> {
   const chunks = opts.chunks ?? 1;
   const size = Math.ceil(body.length / chunks);
   const pieces = Array.from({ length: chunks }, (_, i) => body.subarray(i * size, (i + 1) * size));
   const origin = startOrigin(
     () =>
       new Response(slowBody(pieces, opts.delayMs ?? 0), {
-        headers: { "content-length": String(body.length), "cache-control": "max-age=86400", "content-type": "application/octet-stream", etag: '"kb-1"' },
+        headers: {
+          "content-length": String(body.length),
+          "cache-control": "max-age=86400",
+          "content-type": "application/octet-stream",
+          etag: '"kb-1"',
+        },
       }),
   );
   defer(() => origin.stop());
@@ -98,7 +116,12 @@ describe("Patch Mode caching", () => {
     expect(origin.count()).toBe(1);
 
     const stats = await admin(gw).json("/api/stats");
-    expect(stats.patchDisk).toMatchObject({ path: gw.patchDir, cachedBytes: pattern.size, totalBytes: expect.any(Number), freeBytes: expect.any(Number) });
+    expect(stats.patchDisk).toMatchObject({
+      path: gw.patchDir,
+      cachedBytes: pattern.size,
+      totalBytes: expect.any(Number),
+      freeBytes: expect.any(Number),
+    });
     expect(stats.cache.bytes).toBe(0);
   });
 

@@ -2,9 +2,9 @@ import { describe, expect, test } from "bun:test";
 import { networkInterfaces } from "node:os";
 import {
   type AddressClass,
-  type GuardOptions,
   classifyAddress,
   createAddressGuard,
+  type GuardOptions,
   UpstreamRefused,
 } from "../../src/proxy/address-guard";
 
@@ -208,7 +208,12 @@ describe("classifyAddress", () => {
 describe("createAddressGuard", () => {
   test("a public IPv4 literal is accepted without a DNS lookup", async () => {
     const { check, lookups } = guard({});
-    expect(await check("93.184.215.14", 443)).toEqual({ host: "93.184.215.14", address: "93.184.215.14", family: 4, port: 443 });
+    expect(await check("93.184.215.14", 443)).toEqual({
+      host: "93.184.215.14",
+      address: "93.184.215.14",
+      family: 4,
+      port: 443,
+    });
     expect(lookups).toEqual([]);
   });
 
@@ -238,7 +243,9 @@ describe("createAddressGuard", () => {
   });
 
   test("the cloud metadata name is refused as link-local", async () => {
-    const err = await refusal(guard({ "metadata.google.internal": answer("169.254.169.254") }).check("metadata.google.internal", 80));
+    const err = await refusal(
+      guard({ "metadata.google.internal": answer("169.254.169.254") }).check("metadata.google.internal", 80),
+    );
     expect(err.status).toBe(403);
     expect(err.message).toContain("metadata.google.internal");
     expect(err.message).toContain("169.254.169.254 is link-local");
@@ -249,7 +256,12 @@ describe("createAddressGuard", () => {
     ["public first", ["93.184.215.14", "10.1.2.3"]],
   ])("a DNS answer with one private and one public address picks the public one (%s)", async (_, addresses) => {
     const { check } = guard({ "mixed.example": answer(...addresses) });
-    expect(await check("mixed.example", 443)).toEqual({ host: "mixed.example", address: "93.184.215.14", family: 4, port: 443 });
+    expect(await check("mixed.example", 443)).toEqual({
+      host: "mixed.example",
+      address: "93.184.215.14",
+      family: 4,
+      port: 443,
+    });
   });
 
   test("a DNS answer of only refused addresses is a 403 naming every address and class and the setting", async () => {
@@ -275,7 +287,12 @@ describe("createAddressGuard", () => {
 
   test("an IPv6-only answer is used when there is no IPv4 address", async () => {
     const { check } = guard({ "v6.example": answer("2606:4700::1") });
-    expect(await check("v6.example", 443)).toEqual({ host: "v6.example", address: "2606:4700::1", family: 6, port: 443 });
+    expect(await check("v6.example", 443)).toEqual({
+      host: "v6.example",
+      address: "2606:4700::1",
+      family: 6,
+      port: 443,
+    });
   });
 
   test("the name is resolved exactly once and the checked address is returned", async () => {
@@ -313,7 +330,9 @@ describe("createAddressGuard", () => {
       const { check } = guard({ "loop.example": answer(address) }, { allowPrivate: true });
       const err = await refusal(check("loop.example", 3128));
       expect(err.status).toBe(403);
-      expect(err.message).toContain("is this gateway's own listener; requests through the gateway cannot target the gateway itself");
+      expect(err.message).toContain(
+        "is this gateway's own listener; requests through the gateway cannot target the gateway itself",
+      );
       expect(err.message).not.toContain("CACHEGATE_ALLOW_PRIVATE_UPSTREAMS");
     },
   );

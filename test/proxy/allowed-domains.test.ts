@@ -17,7 +17,9 @@ async function setup(allowedDomains: { enabled?: boolean; domains?: string[] }, 
     return new Response(`body of ${path}`, { headers: { "cache-control": "public, max-age=3600", etag: '"v1"' } });
   });
   defer(() => origin.stop());
-  const gw = await startTestGateway({ config: { platformDomains, allowedDomains, connect: { ports: [443, origin.port] } } });
+  const gw = await startTestGateway({
+    config: { platformDomains, allowedDomains, connect: { ports: [443, origin.port] } },
+  });
   defer(() => closeWhenIdle(gw));
   return { origin, gw };
 }
@@ -47,7 +49,8 @@ function tunnel(proxyPort: number, authority: string, path: string): Promise<Tun
       if (end < 0) return;
       head = buffered.subarray(0, end).toString("latin1");
       buffered = buffered.subarray(end + 4);
-      if (/^HTTP\/1\.1 200/.test(head)) socket.write(`GET ${path} HTTP/1.1\r\nHost: ${authority}\r\nConnection: close\r\n\r\n`);
+      if (/^HTTP\/1\.1 200/.test(head))
+        socket.write(`GET ${path} HTTP/1.1\r\nHost: ${authority}\r\nConnection: close\r\n\r\n`);
     });
     socket.on("close", () => {
       clearTimeout(timer);

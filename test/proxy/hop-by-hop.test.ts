@@ -2,7 +2,7 @@ import { describe, expect, test } from "bun:test";
 import { cleanupAfterEach } from "../support/cleanup.ts";
 import { startTestGateway } from "../support/gateway.ts";
 import { startOrigin, viaProxy } from "../support/origin.ts";
-import { rawExchange, responseHead, startRawOrigin, type RawResponse } from "../support/raw-http.ts";
+import { type RawResponse, rawExchange, responseHead, startRawOrigin } from "../support/raw-http.ts";
 
 /**
  * RFC 9110 §7.6.1: Connection, the fields it names, Proxy-Connection,
@@ -12,7 +12,10 @@ import { rawExchange, responseHead, startRawOrigin, type RawResponse } from "../
  */
 const defer = cleanupAfterEach();
 
-async function setup(handler: (req: Request) => Response | Promise<Response> = () => new Response("ok", { headers: { "cache-control": "max-age=60" } })) {
+async function setup(
+  handler: (req: Request) => Response | Promise<Response> = () =>
+    new Response("ok", { headers: { "cache-control": "max-age=60" } }),
+) {
   const origin = startOrigin(handler);
   defer(() => origin.stop());
   const gw = await startTestGateway();
@@ -39,7 +42,11 @@ function hopByHopRequest(method: string, url: string, host: string, body = ""): 
   );
 }
 
-const viaEntries = (value: string | null | undefined) => (value ?? "").split(",").map((s) => s.trim()).filter((s) => s !== "");
+const viaEntries = (value: string | null | undefined) =>
+  (value ?? "")
+    .split(",")
+    .map((s) => s.trim())
+    .filter((s) => s !== "");
 
 describe("hop-by-hop request headers", () => {
   test.each([
@@ -47,11 +54,15 @@ describe("hop-by-hop request headers", () => {
     ["an uncached POST", "POST", "payload"],
   ])("are not forwarded to the origin on %s, while end-to-end headers are", async (_name, method, body) => {
     const { origin, gw } = await setup();
-    const res = await rawExchange(gw.proxyPort, hopByHopRequest(method, origin.url("/hop"), `localhost:${origin.port}`, body));
+    const res = await rawExchange(
+      gw.proxyPort,
+      hopByHopRequest(method, origin.url("/hop"), `localhost:${origin.port}`, body),
+    );
     expect(res.status).toBe(200);
 
     const seen = origin.requests[0]!.headers;
-    for (const name of ["x-hop-secret", "proxy-authorization", "proxy-connection", "te", "upgrade"]) expect(seen.get(name)).toBeNull();
+    for (const name of ["x-hop-secret", "proxy-authorization", "proxy-connection", "te", "upgrade"])
+      expect(seen.get(name)).toBeNull();
     // The gateway's own connection to the origin may have its own Connection and Keep-Alive, never the agent's.
     expect(seen.get("connection") ?? "").not.toMatch(/x-hop-secret/i);
     expect(seen.get("keep-alive") ?? "").not.toContain("max=100");
@@ -106,7 +117,10 @@ describe("hop-by-hop response headers", () => {
 
   test("are not passed on to the agent, and Via gets this gateway appended", async () => {
     const { origin, gw } = await hopByHopOrigin();
-    const res = await rawExchange(gw.proxyPort, `GET ${origin.url("/hop")} HTTP/1.1\r\nHost: localhost:${origin.port}\r\nConnection: close\r\n\r\n`);
+    const res = await rawExchange(
+      gw.proxyPort,
+      `GET ${origin.url("/hop")} HTTP/1.1\r\nHost: localhost:${origin.port}\r\nConnection: close\r\n\r\n`,
+    );
     expectNoOriginHops(res);
     const via = viaEntries(res.header("via"));
     expect(via).toHaveLength(2);

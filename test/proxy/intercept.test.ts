@@ -3,9 +3,16 @@ import { createHash } from "node:crypto";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { killAllGatewayProcesses, startGatewayProcess, type GatewayProcess } from "../support/gateway-process.ts";
-import { createTestCa, startCountingFront, startTlsOrigin, type CountingFront, type TestCa, type TlsOrigin } from "../support/test-ca.ts";
-import { curl, exchange, tlsThroughTunnel, type CurlResult } from "../support/tls-clients.ts";
+import { type GatewayProcess, killAllGatewayProcesses, startGatewayProcess } from "../support/gateway-process.ts";
+import {
+  type CountingFront,
+  createTestCa,
+  startCountingFront,
+  startTlsOrigin,
+  type TestCa,
+  type TlsOrigin,
+} from "../support/test-ca.ts";
+import { type CurlResult, curl, exchange, tlsThroughTunnel } from "../support/tls-clients.ts";
 import { gate, waitFor } from "../support/wait.ts";
 
 /**
@@ -41,27 +48,51 @@ beforeAll(async () => {
     const path = new URL(req.url).pathname;
     if (path === "/bundle.bin") {
       await Promise.race([bundleGate.opened, Bun.sleep(5000)]); // held until every agent has asked
-      return new Response(bundle, { headers: { "cache-control": "max-age=3600", etag: '"bundle-1"', "content-type": "application/octet-stream" } });
+      return new Response(bundle, {
+        headers: { "cache-control": "max-age=3600", etag: '"bundle-1"', "content-type": "application/octet-stream" },
+      });
     }
-    if (path === "/range.bin") return new Response(rangeBody, { headers: { "cache-control": "max-age=3600", "content-type": "application/octet-stream" } });
+    if (path === "/range.bin")
+      return new Response(rangeBody, {
+        headers: { "cache-control": "max-age=3600", "content-type": "application/octet-stream" },
+      });
     if (path === "/manifest.json") {
-      if (req.headers.get("if-none-match") === '"v1"') return new Response(null, { status: 304, headers: { etag: '"v1"', "cache-control": "max-age=0" } });
-      return new Response('{"version":1}', { headers: { etag: '"v1"', "cache-control": "max-age=0", "content-type": "application/json" } });
+      if (req.headers.get("if-none-match") === '"v1"')
+        return new Response(null, { status: 304, headers: { etag: '"v1"', "cache-control": "max-age=0" } });
+      return new Response('{"version":1}', {
+        headers: { etag: '"v1"', "cache-control": "max-age=0", "content-type": "application/json" },
+      });
     }
     return new Response(`body of ${path}`, { headers: { "cache-control": "max-age=3600" } });
   });
 
   // Signed by a CA the gateway does not trust.
-  untrusted = await startTlsOrigin(await createTestCa("untrusted CA"), () => new Response("must never be cached", { headers: { "cache-control": "max-age=3600" } }));
+  untrusted = await startTlsOrigin(
+    await createTestCa("untrusted CA"),
+    () => new Response("must never be cached", { headers: { "cache-control": "max-age=3600" } }),
+  );
   untrustedFront = await startCountingFront(untrusted.port);
   // Signed by the trusted CA, but for another name.
-  wrongName = Bun.serve({ hostname: "127.0.0.1", port: 0, tls: await originCa.leaf(["not-localhost.test"]), fetch: () => new Response("wrong name") });
+  wrongName = Bun.serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    tls: await originCa.leaf(["not-localhost.test"]),
+    fetch: () => new Response("wrong name"),
+  });
   // Signed by the trusted CA for the right name, but expired yesterday.
-  const lapsed = await originCa.leaf(["localhost"], { notBefore: new Date(Date.now() - 10 * 86400_000), notAfter: new Date(Date.now() - 86400_000) });
+  const lapsed = await originCa.leaf(["localhost"], {
+    notBefore: new Date(Date.now() - 10 * 86400_000),
+    notAfter: new Date(Date.now() - 86400_000),
+  });
   expired = Bun.serve({ hostname: "127.0.0.1", port: 0, tls: lapsed, fetch: () => new Response("expired") });
 
-  gw = await startGatewayProcess({ extraCaFile: trusted.certFile, connectPorts: [origin.port, untrustedFront.port, wrongName.port!, expired.port!] });
-  gatewayCaPem = await (await fetch(`${gw.adminUrl}/api/ca.pem`, { headers: { authorization: `Bearer ${gw.token}` } })).text();
+  gw = await startGatewayProcess({
+    extraCaFile: trusted.certFile,
+    connectPorts: [origin.port, untrustedFront.port, wrongName.port!, expired.port!],
+  });
+  gatewayCaPem = await (
+    await fetch(`${gw.adminUrl}/api/ca.pem`, { headers: { authorization: `Bearer ${gw.token}` } })
+  ).text();
   gatewayCaFile = join(dir, "gateway-ca.pem");
   await writeFile(gatewayCaFile, gatewayCaPem);
 });
@@ -108,7 +139,9 @@ describe("intercepted HTTPS downloads", () => {
     const relay = await startCountingFront(gw.proxyPort);
     let results: CurlResult[];
     try {
-      const downloads = Array.from({ length: 10 }, () => curl(["--cacert", gatewayCaFile, "-x", `http://127.0.0.1:${relay.port}`, origin.url("/bundle.bin")]));
+      const downloads = Array.from({ length: 10 }, () =>
+        curl(["--cacert", gatewayCaFile, "-x", `http://127.0.0.1:${relay.port}`, origin.url("/bundle.bin")]),
+      );
       await waitFor("ten agents to connect", () => relay.connections() === 10, 8000);
       await Bun.sleep(300); // their handshakes and requests, a few ms each
       bundleGate.open();
@@ -124,7 +157,18 @@ describe("intercepted HTTPS downloads", () => {
       expect(sha(r.body)).toBe(sha(bundle));
     }
     const labels = results.map((r) => r.headers.get("x-cache")).sort();
-    expect(labels).toEqual(["COALESCED", "COALESCED", "COALESCED", "COALESCED", "COALESCED", "COALESCED", "COALESCED", "COALESCED", "COALESCED", "MISS"]);
+    expect(labels).toEqual([
+      "COALESCED",
+      "COALESCED",
+      "COALESCED",
+      "COALESCED",
+      "COALESCED",
+      "COALESCED",
+      "COALESCED",
+      "COALESCED",
+      "COALESCED",
+      "MISS",
+    ]);
     expect(origin.count("/bundle.bin")).toBe(1);
 
     const later = await agent(origin.url("/bundle.bin"));
@@ -136,7 +180,9 @@ describe("intercepted HTTPS downloads", () => {
     expect(await entryUrls()).toContain(`https://localhost:${origin.port}/bundle.bin`);
     await eventually("the stats to count the eleven downloads", async () => {
       const after = await stats();
-      return after.misses - before.misses === 1 && after.coalesced - before.coalesced === 9 && after.hits - before.hits === 1;
+      return (
+        after.misses - before.misses === 1 && after.coalesced - before.coalesced === 9 && after.hits - before.hits === 1
+      );
     });
   }, 15000);
 
@@ -204,7 +250,11 @@ describe("several requests on one tunnel", () => {
       const a2 = await get("/keep/a.txt");
       const b1 = await get("/keep/b.txt");
       expect([a1.status, a2.status, b1.status]).toEqual([200, 200, 200]);
-      expect([a1.headers.get("x-cache"), a2.headers.get("x-cache"), b1.headers.get("x-cache")]).toEqual(["MISS", "HIT", "MISS"]);
+      expect([a1.headers.get("x-cache"), a2.headers.get("x-cache"), b1.headers.get("x-cache")]).toEqual([
+        "MISS",
+        "HIT",
+        "MISS",
+      ]);
       expect(a2.body.toString()).toBe("body of /keep/a.txt");
       expect(b1.body.toString()).toBe("body of /keep/b.txt");
       expect(socket.destroyed).toBe(false);
@@ -217,11 +267,31 @@ describe("several requests on one tunnel", () => {
 
   test("curl fetching two URLs reuses one tunnel for both", async () => {
     const child = Bun.spawn(
-      ["curl", "-sS", "--max-time", "15", "--cacert", gatewayCaFile, "-x", gw.proxyUrl, "-o", "/dev/null", "-o", "/dev/null",
-        "-w", "%{http_code} %{num_connects} %header{x-cache}\\n", origin.url("/keep/c.txt"), origin.url("/keep/c.txt")],
+      [
+        "curl",
+        "-sS",
+        "--max-time",
+        "15",
+        "--cacert",
+        gatewayCaFile,
+        "-x",
+        gw.proxyUrl,
+        "-o",
+        "/dev/null",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code} %{num_connects} %header{x-cache}\\n",
+        origin.url("/keep/c.txt"),
+        origin.url("/keep/c.txt"),
+      ],
       { stdout: "pipe", stderr: "pipe" },
     );
-    const [code, out, err] = await Promise.all([child.exited, new Response(child.stdout).text(), new Response(child.stderr).text()]);
+    const [code, out, err] = await Promise.all([
+      child.exited,
+      new Response(child.stdout).text(),
+      new Response(child.stderr).text(),
+    ]);
     expect(err).toBe("");
     expect(code).toBe(0);
     // The second transfer made no new connection, and did not go upstream: a HIT, or COALESCED
@@ -238,7 +308,10 @@ describe("several requests on one tunnel", () => {
       const byHost = await exchange(socket, "GET /keep/host.txt HTTP/1.1\r\nHost: evil.example\r\n\r\n");
       expect(byHost.status).toBe(200);
       expect(byHost.body.toString()).toBe("body of /keep/host.txt");
-      const absolute = await exchange(socket, "GET https://evil.example/keep/absolute.txt HTTP/1.1\r\nHost: evil.example\r\n\r\n");
+      const absolute = await exchange(
+        socket,
+        "GET https://evil.example/keep/absolute.txt HTTP/1.1\r\nHost: evil.example\r\n\r\n",
+      );
       expect(absolute.status).toBe(200);
       expect(absolute.body.toString()).toBe("body of /keep/absolute.txt");
     } finally {
@@ -289,7 +362,9 @@ describe("restarts and the TLS agent listener", () => {
     await gw.idle();
 
     gw = await gw.restart();
-    const pem = await (await fetch(`${gw.adminUrl}/api/ca.pem`, { headers: { authorization: `Bearer ${gw.token}` } })).text();
+    const pem = await (
+      await fetch(`${gw.adminUrl}/api/ca.pem`, { headers: { authorization: `Bearer ${gw.token}` } })
+    ).text();
     expect(pem).toBe(gatewayCaPem);
 
     const after = await agent(origin.url("/restart/agent.rpm"));
@@ -302,7 +377,15 @@ describe("restarts and the TLS agent listener", () => {
   test("HTTPS through the TLS agent listener is intercepted and cached too", async () => {
     await gw.configure({ tls: { agentListener: { enabled: true } } });
     const viaTls = (path: string) =>
-      curl(["--proxy", `https://127.0.0.1:${gw.proxyPort}`, "--proxy-cacert", gatewayCaFile, "--cacert", gatewayCaFile, origin.url(path)]);
+      curl([
+        "--proxy",
+        `https://127.0.0.1:${gw.proxyPort}`,
+        "--proxy-cacert",
+        gatewayCaFile,
+        "--cacert",
+        gatewayCaFile,
+        origin.url(path),
+      ]);
     const first = await viaTls("/listener/agent.pkg");
     expect(first.stderr).toBe("");
     expect(first.status).toBe(200);

@@ -7,7 +7,10 @@ import { parseResponse, rawExchange } from "../support/raw-http.ts";
 const defer = cleanupAfterEach();
 const FRESH = { "cache-control": "max-age=60" };
 
-async function setup(handler: (req: Request) => Response | Promise<Response> = () => new Response("ok", { headers: FRESH }), opts: TestGatewayOptions = {}) {
+async function setup(
+  handler: (req: Request) => Response | Promise<Response> = () => new Response("ok", { headers: FRESH }),
+  opts: TestGatewayOptions = {},
+) {
   const origin = startOrigin(handler);
   defer(() => origin.stop());
   const gw = await startTestGateway(opts);
@@ -18,19 +21,33 @@ async function setup(handler: (req: Request) => Response | Promise<Response> = (
 describe("real clients", () => {
   /** `curl -x`, as the README tells a newcomer to run it; only PATH is passed, so no *_proxy or no_proxy setting interferes. */
   async function curlVia(proxyUrl: string, url: string) {
-    const child = Bun.spawn(["curl", "-s", "-i", "-x", proxyUrl, url], { stdout: "pipe", stderr: "pipe", env: { PATH: process.env.PATH ?? "/usr/bin:/bin" } });
+    const child = Bun.spawn(["curl", "-s", "-i", "-x", proxyUrl, url], {
+      stdout: "pipe",
+      stderr: "pipe",
+      env: { PATH: process.env.PATH ?? "/usr/bin:/bin" },
+    });
     const [code, out] = await Promise.all([child.exited, new Response(child.stdout).arrayBuffer()]);
     expect(code).toBe(0);
     return parseResponse(Buffer.from(out));
   }
 
   test("curl -x gets the first download fetched upstream and the second served from the cache", async () => {
-    const { origin, gw } = await setup(() => new Response("agent installer bytes", { headers: { "cache-control": "max-age=3600" } }));
+    const { origin, gw } = await setup(
+      () => new Response("agent installer bytes", { headers: { "cache-control": "max-age=3600" } }),
+    );
     const first = await curlVia(gw.proxyUrl, origin.url("/agent/setup.exe"));
-    expect([first.status, first.header("x-cache"), first.body.toString()]).toEqual([200, "MISS", "agent installer bytes"]);
+    expect([first.status, first.header("x-cache"), first.body.toString()]).toEqual([
+      200,
+      "MISS",
+      "agent installer bytes",
+    ]);
     await gw.idle();
     const second = await curlVia(gw.proxyUrl, origin.url("/agent/setup.exe"));
-    expect([second.status, second.header("x-cache"), second.body.toString()]).toEqual([200, "HIT", "agent installer bytes"]);
+    expect([second.status, second.header("x-cache"), second.body.toString()]).toEqual([
+      200,
+      "HIT",
+      "agent installer bytes",
+    ]);
     expect(origin.count()).toBe(1);
   });
 });
@@ -129,7 +146,9 @@ describe("loops", () => {
 
 describe("methods other than GET and HEAD", () => {
   test("a POST is forwarded uncached with its body and labelled BYPASS", async () => {
-    const { origin, gw } = await setup(async (req) => new Response(`got ${req.method} ${await req.text()}`, { headers: FRESH }));
+    const { origin, gw } = await setup(
+      async (req) => new Response(`got ${req.method} ${await req.text()}`, { headers: FRESH }),
+    );
     for (let i = 0; i < 2; i++) {
       const res = await viaProxy(gw.proxyUrl, origin.url("/submit"), { method: "POST", body: `report ${i}` });
       expect(res.headers.get("x-cache")).toBe("BYPASS");
@@ -151,13 +170,16 @@ describe("methods other than GET and HEAD", () => {
     expect(res.body.toString()).toContain("got 6000 bytes");
   });
 
-  test.each(["PUT", "DELETE", "PATCH", "OPTIONS"])("a %s is forwarded with its method and labelled BYPASS", async (method) => {
-    const { origin, gw } = await setup((req) => new Response(`got ${req.method}`));
-    const res = await viaProxy(gw.proxyUrl, origin.url("/thing"), { method });
-    expect(res.headers.get("x-cache")).toBe("BYPASS");
-    expect(await res.text()).toBe(`got ${method}`);
-    expect(origin.requests[0]!.method).toBe(method);
-  });
+  test.each(["PUT", "DELETE", "PATCH", "OPTIONS"])(
+    "a %s is forwarded with its method and labelled BYPASS",
+    async (method) => {
+      const { origin, gw } = await setup((req) => new Response(`got ${req.method}`));
+      const res = await viaProxy(gw.proxyUrl, origin.url("/thing"), { method });
+      expect(res.headers.get("x-cache")).toBe("BYPASS");
+      expect(await res.text()).toBe(`got ${method}`);
+      expect(origin.requests[0]!.method).toBe(method);
+    },
+  );
 
   test("a successful POST invalidates the cached response of its URL (RFC 9111 §4.4)", async () => {
     const { origin, gw } = await setup();
@@ -176,7 +198,9 @@ describe("methods other than GET and HEAD", () => {
   });
 
   test("a POST that fails with 4xx leaves the cached response alone", async () => {
-    const { origin, gw } = await setup((req) => (req.method === "POST" ? new Response("no", { status: 400 }) : new Response("ok", { headers: FRESH })));
+    const { origin, gw } = await setup((req) =>
+      req.method === "POST" ? new Response("no", { status: 400 }) : new Response("ok", { headers: FRESH }),
+    );
     await (await viaProxy(gw.proxyUrl, origin.url("/state"))).text();
     await gw.idle();
 

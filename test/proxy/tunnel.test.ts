@@ -1,11 +1,11 @@
 import { describe, expect, test } from "bun:test";
-import { connect, createServer, type Socket } from "node:net";
 import type { AddressInfo } from "node:net";
+import { connect, createServer, type Socket } from "node:net";
 import { RESERVED_PORTS } from "../../src/config/schema.ts";
 import { admin } from "../support/admin.ts";
 import { cleanupAfterEach } from "../support/cleanup.ts";
 import { startTestGateway, type TestGatewayOptions } from "../support/gateway.ts";
-import { startOrigin, type Origin } from "../support/origin.ts";
+import { type Origin, startOrigin } from "../support/origin.ts";
 import { parseResponse, rawExchange } from "../support/raw-http.ts";
 
 /**
@@ -30,14 +30,22 @@ async function setup(opts: TestGatewayOptions & { ports?: (origin: Origin) => nu
   const origin = startTunnelTarget();
   const gw = await startTestGateway({
     ...opts,
-    config: { ...opts.config, cacheMode: { enabled: false }, connect: { ports: opts.ports?.(origin) ?? [origin.port] } },
+    config: {
+      ...opts.config,
+      cacheMode: { enabled: false },
+      connect: { ports: opts.ports?.(origin) ?? [origin.port] },
+    },
   });
   defer(() => gw.close());
   return { origin, gw };
 }
 
 /** Opens a CONNECT tunnel on a raw socket; resolves with the gateway's answer head and the socket. */
-function openTunnel(proxyPort: number, authority: string, extra = ""): Promise<{ status: number; head: string; socket: Socket }> {
+function openTunnel(
+  proxyPort: number,
+  authority: string,
+  extra = "",
+): Promise<{ status: number; head: string; socket: Socket }> {
   return new Promise((resolve, reject) => {
     const socket = connect(proxyPort, "127.0.0.1");
     defer(() => socket.destroy());
@@ -76,7 +84,10 @@ describe("CONNECT", () => {
     const tunnel = await openTunnel(gw.proxyPort, `localhost:${origin.port}`);
     expect(tunnel.status).toBe(200);
 
-    const res = await throughTunnel(tunnel.socket, "GET /inside HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    const res = await throughTunnel(
+      tunnel.socket,
+      "GET /inside HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    );
     expect(res.status).toBe(200);
     expect(res.body.toString()).toBe("tunnelled /inside");
     expect(origin.count("/inside")).toBe(1);
@@ -93,7 +104,10 @@ describe("CONNECT", () => {
 
   test("to a host outside the platform domains gets 403 naming CACHEGATE_PLATFORM_DOMAINS", async () => {
     const { origin, gw } = await setup();
-    const res = await rawExchange(gw.proxyPort, `CONNECT 127.0.0.1:${origin.port} HTTP/1.1\r\nHost: 127.0.0.1:${origin.port}\r\n\r\n`);
+    const res = await rawExchange(
+      gw.proxyPort,
+      `CONNECT 127.0.0.1:${origin.port} HTTP/1.1\r\nHost: 127.0.0.1:${origin.port}\r\n\r\n`,
+    );
     expect(res.status).toBe(403);
     expect(res.body.toString()).toContain("CACHEGATE_PLATFORM_DOMAINS");
     expect(origin.count()).toBe(0);
@@ -101,7 +115,10 @@ describe("CONNECT", () => {
 
   test("to a port not in connect.ports is refused, naming the setting", async () => {
     const { origin, gw } = await setup({ ports: () => [443] });
-    const res = await rawExchange(gw.proxyPort, `CONNECT localhost:${origin.port} HTTP/1.1\r\nHost: localhost:${origin.port}\r\n\r\n`);
+    const res = await rawExchange(
+      gw.proxyPort,
+      `CONNECT localhost:${origin.port} HTTP/1.1\r\nHost: localhost:${origin.port}\r\n\r\n`,
+    );
     expect(res.status).toBe(403);
     expect(res.body.toString()).toContain("connect.ports");
     expect(origin.count()).toBe(0);
@@ -109,7 +126,10 @@ describe("CONNECT", () => {
 
   test("without private upstreams allowed, a platform name resolving to 127.0.0.1 gets 403 naming CACHEGATE_ALLOW_PRIVATE_UPSTREAMS", async () => {
     const { origin, gw } = await setup({ allowPrivate: false });
-    const res = await rawExchange(gw.proxyPort, `CONNECT localhost:${origin.port} HTTP/1.1\r\nHost: localhost:${origin.port}\r\n\r\n`);
+    const res = await rawExchange(
+      gw.proxyPort,
+      `CONNECT localhost:${origin.port} HTTP/1.1\r\nHost: localhost:${origin.port}\r\n\r\n`,
+    );
     expect(res.status).toBe(403);
     expect(res.body.toString()).toContain("CACHEGATE_ALLOW_PRIVATE_UPSTREAMS");
   });
@@ -118,21 +138,30 @@ describe("CONNECT", () => {
     const { gw } = await setup();
     const patched = await admin(gw).patch({ connect: { ports: [gw.proxyPort] } });
     expect(patched.status).toBe(200);
-    const res = await rawExchange(gw.proxyPort, `CONNECT localhost:${gw.proxyPort} HTTP/1.1\r\nHost: localhost:${gw.proxyPort}\r\n\r\n`);
+    const res = await rawExchange(
+      gw.proxyPort,
+      `CONNECT localhost:${gw.proxyPort} HTTP/1.1\r\nHost: localhost:${gw.proxyPort}\r\n\r\n`,
+    );
     expect(res.status).toBe(403);
     expect(res.body.toString()).toContain("own listener");
   });
 
-  test.each(["localhost", "localhost:", "localhost:99999", "http://localhost:443"])("with a malformed target %p gets 400", async (authority) => {
-    const { gw } = await setup();
-    const res = await rawExchange(gw.proxyPort, `CONNECT ${authority} HTTP/1.1\r\nHost: localhost\r\n\r\n`);
-    expect(res.status).toBe(400);
-  });
+  test.each(["localhost", "localhost:", "localhost:99999", "http://localhost:443"])(
+    "with a malformed target %p gets 400",
+    async (authority) => {
+      const { gw } = await setup();
+      const res = await rawExchange(gw.proxyPort, `CONNECT ${authority} HTTP/1.1\r\nHost: localhost\r\n\r\n`);
+      expect(res.status).toBe(400);
+    },
+  );
 
   test("to an allowed port where nothing listens gets 502", async () => {
     const closedPort = await freePort();
     const { gw } = await setup({ ports: () => [closedPort] });
-    const res = await rawExchange(gw.proxyPort, `CONNECT localhost:${closedPort} HTTP/1.1\r\nHost: localhost:${closedPort}\r\n\r\n`);
+    const res = await rawExchange(
+      gw.proxyPort,
+      `CONNECT localhost:${closedPort} HTTP/1.1\r\nHost: localhost:${closedPort}\r\n\r\n`,
+    );
     expect(res.status).toBe(502);
   });
 

@@ -2,9 +2,9 @@ import { describe, expect, test } from "bun:test";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { openDb, type Db } from "../../src/db/client.ts";
-import { counters } from "../../src/db/schema.ts";
 import { DEFAULT_KIND_RULES, type KindRuleConfig } from "../../src/config/schema.ts";
+import { type Db, openDb } from "../../src/db/client.ts";
+import { counters } from "../../src/db/schema.ts";
 import { createStats } from "../../src/stats/collector.ts";
 import { kindOf } from "../../src/stats/kinds.ts";
 import { cleanupAfterEach } from "../support/cleanup.ts";
@@ -62,14 +62,32 @@ describe("the stats collector", () => {
 
   test("each X-Cache label goes to its own counter and cache labels count as bytes from the cache", async () => {
     const c = await collector();
-    for (const label of ["HIT", "MISS", "COALESCED", "REVALIDATED", "STALE", "BYPASS"]) c.stats.served(served("a", "http://h/x.bin", label, 10));
-    expect(c.stats.snapshot()).toMatchObject({ requests: 6, hits: 1, misses: 1, coalesced: 1, revalidated: 1, stale: 1, bypass: 1, bytesServed: 60, bytesFromCache: 40 });
+    for (const label of ["HIT", "MISS", "COALESCED", "REVALIDATED", "STALE", "BYPASS"])
+      c.stats.served(served("a", "http://h/x.bin", label, 10));
+    expect(c.stats.snapshot()).toMatchObject({
+      requests: 6,
+      hits: 1,
+      misses: 1,
+      coalesced: 1,
+      revalidated: 1,
+      stale: 1,
+      bypass: 1,
+      bytesServed: 60,
+      bytesFromCache: 40,
+    });
   });
 
   test("a response the gateway made itself (no X-Cache) counts as refused: no request, bytes, agent or table row", async () => {
     const c = await collector();
     c.stats.served(served("a", "http://h/setup.exe", null, 300));
-    expect(c.stats.snapshot()).toMatchObject({ refused: 1, requests: 0, bytesServed: 0, bandwidthSaved: 0, agents: { active: 0, total: 0 }, bandwidth: [] });
+    expect(c.stats.snapshot()).toMatchObject({
+      refused: 1,
+      requests: 0,
+      bytesServed: 0,
+      bandwidthSaved: 0,
+      agents: { active: 0, total: 0 },
+      bandwidth: [],
+    });
   });
 
   test("counters from before a restart are added to, not replaced", async () => {
@@ -78,7 +96,13 @@ describe("the stats collector", () => {
     c.stats.upstream("http://h/manifest.json", 7);
     c.reopen();
     c.stats.served(served("b", "http://h/manifest.json", "HIT", 10));
-    expect(c.stats.snapshot()).toMatchObject({ requests: 2, hits: 2, bytesServed: 20, bytesUpstream: 7, agents: { active: 2, total: 2 } });
+    expect(c.stats.snapshot()).toMatchObject({
+      requests: 2,
+      hits: 2,
+      bytesServed: 20,
+      bytesUpstream: 7,
+      agents: { active: 2, total: 2 },
+    });
   });
 
   test("an agent seen exactly 60 minutes ago is still active", async () => {
@@ -113,7 +137,15 @@ describe("the stats collector", () => {
     c.stats.served(served("a", "http://h/manifest.json", "HIT", 5));
     c.stats.served(served("b", "http://h/manifest.json", "HIT", 5));
     expect(c.stats.snapshot().bandwidth).toEqual([
-      { day: "2026-03-10", kind: "manifest", agents: 2, requests: 3, bytesWithoutCache: 15, bytesWithCache: 0, bytesSaved: 15 },
+      {
+        day: "2026-03-10",
+        kind: "manifest",
+        agents: 2,
+        requests: 3,
+        bytesWithoutCache: 15,
+        bytesWithCache: 0,
+        bytesSaved: 15,
+      },
     ]);
   });
 

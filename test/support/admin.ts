@@ -11,14 +11,22 @@ export interface AdminClient {
   json<T = any>(path: string): Promise<T>;
   /** PATCH /api/config; objects are sent as JSON, strings as they are. */
   patch(body: unknown, headers?: Record<string, string>): Promise<Response>;
-  send(method: string, path: string, init?: { body?: string | Uint8Array; headers?: Record<string, string> }): Promise<Response>;
+  send(
+    method: string,
+    path: string,
+    init?: { body?: string | Uint8Array; headers?: Record<string, string> },
+  ): Promise<Response>;
   /** GET /api/config as raw text, for byte-for-byte comparisons. */
   configText(): Promise<string>;
 }
 
 export function admin(gw: { adminUrl: string }, token = "test-token"): AdminClient {
   const send: AdminClient["send"] = (method, path, init = {}) =>
-    fetch(`${gw.adminUrl}${path}`, { method, body: init.body, headers: { authorization: `Bearer ${token}`, ...init.headers } });
+    fetch(`${gw.adminUrl}${path}`, {
+      method,
+      body: init.body,
+      headers: { authorization: `Bearer ${token}`, ...init.headers },
+    });
   const get = (path: string, headers?: Record<string, string>) => send("GET", path, { headers });
   return {
     get,
@@ -77,11 +85,24 @@ export interface AgentStream {
  * connection to the proxy with an absolute-form target, so the gateway sees
  * that source address. Resolves once the response head is in.
  */
-export function agentRequest(proxyUrl: string, url: string, localAddress = "127.0.0.1", headers: Record<string, string> = {}): Promise<AgentStream> {
+export function agentRequest(
+  proxyUrl: string,
+  url: string,
+  localAddress = "127.0.0.1",
+  headers: Record<string, string> = {},
+): Promise<AgentStream> {
   const proxy = new URL(proxyUrl);
   return new Promise((resolve, reject) => {
     const req = request(
-      { host: proxy.hostname, port: Number(proxy.port), path: url, method: "GET", localAddress, agent: false, headers: { host: new URL(url).host, ...headers } },
+      {
+        host: proxy.hostname,
+        port: Number(proxy.port),
+        path: url,
+        method: "GET",
+        localAddress,
+        agent: false,
+        headers: { host: new URL(url).host, ...headers },
+      },
       (res) => {
         const body = new Promise<Buffer>((done, fail) => {
           const chunks: Buffer[] = [];
@@ -99,13 +120,23 @@ export function agentRequest(proxyUrl: string, url: string, localAddress = "127.
 }
 
 /** agentRequest, with the whole body read. */
-export async function agentGet(proxyUrl: string, url: string, localAddress = "127.0.0.1", headers: Record<string, string> = {}): Promise<AgentResponse> {
+export async function agentGet(
+  proxyUrl: string,
+  url: string,
+  localAddress = "127.0.0.1",
+  headers: Record<string, string> = {},
+): Promise<AgentResponse> {
   const res = await agentRequest(proxyUrl, url, localAddress, headers);
   return { status: res.status, headers: res.headers, body: await res.body };
 }
 
 /** Polls `probe` until it returns a value other than undefined; fails after `tries` attempts. */
-export async function eventually<T>(probe: () => Promise<T | undefined> | T | undefined, what: string, tries = 200, delayMs = 10): Promise<T> {
+export async function eventually<T>(
+  probe: () => Promise<T | undefined> | T | undefined,
+  what: string,
+  tries = 200,
+  delayMs = 10,
+): Promise<T> {
   for (let i = 0; i < tries; i++) {
     const value = await probe();
     if (value !== undefined) return value;

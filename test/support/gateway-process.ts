@@ -1,7 +1,7 @@
-import type { Subprocess } from "bun";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import type { Subprocess } from "bun";
 import { freePort } from "./admin.ts";
 
 /**
@@ -83,7 +83,12 @@ export async function startGatewayProcess(opts: GatewayProcessOptions = {}): Pro
   if (opts.extraCaFile) env.NODE_EXTRA_CA_CERTS = opts.extraCaFile;
   else delete env.NODE_EXTRA_CA_CERTS;
 
-  const child = Bun.spawn(["bun", "src/main.ts"], { cwd: join(import.meta.dir, "../.."), env, stdout: "pipe", stderr: "pipe" });
+  const child = Bun.spawn(["bun", "src/main.ts"], {
+    cwd: join(import.meta.dir, "../.."),
+    env,
+    stdout: "pipe",
+    stderr: "pipe",
+  });
   running.add(child);
   void child.exited.then(() => running.delete(child));
   let log = "";
@@ -112,9 +117,14 @@ export async function startGatewayProcess(opts: GatewayProcessOptions = {}): Pro
     token,
     output: () => log,
     async configure(patch) {
-      const res = await fetch(`${adminUrl}/api/config`, { method: "PATCH", headers: { ...auth, "content-type": "application/json" }, body: JSON.stringify(patch) });
+      const res = await fetch(`${adminUrl}/api/config`, {
+        method: "PATCH",
+        headers: { ...auth, "content-type": "application/json" },
+        body: JSON.stringify(patch),
+      });
       const text = await res.text();
-      if (res.status !== 200) throw new Error(`PATCH /api/config ${JSON.stringify(patch)} answered ${res.status}: ${text}`);
+      if (res.status !== 200)
+        throw new Error(`PATCH /api/config ${JSON.stringify(patch)} answered ${res.status}: ${text}`);
       return JSON.parse(text);
     },
     async json(path) {
@@ -150,7 +160,10 @@ export async function startGatewayProcess(opts: GatewayProcessOptions = {}): Pro
       running.delete(child);
       throw new Error(`the gateway exited with ${child.exitCode} before it was ready:\n${log}`);
     }
-    const ok = await fetch(`${adminUrl}/healthz`).then((r) => r.ok, () => false);
+    const ok = await fetch(`${adminUrl}/healthz`).then(
+      (r) => r.ok,
+      () => false,
+    );
     if (ok) break;
     if (Date.now() > deadline) {
       await stop();

@@ -2,7 +2,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { ConfigInput } from "../../src/config/schema.ts";
-import { startGateway, type Gateway, type GatewayOptions } from "../../src/gateway.ts";
+import { type Gateway, type GatewayOptions, startGateway } from "../../src/gateway.ts";
 import { silentLogger } from "../../src/log.ts";
 import { waitFor } from "./wait.ts";
 
@@ -33,7 +33,11 @@ export interface TestGatewayOptions {
  */
 export async function startTestGateway(opts: TestGatewayOptions = {}): Promise<TestGateway> {
   const dataDir = opts.dataDir ?? (await mkdtemp(join(tmpdir(), "cachegate-test-")));
-  const config: ConfigInput = { platformDomains: ["localhost"], ...opts.config, cacheMode: { enabled: true, ...opts.config?.cacheMode } };
+  const config: ConfigInput = {
+    platformDomains: ["localhost"],
+    ...opts.config,
+    cacheMode: { enabled: true, ...opts.config?.cacheMode },
+  };
   const gateway = await startGateway({
     config,
     runtime: {

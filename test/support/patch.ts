@@ -1,15 +1,15 @@
-import { statfsSync } from "node:fs";
 import { randomBytes } from "node:crypto";
+import { statfsSync } from "node:fs";
 import { mkdir, mkdtemp, rm } from "node:fs/promises";
 import { createServer } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { drained } from "../../src/proxy/node-adapter.ts";
 import { admin } from "./admin.ts";
 import { countRows, filesUnder } from "./data-dir.ts";
 import { startTestGateway, type TestGateway, type TestGatewayOptions } from "./gateway.ts";
 import { waitFor } from "./wait.ts";
-import { drained } from "../../src/proxy/node-adapter.ts";
 
 /**
  * Patch Mode in tests: a patch disk (a temp dir, or a tmpfs mounted for the
@@ -58,17 +58,22 @@ export async function startPatchGateway(opts: PatchGatewayOptions = {}): Promise
     if (ownDir) await rm(patchDir, { recursive: true, force: true });
     throw new Error(`enabling Patch Mode answered ${res.status}: ${await res.text()}`);
   }
-  const patchIdle = (timeoutMs = 15_000) => waitFor("patch downloads to land", () => (gw.patch.cache()?.pipeline.inFlight() ?? 0) === 0, timeoutMs);
+  const patchIdle = (timeoutMs = 15_000) =>
+    waitFor("patch downloads to land", () => (gw.patch.cache()?.pipeline.inFlight() ?? 0) === 0, timeoutMs);
   // The test gateway is the prototype, so its live getters (proxyPort, proxyUrl) keep working.
   return Object.assign(Object.create(gw) as PatchGateway, {
     patchDir,
     patchCacheDir: join(patchDir, "cachegate"),
     async issueAgent(name = "test-agents") {
-      const r = await admin(gw).send("POST", "/api/agents", { body: JSON.stringify({ name }), headers: { "content-type": "application/json" } });
+      const r = await admin(gw).send("POST", "/api/agents", {
+        body: JSON.stringify({ name }),
+        headers: { "content-type": "application/json" },
+      });
       if (r.status !== 201) throw new Error(`POST /api/agents answered ${r.status}: ${await r.text()}`);
       return (await r.json()) as AgentCredentials;
     },
-    proxyFor: (creds: AgentCredentials) => `http://${encodeURIComponent(creds.username)}:${encodeURIComponent(creds.password)}@127.0.0.1:${gw.proxyPort}`,
+    proxyFor: (creds: AgentCredentials) =>
+      `http://${encodeURIComponent(creds.username)}:${encodeURIComponent(creds.password)}@127.0.0.1:${gw.proxyPort}`,
     patchIdle,
     async close() {
       await patchIdle().catch(() => {});
@@ -85,7 +90,9 @@ export function patchUrl(origin: { port: number }, path: string): string {
 }
 
 /** Entries in the patch disk's index, and the files under its blobs/ and tmp/. */
-export async function patchDiskContents(patchCacheDir: string): Promise<{ entries: number; blobs: string[]; temps: string[] }> {
+export async function patchDiskContents(
+  patchCacheDir: string,
+): Promise<{ entries: number; blobs: string[]; temps: string[] }> {
   return {
     entries: countRows(patchCacheDir, "entries"),
     blobs: await filesUnder(join(patchCacheDir, "blobs")),
@@ -109,10 +116,16 @@ export interface TmpfsMount {
  * dir; returns null, with the reason, when this machine does not let the
  * test mount (not root, no CAP_SYS_ADMIN in a container).
  */
-export async function mountTmpfs(sizeBytes: number, opts: { readOnly?: boolean } = {}): Promise<TmpfsMount | { error: string }> {
+export async function mountTmpfs(
+  sizeBytes: number,
+  opts: { readOnly?: boolean } = {},
+): Promise<TmpfsMount | { error: string }> {
   const dir = await mkdtemp(join(tmpdir(), "cachegate-tmpfs-"));
   const options = [`size=${sizeBytes}`, ...(opts.readOnly ? ["ro"] : [])].join(",");
-  const child = Bun.spawnSync(["mount", "-t", "tmpfs", "-o", options, "tmpfs", dir], { stdout: "pipe", stderr: "pipe" });
+  const child = Bun.spawnSync(["mount", "-t", "tmpfs", "-o", options, "tmpfs", dir], {
+    stdout: "pipe",
+    stderr: "pipe",
+  });
   if (child.exitCode !== 0) {
     await rm(dir, { recursive: true, force: true });
     return { error: `mount -t tmpfs failed (${child.exitCode}): ${child.stderr.toString().trim()}` };
@@ -209,7 +222,12 @@ export interface ReadCheck {
 }
 
 /** Reads a response body to its end, checking each chunk against `pattern` from offset `start`, holding one chunk at a time. */
-export async function readAgainst(body: ReadableStream<Uint8Array> | null, pattern: PatternBody, start = 0, stopAfter?: number): Promise<ReadCheck> {
+export async function readAgainst(
+  body: ReadableStream<Uint8Array> | null,
+  pattern: PatternBody,
+  start = 0,
+  stopAfter?: number,
+): Promise<ReadCheck> {
   const check: ReadCheck = { bytes: 0, intact: true };
   if (!body) return check;
   const reader = body.getReader();

@@ -1,5 +1,5 @@
-import { connect, createServer, type Socket } from "node:net";
 import type { AddressInfo } from "node:net";
+import { connect, createServer, type Socket } from "node:net";
 
 /**
  * HTTP on raw sockets, for what fetch and Bun.serve hide: a body cut off
@@ -25,7 +25,9 @@ export interface RawOrigin {
  * which writes whatever bytes it likes. One request per connection: responses
  * should say `Connection: close` and end or destroy the socket.
  */
-export async function startRawOrigin(respond: (req: RawRequest, socket: Socket) => void | Promise<void>): Promise<RawOrigin> {
+export async function startRawOrigin(
+  respond: (req: RawRequest, socket: Socket) => void | Promise<void>,
+): Promise<RawOrigin> {
   const requests: RawRequest[] = [];
   const sockets = new Set<Socket>();
   const server = createServer((socket) => {
@@ -46,7 +48,8 @@ export async function startRawOrigin(respond: (req: RawRequest, socket: Socket) 
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   const port = (server.address() as AddressInfo).port;
-  const pathOf = (r: RawRequest) => (r.target.startsWith("/") ? r.target : new URL(r.target).pathname).replace(/\?.*$/, "");
+  const pathOf = (r: RawRequest) =>
+    (r.target.startsWith("/") ? r.target : new URL(r.target).pathname).replace(/\?.*$/, "");
   return {
     port,
     url: (path) => `http://localhost:${port}${path}`,

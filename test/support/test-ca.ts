@@ -1,8 +1,8 @@
 import "reflect-metadata"; // @peculiar/x509's dependency injection needs it loaded first
-import * as x509 from "@peculiar/x509";
 import { chmod, writeFile } from "node:fs/promises";
-import { connect, createServer, type AddressInfo, type Socket } from "node:net";
+import { type AddressInfo, connect, createServer, type Socket } from "node:net";
 import { join } from "node:path";
+import * as x509 from "@peculiar/x509";
 
 /**
  * Certificates for test TLS servers: a throwaway CA (standing in for a
@@ -95,7 +95,13 @@ export async function createTestCa(name = "test origin CA"): Promise<TestCa> {
 }
 
 /** The issuer and subject alternative names of a PEM (or DER) certificate, for assertions. */
-export function describeCert(cert: string | Buffer): { subject: string; issuer: string; names: string[]; notBefore: Date; notAfter: Date } {
+export function describeCert(cert: string | Buffer): {
+  subject: string;
+  issuer: string;
+  names: string[];
+  notBefore: Date;
+  notAfter: Date;
+} {
   const c = new x509.X509Certificate(cert);
   const san = c.getExtension(x509.SubjectAlternativeNameExtension);
   return {
@@ -120,7 +126,10 @@ export interface TlsOrigin {
  * An HTTPS origin on 127.0.0.1 with a certificate for localhost and
  * 127.0.0.1 signed by `ca`, counting the requests it serves per path.
  */
-export async function startTlsOrigin(ca: TestCa, handler: (req: Request) => Response | Promise<Response>): Promise<TlsOrigin> {
+export async function startTlsOrigin(
+  ca: TestCa,
+  handler: (req: Request) => Response | Promise<Response>,
+): Promise<TlsOrigin> {
   const { cert, key } = await ca.leaf(["localhost", "127.0.0.1"]);
   const counts = new Map<string, number>();
   const requests: { path: string; headers: Headers }[] = [];

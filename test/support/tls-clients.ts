@@ -2,7 +2,7 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { connect as netConnect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from "node:tls";
+import { type ConnectionOptions, type TLSSocket, connect as tlsConnect } from "node:tls";
 
 /**
  * Clients that speak TLS through the gateway the way agents do: curl,
@@ -27,11 +27,14 @@ export async function curl(args: string[], timeoutSeconds = 15): Promise<CurlRes
   try {
     const heads = join(dir, "heads");
     const body = join(dir, "body");
-    const child = Bun.spawn(["curl", "-sS", "--noproxy", "", "--max-time", String(timeoutSeconds), "-D", heads, "-o", body, ...args], {
-      stdout: "ignore",
-      stderr: "pipe",
-      env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: dir },
-    });
+    const child = Bun.spawn(
+      ["curl", "-sS", "--noproxy", "", "--max-time", String(timeoutSeconds), "-D", heads, "-o", body, ...args],
+      {
+        stdout: "ignore",
+        stderr: "pipe",
+        env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: dir },
+      },
+    );
     const [exitCode, stderr] = await Promise.all([child.exited, new Response(child.stderr).text()]);
     const rawHeads = await readFile(heads, "latin1").catch(() => "");
     const blocks = rawHeads.split(/\r\n\r\n/).filter((b) => b.startsWith("HTTP/"));
@@ -83,7 +86,9 @@ export function openTunnel(proxyPort: number, authority: string, timeoutMs = 500
       const head = buffered.subarray(0, end).toString("latin1");
       if (!/^HTTP\/1\.[01] 200/.test(head)) {
         socket.destroy();
-        return reject(new Error(`CONNECT ${authority} answered: ${head.split("\r\n")[0]} ${buffered.subarray(end + 4).toString()}`));
+        return reject(
+          new Error(`CONNECT ${authority} answered: ${head.split("\r\n")[0]} ${buffered.subarray(end + 4).toString()}`),
+        );
       }
       const rest = buffered.subarray(end + 4);
       if (rest.length > 0) socket.unshift(rest);
@@ -99,7 +104,13 @@ export function openTunnel(proxyPort: number, authority: string, timeoutMs = 500
  * once the handshake is done (certificate verified against `ca` unless
  * rejectUnauthorized is false), rejects with the handshake's error.
  */
-export async function tlsThroughTunnel(proxyPort: number, host: string, port: number, options: ConnectionOptions = {}, timeoutMs = 5000): Promise<TLSSocket> {
+export async function tlsThroughTunnel(
+  proxyPort: number,
+  host: string,
+  port: number,
+  options: ConnectionOptions = {},
+  timeoutMs = 5000,
+): Promise<TLSSocket> {
   const raw = await openTunnel(proxyPort, `${host}:${port}`, timeoutMs);
   return tlsOver(raw, { servername: host, ...options }, timeoutMs);
 }
@@ -144,7 +155,8 @@ export interface ParsedResponse {
 export function exchange(socket: Socket | TLSSocket, request: string, timeoutMs = 5000): Promise<ParsedResponse> {
   return new Promise((resolve, reject) => {
     // Closed before we asked (a revoked agent's tunnel, say): no "close" event will come again.
-    if (socket.destroyed || socket.readyState === "closed") return reject(new Error("the connection was already closed"));
+    if (socket.destroyed || socket.readyState === "closed")
+      return reject(new Error("the connection was already closed"));
     let buffered = Buffer.alloc(0);
     const cleanup = () => {
       clearTimeout(timer);
@@ -153,11 +165,19 @@ export function exchange(socket: Socket | TLSSocket, request: string, timeoutMs 
     };
     const timer = setTimeout(() => {
       cleanup();
-      reject(new Error(`no complete response within ${timeoutMs} ms; got ${JSON.stringify(buffered.toString("latin1").slice(0, 300))}`));
+      reject(
+        new Error(
+          `no complete response within ${timeoutMs} ms; got ${JSON.stringify(buffered.toString("latin1").slice(0, 300))}`,
+        ),
+      );
     }, timeoutMs);
     const onClose = () => {
       cleanup();
-      reject(new Error(`the connection closed before a complete response; got ${JSON.stringify(buffered.toString("latin1").slice(0, 300))}`));
+      reject(
+        new Error(
+          `the connection closed before a complete response; got ${JSON.stringify(buffered.toString("latin1").slice(0, 300))}`,
+        ),
+      );
     };
     const onData = (data: Buffer) => {
       buffered = Buffer.concat([buffered, data]);
@@ -218,7 +238,13 @@ export interface OpensslResult {
  * `-tls1_2`, `-tls1_3`), through the proxy when `proxyPort` is given.
  * SECLEVEL=0 lets Debian's OpenSSL offer TLS 1.0/1.1 at all.
  */
-export async function opensslHandshake(opts: { connect: string; servername?: string; version: string; proxyPort?: number; caFile?: string }): Promise<OpensslResult> {
+export async function opensslHandshake(opts: {
+  connect: string;
+  servername?: string;
+  version: string;
+  proxyPort?: number;
+  caFile?: string;
+}): Promise<OpensslResult> {
   const args = ["openssl", "s_client", "-connect", opts.connect, opts.version, "-cipher", "DEFAULT:@SECLEVEL=0"];
   if (opts.proxyPort) args.push("-proxy", `127.0.0.1:${opts.proxyPort}`);
   if (opts.servername) args.push("-servername", opts.servername);
@@ -227,12 +253,18 @@ export async function opensslHandshake(opts: { connect: string; servername?: str
   const child = Bun.spawn(args, { stdin: "pipe", stdout: "pipe", stderr: "pipe" });
   child.stdin.end(); // handshake, then EOF: s_client quits
   const killer = setTimeout(() => child.kill("SIGKILL"), 10_000);
-  const [exitCode, stdout, stderr] = await Promise.all([child.exited, new Response(child.stdout).text(), new Response(child.stderr).text()]);
+  const [exitCode, stdout, stderr] = await Promise.all([
+    child.exited,
+    new Response(child.stdout).text(),
+    new Response(child.stderr).text(),
+  ]);
   clearTimeout(killer);
   // "Cipher is (NONE)" means no session; otherwise the SSL-Session block names the protocol.
   const established = !/Cipher is \(NONE\)/.test(stdout) && /Cipher is /.test(stdout);
   // OpenSSL 3.0 prints the session block (with "Protocol :") for TLS 1.3 only once a ticket arrives;
   // then the "New, TLSv1.3, Cipher is" line (the cipher's version, which for 1.3 suites is the protocol) says it.
-  const protocol = established ? (/^\s*Protocol\s*:\s*(\S+)/m.exec(stdout)?.[1] ?? /^New, (TLSv1\.3),/m.exec(stdout)?.[1] ?? null) : null;
+  const protocol = established
+    ? (/^\s*Protocol\s*:\s*(\S+)/m.exec(stdout)?.[1] ?? /^New, (TLSv1\.3),/m.exec(stdout)?.[1] ?? null)
+    : null;
   return { exitCode, protocol, stdout, stderr };
 }

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { admin } from "../support/admin.ts";
 import { cleanupAfterEach } from "../support/cleanup.ts";
 import { startTestGateway, type TestGateway } from "../support/gateway.ts";
-import { startOrigin, type Origin } from "../support/origin.ts";
+import { type Origin, startOrigin } from "../support/origin.ts";
 import { createTestCa, describeCert } from "../support/test-ca.ts";
 import { curl, tlsOver } from "../support/tls-clients.ts";
 
@@ -16,7 +16,9 @@ let origin: Origin;
 let dir: string;
 
 beforeAll(async () => {
-  origin = startOrigin((req) => new Response(`plain ${new URL(req.url).pathname}`, { headers: { "cache-control": "max-age=3600" } }));
+  origin = startOrigin(
+    (req) => new Response(`plain ${new URL(req.url).pathname}`, { headers: { "cache-control": "max-age=3600" } }),
+  );
   dir = await mkdtemp(join(tmpdir(), "cachegate-listener-"));
 });
 
@@ -93,7 +95,17 @@ describe("the TLS agent listener", () => {
     const { gw, caFile } = await gateway();
     const port = gw.proxyPort;
     await enable(gw);
-    expect((await curl(["--proxy", `https://127.0.0.1:${port}`, "--proxy-cacert", caFile, origin.url("/listener/toggle.txt")])).status).toBe(200);
+    expect(
+      (
+        await curl([
+          "--proxy",
+          `https://127.0.0.1:${port}`,
+          "--proxy-cacert",
+          caFile,
+          origin.url("/listener/toggle.txt"),
+        ])
+      ).status,
+    ).toBe(200);
     expect((await admin(gw).patch({ tls: { agentListener: { enabled: false } } })).status).toBe(200);
     expect(gw.proxyPort).toBe(port);
     const plain = await curl(["--proxy", `http://127.0.0.1:${port}`, origin.url("/listener/toggle.txt")]);
@@ -118,7 +130,9 @@ describe("the TLS agent listener", () => {
   test("a listener certificate path to no file is refused with a 400 and the port keeps speaking plain HTTP", async () => {
     const { gw } = await gateway();
     const configBefore = await admin(gw).configText();
-    const res = await admin(gw).patch({ tls: { agentListener: { enabled: true, certFile: join(dir, "nope.pem"), keyFile: join(dir, "nope.key") } } });
+    const res = await admin(gw).patch({
+      tls: { agentListener: { enabled: true, certFile: join(dir, "nope.pem"), keyFile: join(dir, "nope.key") } },
+    });
     expect(res.status).toBe(400);
     expect(((await res.json()) as { error: string }).error).toContain("tls.agentListener");
     expect(await admin(gw).configText()).toBe(configBefore);

@@ -1,12 +1,12 @@
 import "reflect-metadata";
-import * as x509 from "@peculiar/x509";
 import { describe, expect, test } from "bun:test";
 import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import * as x509 from "@peculiar/x509";
+import { silentLogger } from "../../src/log.ts";
 import { loadCa } from "../../src/tls/ca.ts";
 import { createLeafMinter } from "../../src/tls/leaf-minter.ts";
-import { silentLogger } from "../../src/log.ts";
 import { cleanupAfterEach } from "../support/cleanup.ts";
 import { createTestCa } from "../support/test-ca.ts";
 import { tlsOver } from "../support/tls-clients.ts";
@@ -31,7 +31,7 @@ describe("the generated gateway CA", () => {
 
     const keyMode = (await stat(join(dataDir, "ca", "ca.key"))).mode & 0o777;
     expect(keyMode).toBe(0o600);
-    expect((await stat(join(dataDir, "ca")).then((s) => s.mode & 0o077))).toBe(0); // the directory is private too
+    expect(await stat(join(dataDir, "ca")).then((s) => s.mode & 0o077)).toBe(0); // the directory is private too
     expect(await readFile(join(dataDir, "ca", "ca.pem"), "utf8")).toBe(ca.certPem);
     expect(await readFile(join(dataDir, "ca", "ca.key"), "utf8")).toContain("BEGIN PRIVATE KEY");
 
@@ -85,7 +85,10 @@ describe("an operator-supplied CA", () => {
     const dir = await tempDir();
     const root = await createTestCa("customer root");
     // An intermediate signed by the root: the operator's file holds intermediate then root.
-    const keys = (await crypto.subtle.generateKey({ name: "ECDSA", namedCurve: "P-256" }, true, ["sign", "verify"])) as CryptoKeyPair;
+    const keys = (await crypto.subtle.generateKey({ name: "ECDSA", namedCurve: "P-256" }, true, [
+      "sign",
+      "verify",
+    ])) as CryptoKeyPair;
     const intermediate = await x509.X509CertificateGenerator.create({
       serialNumber: "01",
       subject: "CN=customer intermediate for cachegate",
@@ -95,12 +98,19 @@ describe("an operator-supplied CA", () => {
       signingKey: root.privateKey,
       publicKey: keys.publicKey,
       signingAlgorithm: { name: "ECDSA", hash: "SHA-256" },
-      extensions: [new x509.BasicConstraintsExtension(true, 0, true), new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign, true)],
+      extensions: [
+        new x509.BasicConstraintsExtension(true, 0, true),
+        new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign, true),
+      ],
     });
     const certFile = join(dir, "intermediate-chain.pem");
     const keyFile = join(dir, "intermediate.key");
     await writeFile(certFile, `${intermediate.toString("pem")}\n${root.certPem}`);
-    await writeFile(keyFile, x509.PemConverter.encode(await crypto.subtle.exportKey("pkcs8", keys.privateKey), "PRIVATE KEY"), { mode: 0o600 });
+    await writeFile(
+      keyFile,
+      x509.PemConverter.encode(await crypto.subtle.exportKey("pkcs8", keys.privateKey), "PRIVATE KEY"),
+      { mode: 0o600 },
+    );
 
     const ca = await loadCa(await tempDir(), { certFile, keyFile }, silentLogger);
     const leaf = await createLeafMinter(ca).leafFor("localhost");
@@ -108,9 +118,19 @@ describe("an operator-supplied CA", () => {
     expect(chain.slice(0, 2)).toEqual(["CN=localhost", intermediate.subject]);
 
     // An agent that trusts only the customer's root accepts the leaf: the intermediate travels with it.
-    const server = Bun.serve({ hostname: "127.0.0.1", port: 0, tls: { cert: leaf.cert, key: leaf.key }, fetch: () => new Response("ok") });
+    const server = Bun.serve({
+      hostname: "127.0.0.1",
+      port: 0,
+      tls: { cert: leaf.cert, key: leaf.key },
+      fetch: () => new Response("ok"),
+    });
     defer(() => server.stop(true));
-    const socket = await tlsOver(undefined, { host: "127.0.0.1", port: server.port!, servername: "localhost", ca: root.certPem });
+    const socket = await tlsOver(undefined, {
+      host: "127.0.0.1",
+      port: server.port!,
+      servername: "localhost",
+      ca: root.certPem,
+    });
     expect(socket.authorized).toBe(true);
     socket.destroy();
   });
@@ -125,6 +145,8 @@ describe("an operator-supplied CA", () => {
     const dir = await tempDir();
     const a = await (await createTestCa("operator CA")).writeTo(join(await tempDir()));
     const b = await (await createTestCa("another CA")).writeTo(dir);
-    await expect(loadCa(await tempDir(), { certFile: a.certFile, keyFile: b.keyFile }, silentLogger)).rejects.toThrow(/does not belong|does not match/);
+    await expect(loadCa(await tempDir(), { certFile: a.certFile, keyFile: b.keyFile }, silentLogger)).rejects.toThrow(
+      /does not belong|does not match/,
+    );
   });
 });

@@ -102,7 +102,9 @@ describe("an operator CA set through the admin API", () => {
     const configBefore = await admin(gw).configText();
     const dir = await tempDir();
 
-    const res = await admin(gw).patch({ tls: { caCertFile: join(dir, "missing.pem"), caKeyFile: join(dir, "missing.key") } });
+    const res = await admin(gw).patch({
+      tls: { caCertFile: join(dir, "missing.pem"), caKeyFile: join(dir, "missing.key") },
+    });
     expect(res.status).toBe(400);
     const body = (await res.json()) as { error: string };
     expect(body.error).toContain("tls.caCertFile");

@@ -9,8 +9,8 @@ import { createInterceptor } from "../../src/proxy/intercept.ts";
 import { parseAuthority } from "../../src/proxy/tunnel.ts";
 import { loadCa } from "../../src/tls/ca.ts";
 import { createLeafMinter } from "../../src/tls/leaf-minter.ts";
-import { waitFor } from "../support/wait.ts";
 import { exchange, openTunnel, tlsThroughTunnel } from "../support/tls-clients.ts";
+import { waitFor } from "../support/wait.ts";
 
 /**
  * The interceptor on its own: a node:http server hands it every CONNECT,
@@ -50,14 +50,23 @@ beforeAll(async () => {
         });
         return new Response(body);
       }
-      return new Response(`answer for ${url.pathname}`, { headers: { "content-length": String(`answer for ${url.pathname}`.length) } });
+      return new Response(`answer for ${url.pathname}`, {
+        headers: { "content-length": String(`answer for ${url.pathname}`.length) },
+      });
     },
   });
   server = createServer((_req, res) => res.writeHead(400).end());
   server.on("connect", (req, socket: Socket, head: Buffer) => {
     gatewaySockets.push(socket);
     const target = parseAuthority(req.url ?? "")!;
-    void (intercept as (...a: unknown[]) => Promise<void>)(socket, head, target.host, target.port, socket.remoteAddress ?? "unknown", false);
+    void (intercept as (...a: unknown[]) => Promise<void>)(
+      socket,
+      head,
+      target.host,
+      target.port,
+      socket.remoteAddress ?? "unknown",
+      false,
+    );
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   port = (server.address() as AddressInfo).port;
@@ -80,7 +89,11 @@ describe("requests inside an intercepted tunnel", () => {
       expect(socket.getPeerCertificate().subjectaltname).toBe("DNS:dl.qualys.com");
       const res = await exchange(socket, "GET /manifest.json?v=2 HTTP/1.1\r\nHost: elsewhere.example\r\n\r\n");
       expect(res.status).toBe(200);
-      expect(seen.at(-1)).toEqual({ url: "https://dl.qualys.com/manifest.json?v=2", client: "127.0.0.1", host: "elsewhere.example" });
+      expect(seen.at(-1)).toEqual({
+        url: "https://dl.qualys.com/manifest.json?v=2",
+        client: "127.0.0.1",
+        host: "elsewhere.example",
+      });
     } finally {
       socket.destroy();
     }
@@ -134,13 +147,19 @@ describe("the lifecycle of an intercepted tunnel", () => {
 
   test("a tunnel that never sends a request is closed by the gateway", async () => {
     const socket = await tlsThroughTunnel(port, "dl.qualys.com", 443, { ca: caPem });
-    const closed = await Promise.race([new Promise<boolean>((resolve) => socket.once("close", () => resolve(true))), Bun.sleep(3000).then(() => false)]);
+    const closed = await Promise.race([
+      new Promise<boolean>((resolve) => socket.once("close", () => resolve(true))),
+      Bun.sleep(3000).then(() => false),
+    ]);
     expect(closed).toBe(true);
   });
 
   test("a client that never starts TLS is closed by the gateway", async () => {
     const raw = await openTunnel(port, "dl.qualys.com:443");
-    const closed = await Promise.race([new Promise<boolean>((resolve) => raw.once("close", () => resolve(true))), Bun.sleep(3000).then(() => false)]);
+    const closed = await Promise.race([
+      new Promise<boolean>((resolve) => raw.once("close", () => resolve(true))),
+      Bun.sleep(3000).then(() => false),
+    ]);
     raw.destroy();
     expect(closed).toBe(true);
   });

@@ -1,14 +1,14 @@
 import "reflect-metadata";
-import * as x509 from "@peculiar/x509";
 import { beforeAll, describe, expect, test } from "bun:test";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import * as x509 from "@peculiar/x509";
 import { silentLogger } from "../../src/log.ts";
-import { loadCa, type GatewayCa } from "../../src/tls/ca.ts";
+import { type GatewayCa, loadCa } from "../../src/tls/ca.ts";
 import { createLeafMinter } from "../../src/tls/leaf-minter.ts";
-import { manualClock } from "../support/clock.ts";
 import { cleanupAfterEach } from "../support/cleanup.ts";
+import { manualClock } from "../support/clock.ts";
 import { createTestCa, describeCert } from "../support/test-ca.ts";
 
 const defer = cleanupAfterEach();
@@ -153,7 +153,10 @@ async function shortLivedCa(dir: string, lifetimeMs: number): Promise<GatewayCa>
     notAfter: new Date(Date.now() + lifetimeMs),
     keys,
     signingAlgorithm: { name: "ECDSA", hash: "SHA-256" },
-    extensions: [new x509.BasicConstraintsExtension(true, 0, true), new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign, true)],
+    extensions: [
+      new x509.BasicConstraintsExtension(true, 0, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign, true),
+    ],
   });
   const certFile = join(dir, "short.pem");
   const keyFile = join(dir, "short.key");

@@ -25,7 +25,8 @@ async function setMinVersion(version: string): Promise<void> {
   expect(res.status).toBe(200);
 }
 
-const throughTunnel = (version: string) => opensslHandshake({ connect: "localhost:443", servername: "localhost", version, proxyPort: gw.proxyPort });
+const throughTunnel = (version: string) =>
+  opensslHandshake({ connect: "localhost:443", servername: "localhost", version, proxyPort: gw.proxyPort });
 
 describe("intercepted tunnels", () => {
   test("with the default minimum of TLS 1.2 a TLS 1.1 client is refused at the handshake", async () => {
@@ -70,7 +71,8 @@ describe("the TLS agent listener", () => {
     const res = await admin(gw).patch({ tls: { agentListener: { enabled: true } } });
     expect(res.status).toBe(200);
     try {
-      const direct = (version: string) => opensslHandshake({ connect: `127.0.0.1:${gw.proxyPort}`, servername: "localhost", version });
+      const direct = (version: string) =>
+        opensslHandshake({ connect: `127.0.0.1:${gw.proxyPort}`, servername: "localhost", version });
       expect((await direct("-tls1_1")).protocol).toBeNull();
       expect((await direct("-tls1_2")).protocol).toBe("TLSv1.2");
 

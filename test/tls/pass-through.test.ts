@@ -19,7 +19,10 @@ let origin: TlsOrigin;
 
 beforeAll(async () => {
   originCa = await createTestCa("test origin CA");
-  origin = await startTlsOrigin(originCa, (req) => new Response(`origin says ${new URL(req.url).pathname}`, { headers: { "cache-control": "max-age=3600" } }));
+  origin = await startTlsOrigin(
+    originCa,
+    (req) => new Response(`origin says ${new URL(req.url).pathname}`, { headers: { "cache-control": "max-age=3600" } }),
+  );
 });
 
 afterAll(async () => {
@@ -68,7 +71,10 @@ async function expectUntouched(gw: TestGateway, path: string): Promise<void> {
 
 describe("pass-through tunnels", () => {
   test("an Allowed Domain is tunnelled untouched: the agent sees the origin's own certificate and nothing is cached", async () => {
-    const gw = await gateway({ platformDomains: ["qualys.com"], allowedDomains: { enabled: true, domains: ["localhost"] } });
+    const gw = await gateway({
+      platformDomains: ["qualys.com"],
+      allowedDomains: { enabled: true, domains: ["localhost"] },
+    });
     await expectUntouched(gw, "/allowed.bin");
   });
 
@@ -90,7 +96,12 @@ describe("pass-through tunnels", () => {
 
   test("openssl s_client through a pass-through tunnel reports the origin's issuer, not the gateway's", async () => {
     const gw = await gateway({ tls: { doNotIntercept: ["localhost"] } });
-    const result = await opensslHandshake({ connect: `localhost:${origin.port}`, servername: "localhost", version: "-tls1_2", proxyPort: gw.proxyPort });
+    const result = await opensslHandshake({
+      connect: `localhost:${origin.port}`,
+      servername: "localhost",
+      version: "-tls1_2",
+      proxyPort: gw.proxyPort,
+    });
     expect(result.protocol).toBe("TLSv1.2");
     const issuerCn = /CN=([^,]+)/.exec(originCa.subject)![1]!;
     expect(result.stdout).toMatch(new RegExp(`issuer=.*${issuerCn}`));
