@@ -381,7 +381,10 @@ const load = () =>
 const cpuPerRequest = (run: HotRun) => (run.requests > 0 ? (run.cpuSeconds / run.requests) * 1e6 : Number.NaN);
 const median = (sorted: number[]) => (sorted.length === 0 ? undefined : sorted[Math.floor((sorted.length - 1) / 2)]);
 const count = (values: string[]) =>
-  values.reduce<Record<string, number>>((acc, v) => ({ ...acc, [v]: (acc[v] ?? 0) + 1 }), {});
+  values.reduce<Record<string, number>>((acc, v) => {
+    acc[v] = (acc[v] ?? 0) + 1;
+    return acc;
+  }, {});
 const labels = (counts: Record<string, number>) =>
   Object.entries(counts)
     .sort((a, b) => b[1] - a[1])

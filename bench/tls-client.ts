@@ -109,7 +109,10 @@ export class ResponseReader {
         if (name === "content-length") length = Number(line.slice(colon + 1).trim());
         else if (name === "x-cache") xcache = line.slice(colon + 1).trim();
       }
-      if (length < 0) return this.fail(new Error(`response without Content-Length: ${lines[0]}`));
+      if (length < 0) {
+        this.fail(new Error(`response without Content-Length: ${lines[0]}`));
+        return;
+      }
       this.head = { status, xcache, length, bodyStart: end + 4 };
     }
     const { status, xcache, length, bodyStart } = this.head;

@@ -251,8 +251,7 @@ async function runLoad(spec: LoadSpec, gatewayPid: number): Promise<HotRow> {
   let pending = "";
   for await (const chunk of child.stdout as ReadableStream<Uint8Array>) {
     pending += decoder.decode(chunk, { stream: true });
-    let nl: number;
-    while ((nl = pending.indexOf("\n")) >= 0) {
+    for (let nl = pending.indexOf("\n"); nl >= 0; nl = pending.indexOf("\n")) {
       const line = pending.slice(0, nl).trim();
       pending = pending.slice(nl + 1);
       if (line === "") continue;

@@ -27,7 +27,10 @@ export function createProxyAuth(agents: AgentStore, now: () => number = Date.now
   function failed(client: string): number {
     const t = now();
     let f = failures.get(client);
-    if (!f || t - f.since > FAILURE_WINDOW_MS) failures.set(client, (f = { count: 0, since: t }));
+    if (!f || t - f.since > FAILURE_WINDOW_MS) {
+      f = { count: 0, since: t };
+      failures.set(client, f);
+    }
     f.count++;
     if (failures.size > 100_000) failures.delete(failures.keys().next().value!);
     return f.count <= FREE_FAILURES ? 0 : Math.min(MAX_DELAY_MS, 250 * 2 ** (f.count - FREE_FAILURES - 1));

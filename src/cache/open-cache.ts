@@ -1,7 +1,6 @@
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { type Db, openDb } from "../db/client.ts";
-import type { Logger } from "../log.ts";
 import { type BlobStore, createBlobStore } from "../store/blob-store.ts";
 import { type CacheIndex, createCacheIndex } from "./cache-index.ts";
 import { type CachePipeline, createCachePipeline, type PipelineDeps } from "./pipeline.ts";

@@ -48,6 +48,8 @@ export interface CachePipeline {
   invalidate(url: string): Promise<void>;
   /** Downloads in progress (for graceful shutdown and stats). */
   inFlight(): number;
+  /** Requests waiting on another request's download for its response head (Varnish's waiting list). */
+  waiting(): number;
   /** Shutdown: aborts downloads in progress (nothing half-written is indexed) and waits for them to wind up. */
   stop(): Promise<void>;
 }
@@ -88,6 +90,7 @@ export function createCachePipeline(deps: PipelineDeps): CachePipeline {
   const now = deps.now ?? Date.now;
   const idleTimeoutMs = deps.idleTimeoutMs ?? 60_000;
   const flights = new Map<string, Flight>();
+  let waiting = 0;
   /** After a disk error, new downloads pass through uncached for a while instead of failing too. */
   let diskTroubleUntil = 0;
   const DISK_TROUBLE_MS = 30_000;
@@ -138,7 +141,8 @@ export function createCachePipeline(deps: PipelineDeps): CachePipeline {
   }
 
   async function join(req: Request, flight: Flight): Promise<Response> {
-    const head = await flight.head;
+    waiting++;
+    const head = await flight.head.finally(() => waiting--);
     switch (head.kind) {
       case "download":
         if (head.variant !== variantOf(head.vary, req.headers)) return pass(req, "MISS");
@@ -321,6 +325,7 @@ export function createCachePipeline(deps: PipelineDeps): CachePipeline {
       await index.purge({ url: cacheKey(url) });
     },
     inFlight: () => flights.size,
+    waiting: () => waiting,
     async stop() {
       stopping = true;
       for (const reader of upstreamReaders) void reader.cancel().catch(() => {});

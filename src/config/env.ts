@@ -35,7 +35,10 @@ const list = (value: string) =>
 /** The configuration document as the environment seeds it (before persisted admin changes). */
 export function configInputFromEnv(env: Env): ConfigInput {
   const doc: Record<string, Record<string, unknown> | unknown> = {};
-  const section = (name: string) => (doc[name] ??= {}) as Record<string, unknown>;
+  const section = (name: string) => {
+    doc[name] ??= {};
+    return doc[name] as Record<string, unknown>;
+  };
   if (env.CACHEGATE_CACHE_MODE !== undefined) section("cacheMode").enabled = flag(env.CACHEGATE_CACHE_MODE);
   if (env.CACHEGATE_PORT !== undefined) section("cacheMode").port = int(env.CACHEGATE_PORT);
   if (env.CACHEGATE_PLATFORM_DOMAINS !== undefined) doc.platformDomains = list(env.CACHEGATE_PLATFORM_DOMAINS);

@@ -2,7 +2,6 @@ import { createServer, type IncomingMessage } from "node:http";
 import type { Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import { createSecureContext, type SecureContext, type SecureVersion, TLSSocket } from "node:tls";
-import type { Logger } from "../log.ts";
 import type { Leaf, LeafMinter } from "../tls/leaf-minter.ts";
 import { createRequestHandler, type RequestHandlerOptions } from "./listener.ts";
 
@@ -116,10 +115,15 @@ export function createInterceptor(opts: InterceptorOptions) {
 const contexts = new WeakMap<Leaf, Map<SecureVersion, SecureContext>>();
 function contextFor(leaf: Leaf, minVersion: SecureVersion): SecureContext {
   let byVersion = contexts.get(leaf);
-  if (!byVersion) contexts.set(leaf, (byVersion = new Map()));
+  if (!byVersion) {
+    byVersion = new Map();
+    contexts.set(leaf, byVersion);
+  }
   let context = byVersion.get(minVersion);
-  if (!context)
-    byVersion.set(minVersion, (context = createSecureContext({ key: leaf.key, cert: leaf.cert, minVersion })));
+  if (!context) {
+    context = createSecureContext({ key: leaf.key, cert: leaf.cert, minVersion });
+    byVersion.set(minVersion, context);
+  }
   return context;
 }
 

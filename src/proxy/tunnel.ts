@@ -57,7 +57,10 @@ export function createTunnelHandler(opts: TunnelOptions) {
       }
       agent = auth.agent;
       let tunnels = byAgent.get(agent);
-      if (!tunnels) byAgent.set(agent, (tunnels = new Set()));
+      if (!tunnels) {
+        tunnels = new Set();
+        byAgent.set(agent, tunnels);
+      }
       tunnels.add(client);
       client.once("close", () => {
         tunnels.delete(client);

@@ -71,7 +71,10 @@ export function createStats(db: Db, opts: StatsOptions) {
   const daily = (kind: string) => {
     const key = `${day()}\t${kind}`;
     let row = pendingDaily.get(key);
-    if (!row) pendingDaily.set(key, (row = { requests: 0, served: 0, upstream: 0 }));
+    if (!row) {
+      row = { requests: 0, served: 0, upstream: 0 };
+      pendingDaily.set(key, row);
+    }
     return row;
   };
 

@@ -6,7 +6,10 @@ const compiled = new Map<string, RegExp>();
 export function kindOf(url: string, rules: readonly KindRuleConfig[]): string {
   for (const rule of rules) {
     let re = compiled.get(rule.pattern);
-    if (!re) compiled.set(rule.pattern, (re = new RegExp(rule.pattern, "i")));
+    if (!re) {
+      re = new RegExp(rule.pattern, "i");
+      compiled.set(rule.pattern, re);
+    }
     if (re.test(url)) return rule.kind;
   }
   return "other";

@@ -85,7 +85,7 @@ describe("hop-by-hop response headers", () => {
   async function hopByHopOrigin() {
     const origin = await startRawOrigin((_req, socket) => {
       socket.end(
-        responseHead("200 OK", [
+        `${responseHead("200 OK", [
           ["Content-Length", "2"],
           ["Connection", "close, X-Origin-Hop"],
           ["X-Origin-Hop", "for the gateway only"],
@@ -95,7 +95,7 @@ describe("hop-by-hop response headers", () => {
           ["Via", "1.1 origin-side-proxy"],
           ["Cache-Control", "max-age=60"],
           ["X-End-To-End", "kept"],
-        ]) + "ok",
+        ])}ok`,
       );
     });
     defer(() => origin.stop());

@@ -67,7 +67,11 @@ export interface PushedBody {
 export function pushedBody(): PushedBody {
   let controller!: ReadableStreamDefaultController<Uint8Array>;
   let pushed = 0;
-  const stream = new ReadableStream<Uint8Array>({ start: (c) => void (controller = c) });
+  const stream = new ReadableStream<Uint8Array>({
+    start: (c) => {
+      controller = c;
+    },
+  });
   return {
     stream,
     push(chunk) {

@@ -341,5 +341,10 @@ export function watchPatchRequests(gw: PatchGateway): { seen: Request[]; restore
     seen.push(req);
     return handle(req);
   };
-  return { seen, restore: () => void (pipeline.pipeline.handle = handle) };
+  return {
+    seen,
+    restore: () => {
+      pipeline.pipeline.handle = handle;
+    },
+  };
 }
