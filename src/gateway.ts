@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { mkdir } from "node:fs/promises";
+import { join } from "node:path";
 import { agentRoutes } from "./admin/agent-routes.ts";
 import { createAdminApp } from "./admin/app.ts";
 import { cacheRoutes } from "./admin/cache-routes.ts";
@@ -17,13 +18,14 @@ import { LiveConfig } from "./config/live-config.ts";
 import type { JsonObject } from "./config/merge-patch.ts";
 import type { Config, ConfigInput } from "./config/schema.ts";
 import { loadOverrides, saveOverrides } from "./config/settings-store.ts";
+import { openDb } from "./db/client.ts";
 import { createLogger, type Logger } from "./log.ts";
+import { createAddressGuard } from "./net/address-guard.ts";
 import { createPatchCache, type PatchCache } from "./patch/patch-cache.ts";
-import { createAddressGuard } from "./proxy/address-guard.ts";
 import { createAgentListener } from "./proxy/agent-listener.ts";
 import { createProxyApp, type ProxyBindings } from "./proxy/app.ts";
 import { createInterceptor } from "./proxy/intercept.ts";
-import { createProxyServer } from "./proxy/listener.ts";
+import { createProxyServer } from "./proxy/proxy-server.ts";
 import { createTunnelHandler } from "./proxy/tunnel.ts";
 import { createUpstreamFetch } from "./proxy/upstream.ts";
 import { createStats, type Stats } from "./stats/collector.ts";
@@ -55,10 +57,11 @@ export interface Gateway {
 }
 
 /**
- * Composes the gateway: the platform cache in the data dir (whose database
- * also keeps settings, stats and agent credentials), the patch cache on the
- * patch disk, the proxy app behind the agent listener and inside
- * intercepted tunnels, and the admin API.
+ * The composition root, in dependency order: the main database (settings,
+ * stats, agent credentials and the platform cache's index, in the data dir),
+ * then the configuration, stats, upstream fetch, the caches, the proxy
+ * (listener, tunnels, interception) and the admin API, each built from what
+ * came before.
  */
 export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const log = opts.log ?? createLogger();
@@ -66,47 +69,50 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const { runtime } = opts;
   const started = now();
   await mkdir(runtime.dataDir, { recursive: true });
+  const db = openDb(join(runtime.dataDir, "index.sqlite"));
 
-  // The gateway's own ports, read when a request is checked (the agent port can move); bound further down.
-  let ownPorts = (): { port: number }[] => [];
-  const guard = createAddressGuard({ allowPrivate: runtime.allowPrivateUpstreams, ownListeners: () => ownPorts() });
-  const via = `cachegate-${randomBytes(3).toString("hex")}`;
-  // Stats live in the main database, which opens with the main cache; upstream bytes are reported to them late-bound.
-  let stats: Stats | undefined;
-  const fetchUpstream = createUpstreamFetch({ guard, via, onBody: (url, n) => stats?.upstream(url, n) });
-
-  let config: LiveConfig | undefined;
-  const current = () => config!.current;
-  const cacheOptions = { fetchUpstream, ttlRules: () => current().cache.ttlRules, log, now };
-  const main = await openCache(runtime.dataDir, { ...cacheOptions, maxBytes: () => current().cache.maxSizeBytes });
-  config = new LiveConfig({
+  const config = new LiveConfig({
     env: opts.config as JsonObject,
-    overrides: loadOverrides(main.db),
-    save: (o) => saveOverrides(main.db, o, now()),
+    overrides: loadOverrides(db),
+    save: (o) => saveOverrides(db, o, now()),
   });
-  if (config.ignored.length > 0)
-    log.error("persisted admin settings no longer valid; started from the environment", {
-      errors: config.ignored.map((e) => e.message),
-    });
-  stats = createStats(main.db, { kinds: () => current().stats.kinds, now });
+  if (config.ignored.length > 0) {
+    const errors = config.ignored.map((e) => e.message);
+    log.error("persisted admin settings no longer valid; started from the environment", { errors });
+  }
+  const current = () => config.current;
+  const stats = createStats(db, { kinds: () => current().stats.kinds, now });
   const adminToken = await loadAdminToken(runtime.dataDir, runtime.adminToken, log);
 
-  const patch = createPatchCache({ ...cacheOptions, maxBytes: () => Number.MAX_SAFE_INTEGER, config: current, log });
+  // The ports this gateway listens on, as the listeners bind them: requests through it must not loop back.
+  const ownPorts = new Set<number>();
+  const guard = createAddressGuard({ allowPrivate: runtime.allowPrivateUpstreams, ownPorts });
+  const via = `cachegate-${randomBytes(3).toString("hex")}`;
+  const fetchUpstream = createUpstreamFetch({ guard, via, onBody: stats.upstream });
+
+  const cacheOptions = { fetchUpstream, ttlRules: () => current().cache.ttlRules, log, now };
+  const main = await openCache(runtime.dataDir, {
+    ...cacheOptions,
+    db,
+    maxBytes: () => current().cache.maxSizeBytes,
+  });
+  const patch = createPatchCache({ ...cacheOptions, maxBytes: () => Number.MAX_SAFE_INTEGER, config: current });
   await patch.start(config.current);
 
-  const agents = createAgentStore(main.db, now);
-  const authorize = createProxyAuth(agents, now);
+  const agents = createAgentStore(db, now);
+  const agentGate = createProxyAuth(agents, now);
+  const tls = await createTlsState(runtime.dataDir, config.current, log);
   const proxyApp = createProxyApp({
     config: current,
     pipelines: { platform: main.pipeline, patch: patch.pipeline },
     fetchUpstream,
-    authorize,
+    agents: agentGate,
     via,
     log,
   });
-  const tls = await createTlsState(runtime.dataDir, config.current, log);
   const handlerOptions = {
     fetch: (req: Request, env: ProxyBindings) => proxyApp.fetch(req, env),
+    via,
     log,
     onServed: stats.served,
   };
@@ -115,12 +121,13 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     minter: tls.minter,
     minVersion: () => TLS_VERSIONS[current().tls.minVersion],
   });
-  const tunnel = createTunnelHandler({ config: current, guard, log, interceptor: () => interceptor, authorize });
+  const tunnel = createTunnelHandler({ config: current, guard, log, interceptor, agents: agentGate });
   agents.onRevoke((username) => tunnel.closeAgent(username));
   const listener = createAgentListener({
     build: async (c: Config) =>
       createProxyServer({ ...handlerOptions, connect: tunnel, tls: await tls.agentListenerOptions(c) }),
     host: runtime.host,
+    ownPorts,
     log,
   });
 
@@ -147,13 +154,10 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       agentRoutes({ agents, log }),
     ],
   });
-  const admin = Bun.serve({
-    hostname: runtime.adminHost,
-    port: opts.adminPort ?? runtime.adminPort,
-    fetch: adminApp.fetch,
-  });
+  const adminPort = opts.adminPort ?? runtime.adminPort;
+  const admin = Bun.serve({ hostname: runtime.adminHost, port: adminPort, fetch: adminApp.fetch });
+  ownPorts.add(admin.port!);
   const proxyPort = await listener.start(config.current, opts.proxyPort);
-  ownPorts = () => [{ port: listener.port() }, { port: admin.port! }];
 
   // Appliers run before a change is committed; any of them may refuse it.
   config.onApply(tls.reload);
@@ -188,9 +192,10 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       await listener.stop();
       await admin.stop(true);
       await Promise.all([main.pipeline.stop(), patch.cache()?.pipeline.stop()]);
-      stats?.stop();
+      stats.stop();
       patch.close();
       main.close();
+      db.$client.close();
     },
   };
 }

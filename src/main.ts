@@ -1,4 +1,5 @@
-import { configFromEnv, configInputFromEnv, EnvError, runtimeFromEnv } from "./config/env.ts";
+import { configFromEnv, configInputFromEnv, runtimeFromEnv } from "./config/env.ts";
+import { GatewayError } from "./errors.ts";
 import { startGateway } from "./gateway.ts";
 import { createLogger } from "./log.ts";
 
@@ -19,8 +20,8 @@ try {
   process.once("SIGTERM", () => void shutdown("SIGTERM"));
   process.once("SIGINT", () => void shutdown("SIGINT"));
 } catch (err) {
-  if (err instanceof EnvError) {
-    log.error("cachegate cannot start: fix these settings", { errors: err.errors.map((e) => e.message) });
+  if (err instanceof GatewayError && err.details) {
+    log.error("cachegate cannot start: fix these settings", { errors: err.details.map((e) => e.message) });
   } else {
     log.error("cachegate cannot start", { error: err });
   }

@@ -1,10 +1,9 @@
 import { Hono } from "hono";
-import { HTTPException } from "hono/http-exception";
 import * as v from "valibot";
 import type { AgentStore } from "../agents/agent-store.ts";
-import { toFieldErrors } from "../config/issues.ts";
+import { GatewayError } from "../errors.ts";
 import type { Logger } from "../log.ts";
-import { readJson } from "./json-body.ts";
+import { parseInput, readJson } from "./input.ts";
 
 const NewAgent = v.strictObject({
   name: v.pipe(
@@ -21,13 +20,8 @@ export function agentRoutes(deps: { agents: AgentStore; log: Logger }) {
   const app = new Hono();
 
   app.post("/api/agents", async (c) => {
-    const parsed = v.safeParse(NewAgent, await readJson(c.req.raw));
-    if (!parsed.success)
-      throw new HTTPException(400, {
-        message: "invalid agent; nothing was created",
-        cause: toFieldErrors(parsed.issues),
-      });
-    const issued = await deps.agents.issue(parsed.output.name);
+    const { name } = parseInput(NewAgent, await readJson(c.req.raw), "invalid agent; nothing was created");
+    const issued = await deps.agents.issue(name);
     deps.log.info("agent credentials issued", { id: issued.id, name: issued.name, username: issued.username });
     return c.json(issued, 201);
   });
@@ -36,10 +30,12 @@ export function agentRoutes(deps: { agents: AgentStore; log: Logger }) {
 
   app.delete("/api/agents/:id", (c) => {
     const id = c.req.param("id");
-    if (!/^\d+$/.test(id))
-      throw new HTTPException(400, { message: `agent id must be a number from GET /api/agents; got "${id}"` });
-    if (!deps.agents.revoke(Number(id)))
-      throw new HTTPException(404, { message: `no agent with id ${id}; see GET /api/agents` });
+    if (!/^\d+$/.test(id)) {
+      throw new GatewayError(400, "invalid_request", `agent id must be a number from GET /api/agents; got "${id}"`);
+    }
+    if (!deps.agents.revoke(Number(id))) {
+      throw new GatewayError(404, "not_found", `no agent with id ${id}; see GET /api/agents`);
+    }
     deps.log.info("agent credentials revoked", { id: Number(id) });
     return c.json({ revoked: Number(id) });
   });

@@ -1,5 +1,6 @@
 import { Hono } from "hono";
-import { HTTPException } from "hono/http-exception";
+import type { ContentfulStatusCode } from "hono/utils/http-status";
+import { asGatewayError, GatewayError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { adminAuth } from "./auth.ts";
 
@@ -15,8 +16,8 @@ export interface AdminDeps {
 /**
  * The admin listener's Hono app. Every route but /healthz needs the bearer
  * token. Errors share one JSON shape: `{ "error": "<what was wrong and what
- * to do>", "details": [{ path, value, rule, message }] }`, details only for
- * validation errors.
+ * to do>", "code": "<stable name>", "details": [{ path, value, rule, message }] }`,
+ * details only for validation errors.
  */
 export function createAdminApp(deps: AdminDeps) {
   const app = new Hono();
@@ -24,16 +25,15 @@ export function createAdminApp(deps: AdminDeps) {
   app.get("/healthz", (c) => c.json({ status: "ok", ...deps.health() }));
   for (const routes of deps.routes) app.route("/", routes);
 
-  app.notFound((c) =>
-    c.json({ error: `no route ${c.req.method} ${c.req.path}; see the README's admin API section` }, 404),
-  );
-  app.onError((err, c) => {
-    if (err instanceof HTTPException) {
-      const details = Array.isArray(err.cause) ? { details: err.cause } : {};
-      return c.json({ error: err.message, ...details }, err.status);
-    }
-    deps.log.error("admin request failed", { path: c.req.path, error: err });
-    return c.json({ error: "internal error; see the gateway log" }, 500);
+  app.notFound((c) => {
+    const route = `${c.req.method} ${c.req.path}`;
+    throw new GatewayError(404, "not_found", `no route ${route}; see the README's admin API section`);
+  });
+  app.onError(function renderError(err, c) {
+    if (!(err instanceof GatewayError)) deps.log.error("admin request failed", { path: c.req.path, error: err });
+    const e = asGatewayError(err);
+    const body = { error: e.message, code: e.code, ...(e.details ? { details: e.details } : {}) };
+    return c.json(body, e.status as ContentfulStatusCode, e.headers);
   });
   return app;
 }

@@ -1,6 +1,7 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 import type { MiddlewareHandler } from "hono";
 import { getConnInfo } from "hono/bun";
+import { GatewayError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 
 const digest = (s: string) => createHash("sha256").update(s).digest();
@@ -22,14 +23,12 @@ export function adminAuth(opts: { token: string; log: Logger; open: readonly str
       client = getConnInfo(c).remote.address ?? client;
     } catch {}
     opts.log.warn("admin request refused: bad or missing token", { client, method: c.req.method, path: c.req.path });
-    c.header("www-authenticate", 'Bearer realm="cachegate admin"');
-    return c.json(
-      {
-        error: m
-          ? "the bearer token is wrong; use the token from CACHEGATE_ADMIN_TOKEN or the admin-token file in the data dir"
-          : "missing Authorization: Bearer <token> header; use the token from CACHEGATE_ADMIN_TOKEN or the admin-token file in the data dir",
-      },
+    const problem = m ? "the bearer token is wrong" : "missing Authorization: Bearer <token> header";
+    throw new GatewayError(
       401,
+      "unauthorized",
+      `${problem}; use the token from CACHEGATE_ADMIN_TOKEN or the admin-token file in the data dir`,
+      { headers: { "www-authenticate": 'Bearer realm="cachegate admin"' } },
     );
   };
 }

@@ -1,12 +1,11 @@
 import { Hono } from "hono";
-import { HTTPException } from "hono/http-exception";
 import * as v from "valibot";
 import type { CacheIndex } from "../cache/cache-index.ts";
 import { freshness, type TtlRule } from "../cache/freshness.ts";
 import { cacheKey } from "../cache/key.ts";
 import type { createVerifier } from "../cache/verify.ts";
-import { toFieldErrors } from "../config/issues.ts";
 import type { Logger } from "../log.ts";
+import { parseInput } from "./input.ts";
 
 export interface CacheRouteDeps {
   index: CacheIndex;
@@ -52,15 +51,8 @@ const PurgeQuery = v.pipe(
   ),
 );
 
-function query<T extends v.GenericSchema>(schema: T, input: unknown): v.InferOutput<T> {
-  const result = v.safeParse(schema, input);
-  if (!result.success)
-    throw new HTTPException(400, {
-      message: "invalid query parameters; nothing was changed",
-      cause: toFieldErrors(result.issues),
-    });
-  return result.output;
-}
+const query = <T extends v.GenericSchema>(schema: T, input: unknown) =>
+  parseInput(schema, input, "invalid query parameters; nothing was changed");
 
 /** Listing, purging and verifying cache entries. */
 export function cacheRoutes(deps: CacheRouteDeps) {

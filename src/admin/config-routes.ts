@@ -1,9 +1,9 @@
 import { Hono } from "hono";
-import { HTTPException } from "hono/http-exception";
 import type { LiveConfig } from "../config/live-config.ts";
 import type { Json } from "../config/merge-patch.ts";
+import { GatewayError } from "../errors.ts";
 import type { Logger } from "../log.ts";
-import { readJson } from "./json-body.ts";
+import { readJson } from "./input.ts";
 
 /** GET/PATCH /api/config: the one configuration document, live. */
 export function configRoutes(deps: { config: LiveConfig; log: Logger }) {
@@ -20,10 +20,12 @@ export function configRoutes(deps: { config: LiveConfig; log: Logger }) {
   });
 
   app.on(["PUT", "POST"], "/api/config", () => {
-    throw new HTTPException(405, {
-      message:
-        "use PATCH /api/config with only the fields to change (JSON merge patch); null resets a field to its environment or default value",
-    });
+    throw new GatewayError(
+      405,
+      "method_not_allowed",
+      "use PATCH /api/config with only the fields to change (JSON merge patch); " +
+        "null resets a field to its environment or default value",
+    );
   });
   return app;
 }

@@ -1,5 +1,5 @@
 import { isIP } from "node:net";
-import { canonical, inCidr, parseCidr, parseIp } from "../proxy/ip.ts";
+import { canonical, inCidr, parseCidr, parseIp } from "../net/ip.ts";
 import type { AgentStore } from "./agent-store.ts";
 
 export type AuthResult = { ok: true; agent: string } | { ok: false; delayMs: number };
@@ -9,10 +9,20 @@ const FREE_FAILURES = 5;
 const MAX_DELAY_MS = 8000;
 const FAILURE_WINDOW_MS = 10 * 60_000;
 
-export const PROXY_AUTHENTICATE = 'Basic realm="cachegate agents", charset="UTF-8"';
-export const AGENTS_ONLY =
-  "Patch Mode admits agents only: send the agent credentials issued by POST /api/agents " +
-  "(curl --proxy-user USER:PASS, or https_proxy=http://USER:PASS@gateway:8080).";
+/**
+ * What the proxy asks of Patch Mode's "agents only" rule. It knows nothing
+ * of HTTP: the proxy turns a refusal into its 407.
+ */
+export interface AgentGate {
+  /** Checks a request's Proxy-Authorization (or its client address against the admitted networks). */
+  authorize(header: string | undefined | null, client: string, networks: readonly string[]): Promise<AuthResult>;
+  /**
+   * For requests inside a tunnel authorized at its CONNECT: is what admitted it (`agent`, an
+   * agent's user name or an admitted client address) still admitted? A revocation, or a client
+   * network taken off the list, then applies to open tunnels at once too.
+   */
+  stillAdmitted(agent: string, networks: readonly string[]): boolean;
+}
 
 /**
  * Patch Mode's "agents only" rule: a request needs valid Basic
@@ -20,7 +30,7 @@ export const AGENTS_ONLY =
  * Repeated failures from one address are answered ever more slowly, and a
  * refusal never says whether the user name exists.
  */
-export function createProxyAuth(agents: AgentStore, now: () => number = Date.now) {
+export function createProxyAuth(agents: AgentStore, now: () => number = Date.now): AgentGate {
   const failures = new Map<string, { count: number; since: number }>();
   const hashing = new Map<string, number>(); // client address → password checks in flight
 
@@ -36,7 +46,7 @@ export function createProxyAuth(agents: AgentStore, now: () => number = Date.now
     return f.count <= FREE_FAILURES ? 0 : Math.min(MAX_DELAY_MS, 250 * 2 ** (f.count - FREE_FAILURES - 1));
   }
 
-  const authorize = async function authorize(
+  async function authorize(
     header: string | undefined | null,
     client: string,
     networks: readonly string[],
@@ -62,17 +72,11 @@ export function createProxyAuth(agents: AgentStore, now: () => number = Date.now
       return { ok: true, agent };
     }
     return { ok: false, delayMs: failed(client) };
+  }
+  return {
+    authorize,
+    stillAdmitted: (agent, networks) => (isIP(agent) !== 0 ? inNetworks(agent, networks) : agents.exists(agent)),
   };
-  return Object.assign(authorize, {
-    /**
-     * For requests inside a tunnel authorized at its CONNECT: is what admitted it (`agent`, an
-     * agent's user name or an admitted client address) still admitted? A revocation, or a client
-     * network taken off the list, then applies to open tunnels at once too.
-     */
-    stillAdmitted(agent: string, networks: readonly string[]): boolean {
-      return isIP(agent) !== 0 ? inNetworks(agent, networks) : agents.exists(agent);
-    },
-  });
 }
 
 function parseBasic(header: string | undefined | null): { username: string; password: string } | null {

@@ -19,6 +19,8 @@ export interface Cache {
 
 export type CacheOptions = Omit<PipelineDeps, "index" | "store" | "now"> & {
   now: () => number;
+  /** The database to keep the index in; by default the cache opens (and closes) its own in `dir`. */
+  db?: Db;
   /** Eviction limits that depend on the index (the patch disk's watermarks). */
   limits?: (index: CacheIndex) => Pick<PipelineDeps, "maxBytes" | "evictTo" | "roomFor">;
 };
@@ -30,7 +32,7 @@ export type CacheOptions = Omit<PipelineDeps, "index" | "store" | "now"> & {
  */
 export async function openCache(dir: string, opts: CacheOptions): Promise<Cache> {
   await mkdir(dir, { recursive: true });
-  const db = openDb(join(dir, "index.sqlite"));
+  const db = opts.db ?? openDb(join(dir, "index.sqlite"));
   const store = await createBlobStore(dir);
   const index = createCacheIndex(db, store, opts.now);
   const swept = await store.sweep(index.knowsBlob);
@@ -45,7 +47,7 @@ export async function openCache(dir: string, opts: CacheOptions): Promise<Cache>
     verifier: createVerifier(index, store, opts.log),
     close() {
       index.flush();
-      db.$client.close();
+      if (!opts.db) db.$client.close(); // a borrowed database is its owner's to close
     },
   };
 }

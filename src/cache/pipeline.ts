@@ -1,5 +1,5 @@
 import { rm } from "node:fs/promises";
-import { HTTPException } from "hono/http-exception";
+import { GatewayError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { BlobStore } from "../store/blob-store.ts";
 import { BlobSource, type BodySource, Download, MemorySource } from "./body-source.ts";
@@ -180,7 +180,7 @@ export function createCachePipeline(deps: PipelineDeps): CachePipeline {
       res = await deps.fetchUpstream(upstreamReq);
     } catch (err) {
       const error = err instanceof Error ? err : new Error(String(err));
-      if (stale && mayServeStale(stale) && !(err instanceof HTTPException && err.status === 403)) {
+      if (stale && mayServeStale(stale) && !(err instanceof GatewayError && err.status === 403)) {
         log.warn("upstream unreachable; serving stale", { url, error });
         settle({ kind: "entry", entry: stale, stale: true });
         return (

@@ -1,4 +1,4 @@
-import { HTTPException } from "hono/http-exception";
+import { GatewayError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { BlobStore } from "../store/blob-store.ts";
 import type { CacheIndex } from "./cache-index.ts";
@@ -39,9 +39,11 @@ export function createVerifier(index: CacheIndex, store: BlobStore, log: Logger)
     status: () => status,
     start(): VerifyState {
       if (status.state === "running")
-        throw new HTTPException(409, {
-          message: "a verify job is already running; follow it with GET /api/cache/verify",
-        });
+        throw new GatewayError(
+          409,
+          "verify_running",
+          "a verify job is already running; follow it with GET /api/cache/verify",
+        );
       const hashes = index.blobHashes();
       status = {
         state: "running",

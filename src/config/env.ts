@@ -1,5 +1,6 @@
 import * as v from "valibot";
-import { type FieldError, toFieldErrors } from "./issues.ts";
+import { type FieldError, GatewayError } from "../errors.ts";
+import { toFieldErrors } from "./issues.ts";
 import { type Config, type ConfigInput, ConfigSchema, Port } from "./schema.ts";
 
 /** Settings fixed at start: where things live and lab switches the admin API must never flip. */
@@ -15,10 +16,10 @@ export interface RuntimeSettings {
 
 type Env = Record<string, string | undefined>;
 
-export class EnvError extends Error {
-  constructor(readonly errors: FieldError[]) {
-    super(`invalid environment:\n${errors.map((e) => `  ${e.message} (got ${JSON.stringify(e.value)})`).join("\n")}`);
-  }
+/** Bad CACHEGATE_* values, each named by its variable: the gateway does not start. */
+function envError(errors: FieldError[]): GatewayError {
+  const lines = errors.map((e) => `  ${e.message} (got ${JSON.stringify(e.value)})`);
+  return new GatewayError(400, "invalid_environment", `invalid environment:\n${lines.join("\n")}`, { details: errors });
 }
 
 const flag = (value: string | undefined) => value !== undefined && /^(1|true|yes|on)$/i.test(value.trim());
@@ -52,7 +53,7 @@ export function configInputFromEnv(env: Env): ConfigInput {
 
 export function configFromEnv(env: Env): Config {
   const result = v.safeParse(ConfigSchema, configInputFromEnv(env));
-  if (!result.success) throw new EnvError(envNames(toFieldErrors(result.issues)));
+  if (!result.success) throw envError(envNames(toFieldErrors(result.issues)));
   return result.output;
 }
 
@@ -76,7 +77,7 @@ function envNames(errors: FieldError[]): FieldError[] {
 export function runtimeFromEnv(env: Env): RuntimeSettings {
   const adminPort = env.CACHEGATE_ADMIN_PORT === undefined ? 9090 : v.safeParse(Port, int(env.CACHEGATE_ADMIN_PORT));
   if (typeof adminPort === "object" && !adminPort.success) {
-    throw new EnvError([
+    throw envError([
       {
         path: "CACHEGATE_ADMIN_PORT",
         value: env.CACHEGATE_ADMIN_PORT,

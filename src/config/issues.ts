@@ -1,13 +1,7 @@
 import * as v from "valibot";
+import type { FieldError } from "../errors.ts";
 
-/** One refused field, in the shape the admin API and the start-up check both report. */
-export interface FieldError {
-  path: string;
-  value: unknown;
-  rule: string;
-  message: string;
-}
-
+/** valibot issues as the FieldErrors the admin API and the start-up check report. */
 export function toFieldErrors(issues: readonly v.BaseIssue<unknown>[]): FieldError[] {
   return issues.map((issue) => {
     const path = v.getDotPath(issue) ?? "(document)";

@@ -1,5 +1,5 @@
-import { HTTPException } from "hono/http-exception";
 import * as v from "valibot";
+import { GatewayError } from "../errors.ts";
 import { toFieldErrors } from "./issues.ts";
 import { hasPath, isObject, type Json, type JsonObject, leaves, mergePatch } from "./merge-patch.ts";
 import { type Config, ConfigSchema } from "./schema.ts";
@@ -65,7 +65,7 @@ export class LiveConfig {
   }
 
   /**
-   * Validates and applies a merge patch; throws a 400 HTTPException naming each bad field.
+   * Validates and applies a merge patch; throws a 400 GatewayError naming each bad field.
    * Patches run one at a time: one that arrives while another is being applied (a port
    * rebind takes a moment) is merged over its result instead of over what was there before.
    */
@@ -77,16 +77,17 @@ export class LiveConfig {
 
   private async apply(patch: Json): Promise<Change[]> {
     if (!isObject(patch)) {
-      throw new HTTPException(400, {
-        message: 'the body must be a JSON object with the fields to change, e.g. {"cacheMode":{"port":8081}}',
-      });
+      throw new GatewayError(
+        400,
+        "invalid_config",
+        'the body must be a JSON object with the fields to change, e.g. {"cacheMode":{"port":8081}}',
+      );
     }
     const overrides = pruneEmpty(mergePatch(this.overrides, patch) as JsonObject);
     const result = v.safeParse(ConfigSchema, mergePatch(this.opts.env, overrides));
     if (!result.success) {
-      throw new HTTPException(400, {
-        message: "invalid configuration; nothing was changed",
-        cause: toFieldErrors(result.issues),
+      throw new GatewayError(400, "invalid_config", "invalid configuration; nothing was changed", {
+        details: toFieldErrors(result.issues),
       });
     }
     const prev = this.current;

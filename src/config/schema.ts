@@ -1,6 +1,6 @@
 import { isIP } from "node:net";
 import * as v from "valibot";
-import { parseCidr } from "../proxy/ip.ts";
+import { parseCidr } from "../net/ip.ts";
 import { DomainList } from "./domain-name.ts";
 
 /**

@@ -1,8 +1,8 @@
 import { dirname, join } from "node:path";
-import { HTTPException } from "hono/http-exception";
 import type { CacheIndex } from "../cache/cache-index.ts";
 import { type Cache, type CacheOptions, openCache } from "../cache/open-cache.ts";
 import type { Config } from "../config/schema.ts";
+import { GatewayError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { diskUsage, patchDiskProblem } from "./disk.ts";
 
@@ -62,18 +62,24 @@ export function createPatchCache(opts: CacheOptions & { config: () => Config; lo
       const path = next.patchDisk.path;
       if (!next.patchMode.enabled || !path) return;
       if (prev.patchMode.enabled && prev.patchDisk.path !== path) {
-        throw new HTTPException(409, {
-          message:
-            "patchDisk.path cannot change while Patch Mode is on (only one patch disk is supported); disable Patch Mode, change the path, then enable it again",
-        });
+        throw new GatewayError(
+          409,
+          "patch_disk_in_use",
+          "patchDisk.path cannot change while Patch Mode is on (only one patch disk is supported); " +
+            "disable Patch Mode, change the path, then enable it again",
+        );
       }
       if (prev.patchMode.enabled && cache) return;
       const problem = await patchDiskProblem(path, next.patchDisk.minFreeBytes);
       if (problem) {
-        throw new HTTPException(409, {
-          message: `Patch Mode cannot be enabled: ${problem}; nothing was changed`,
-          cause: [{ path: "patchMode.enabled", value: true, rule: "patch-disk", message: problem }],
-        });
+        throw new GatewayError(
+          409,
+          "patch_disk_unusable",
+          `Patch Mode cannot be enabled: ${problem}; nothing was changed`,
+          {
+            details: [{ path: "patchMode.enabled", value: true, rule: "patch-disk", message: problem }],
+          },
+        );
       }
       await open(path);
     },

@@ -1,7 +1,7 @@
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import { HTTPException } from "hono/http-exception";
 import type { Config } from "../config/schema.ts";
+import { GatewayError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 
 /**
@@ -9,7 +9,15 @@ import type { Logger } from "../log.ts";
  * (another port, or new TLS settings) binds before the old one closes, and
  * requests in flight on the old one finish.
  */
-export function createAgentListener(opts: { build: (c: Config) => Promise<Server>; host: string; log: Logger }) {
+export interface AgentListenerOptions {
+  build: (c: Config) => Promise<Server>;
+  host: string;
+  /** The gateway's own ports: the agent port is added while bound, so the address guard refuses loops to it. */
+  ownPorts: Set<number>;
+  log: Logger;
+}
+
+export function createAgentListener(opts: AgentListenerOptions) {
   let server: Server | undefined;
   let port = 0;
 
@@ -25,6 +33,7 @@ export function createAgentListener(opts: { build: (c: Config) => Promise<Server
     async start(config: Config, portOverride?: number): Promise<number> {
       server = await opts.build(config);
       port = await listen(server, portOverride ?? config.cacheMode.port, opts.host);
+      opts.ownPorts.add(port);
       return port;
     },
 
@@ -35,9 +44,13 @@ export function createAgentListener(opts: { build: (c: Config) => Promise<Server
       try {
         replacement = await opts.build(next);
       } catch (err) {
-        throw new HTTPException(400, {
-          message: `tls.agentListener: cannot set up TLS (${(err as Error).message}); check certFile/keyFile; nothing was changed`,
-        });
+        const why = (err as Error).message;
+        throw new GatewayError(
+          400,
+          "tls_unusable",
+          `tls.agentListener: cannot set up TLS (${why}); check certFile/keyFile; nothing was changed`,
+          { cause: err },
+        );
       }
       const samePort = next.cacheMode.port === prev.cacheMode.port;
       const old = server!;
@@ -48,10 +61,16 @@ export function createAgentListener(opts: { build: (c: Config) => Promise<Server
         bound = await listen(replacement, samePort ? port : next.cacheMode.port, opts.host);
       } catch (err) {
         if (samePort) await listen(old, port, opts.host);
-        throw new HTTPException(409, {
-          message: `cannot listen on port ${next.cacheMode.port} (${(err as Error).message}); choose a free port; nothing was changed`,
-        });
+        const why = (err as Error).message;
+        throw new GatewayError(
+          409,
+          "port_unavailable",
+          `cannot listen on port ${next.cacheMode.port} (${why}); choose a free port; nothing was changed`,
+          { cause: err },
+        );
       }
+      opts.ownPorts.add(bound);
+      if (bound !== port) opts.ownPorts.delete(port);
       server = replacement;
       port = bound;
       if (old.listening) old.close();

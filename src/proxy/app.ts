@@ -1,21 +1,14 @@
 import { Hono } from "hono";
-import { HTTPException } from "hono/http-exception";
-import { AGENTS_ONLY, type AuthResult, PROXY_AUTHENTICATE } from "../agents/proxy-auth.ts";
+import type { AgentGate } from "../agents/proxy-auth.ts";
 import type { CachePipeline } from "../cache/pipeline.ts";
 import type { Config } from "../config/schema.ts";
+import { GatewayError } from "../errors.ts";
 import type { Logger } from "../log.ts";
+import { admitAgent, agentsOnly } from "./agents-only.ts";
 import { addVia, hasLooped } from "./hop-by-hop.ts";
-import { deniedMessage, reachOf } from "./policy.ts";
+import { domainNotAllowed, reachOf } from "./policy.ts";
+import { refusalResponse } from "./refusal.ts";
 import type { UpstreamFetch } from "./upstream.ts";
-
-export type ProxyAuthorize = ((
-  header: string | undefined | null,
-  client: string,
-  networks: readonly string[],
-) => Promise<AuthResult>) & {
-  /** Whether a tunnel's agent (user name, or admitted client address) is still admitted; see createProxyAuth. */
-  stillAdmitted?: (agent: string, networks: readonly string[]) => boolean;
-};
 
 /** What the listener knows about each request beyond the Request itself. */
 export interface ProxyBindings {
@@ -32,15 +25,20 @@ export interface ProxyAppOptions {
   /** The platform cache (data dir) and, while Patch Mode is on, the patch cache (patch disk). */
   pipelines: { platform: CachePipeline; patch: () => CachePipeline | undefined };
   fetchUpstream: UpstreamFetch;
-  authorize: ProxyAuthorize;
+  agents: AgentGate;
   via: string;
   log: Logger;
 }
 
 const ORIGIN_FORM_HELP =
-  "This is cachegate's proxy port; it expects proxy requests (absolute URLs). Set it as your proxy instead of requesting it directly: " +
+  "This is cachegate's proxy port; it expects proxy requests (absolute URLs). " +
+  "Set it as your proxy instead of requesting it directly: " +
   "curl -x http://GATEWAY:PORT https://example.qualys.com/file, or http_proxy/https_proxy=http://GATEWAY:PORT, " +
   'or for apt: Acquire::http::Proxy "http://GATEWAY:PORT";';
+
+const LOOP_HELP =
+  "request loop: this request already passed through this gateway (see its Via header); " +
+  "check the proxy settings of the upstream";
 
 /**
  * The proxy's routes: refuse what is not a proxy request, loops and
@@ -50,38 +48,23 @@ export function createProxyApp(opts: ProxyAppOptions) {
   const app = new Hono<{ Bindings: ProxyBindings }>();
 
   app.use(async function guard(c, next) {
-    if (c.env.form === "origin") throw new HTTPException(400, { message: ORIGIN_FORM_HELP });
-    if (hasLooped(c.req.raw.headers, opts.via)) {
-      throw new HTTPException(508, {
-        message:
-          "request loop: this request already passed through this gateway (see its Via header); check the proxy settings of the upstream",
-      });
-    }
+    if (c.env.form === "origin") throw new GatewayError(400, "not_a_proxy_request", ORIGIN_FORM_HELP);
+    if (hasLooped(c.req.raw.headers, opts.via)) throw new GatewayError(508, "request_loop", LOOP_HELP);
     await next();
-    // RFC 9110 §7.6.3: on responses too, cached or not; renderError has already added it to the error responses it makes.
+    // RFC 9110 §7.6.3: on responses too, cached or not; refusalResponse adds it to the error responses it makes.
     if (!c.error) addVia(c.res.headers, opts.via);
   });
 
-  app.use(async function agentsOnly(c, next) {
-    const config = opts.config();
-    if (!config.patchMode.enabled) return next();
-    const refuse = () => c.text(`cachegate: ${AGENTS_ONLY}\n`, 407, { "proxy-authenticate": PROXY_AUTHENTICATE });
+  app.use(async function agentsOnlyInPatchMode(c, next) {
+    const { patchMode } = opts.config();
+    if (!patchMode.enabled) return next();
     if (c.env.authenticated) {
       // Inside a tunnel authorized at its CONNECT: a revocation since then takes effect here too.
-      return opts.authorize.stillAdmitted?.(c.env.client, config.patchMode.clientNetworks) === false
-        ? refuse()
-        : next();
+      if (!opts.agents.stillAdmitted(c.env.client, patchMode.clientNetworks)) throw agentsOnly();
+      return next();
     }
-    const result = await opts.authorize(
-      c.req.header("proxy-authorization"),
-      c.env.client,
-      config.patchMode.clientNetworks,
-    );
-    if (!result.ok) {
-      if (result.delayMs > 0) await Bun.sleep(result.delayMs);
-      return refuse();
-    }
-    c.env.client = result.agent;
+    const header = c.req.header("proxy-authorization");
+    c.env.client = await admitAgent(opts.agents, header, c.env.client, patchMode.clientNetworks);
     c.env.authenticated = true;
     await next();
   });
@@ -91,7 +74,7 @@ export function createProxyApp(opts: ProxyAppOptions) {
     const url = new URL(req.url);
     const config = opts.config();
     const reach = reachOf(url.hostname, config);
-    if (reach === "denied") throw new HTTPException(403, { message: deniedMessage(url.hostname, config) });
+    if (reach === "denied") throw domainNotAllowed(url.hostname, config);
 
     const pipeline =
       reach === "platform" && config.cacheMode.enabled
@@ -109,13 +92,8 @@ export function createProxyApp(opts: ProxyAppOptions) {
   });
 
   app.onError(function renderError(err, c) {
-    const status = err instanceof HTTPException ? err.status : 500;
-    if (status >= 500 && !(err instanceof HTTPException))
-      opts.log.error("proxy request failed", { url: c.req.url, error: err });
-    const headers = new Headers({ "content-type": "text/plain; charset=utf-8" });
-    addVia(headers, opts.via);
-    const message = err instanceof HTTPException ? err.message : "internal error; see the gateway log";
-    return new Response(`cachegate: ${message}\n`, { status, headers });
+    if (!(err instanceof GatewayError)) opts.log.error("proxy request failed", { url: c.req.url, error: err });
+    return refusalResponse(err, opts.via);
   });
 
   return app;

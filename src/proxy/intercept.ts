@@ -3,7 +3,7 @@ import type { Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import { createSecureContext, type SecureContext, type SecureVersion, TLSSocket } from "node:tls";
 import type { Leaf, LeafMinter } from "../tls/leaf-minter.ts";
-import { createRequestHandler, type RequestHandlerOptions } from "./listener.ts";
+import { createRequestHandler, type RequestHandlerOptions } from "./request-handler.ts";
 
 interface TunnelInfo {
   origin: string; // https://host[:port]

@@ -1,5 +1,6 @@
 import { domainMatches } from "../config/domain-name.ts";
 import type { Config } from "../config/schema.ts";
+import { GatewayError } from "../errors.ts";
 
 /**
  * Connection security: which hosts agents may reach through the gateway.
@@ -16,14 +17,18 @@ export function reachOf(host: string, config: Config): Reach {
   return config.patchMode.enabled ? "patch" : "denied";
 }
 
-/** The 403 body: what was refused and which setting would allow it. */
-export function deniedMessage(host: string, config: Config): string {
-  return (
+/** The 403 for a host policy refuses: what was refused and which setting would allow it. */
+export function domainNotAllowed(host: string, config: Config): GatewayError {
+  const allowed = config.allowedDomains.enabled
+    ? ` and the Allowed Domains (${config.allowedDomains.domains.join(", ") || "none yet"})`
+    : "";
+  return new GatewayError(
+    403,
+    "domain_not_allowed",
     `${host} is not a domain this gateway may reach. ` +
-    `Reachable: the platform domains (${config.platformDomains.join(", ")}, set by CACHEGATE_PLATFORM_DOMAINS or platformDomains)` +
-    (config.allowedDomains.enabled
-      ? ` and the Allowed Domains (${config.allowedDomains.domains.join(", ") || "none yet"})`
-      : "") +
-    `. To allow it, add its bare domain to allowedDomains.domains and set allowedDomains.enabled to true with PATCH /api/config on the admin port.`
+      `Reachable: the platform domains (${config.platformDomains.join(", ")}, ` +
+      `set by CACHEGATE_PLATFORM_DOMAINS or platformDomains)${allowed}. ` +
+      "To allow it, add its bare domain to allowedDomains.domains and set allowedDomains.enabled to true " +
+      "with PATCH /api/config on the admin port.",
   );
 }

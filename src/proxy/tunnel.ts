@@ -1,22 +1,24 @@
 import type { IncomingMessage } from "node:http";
-import { connect, type Socket } from "node:net";
+import { connect } from "node:net";
 import type { Duplex } from "node:stream";
-import { AGENTS_ONLY, PROXY_AUTHENTICATE } from "../agents/proxy-auth.ts";
+import type { AgentGate } from "../agents/proxy-auth.ts";
 import { domainMatches } from "../config/domain-name.ts";
 import type { Config } from "../config/schema.ts";
+import { GatewayError } from "../errors.ts";
 import type { Logger } from "../log.ts";
-import { type ResolvedUpstream, UpstreamRefused } from "./address-guard.ts";
-import type { ProxyAuthorize } from "./app.ts";
+import type { AddressGuard } from "../net/address-guard.ts";
+import { admitAgent } from "./agents-only.ts";
 import type { Interceptor } from "./intercept.ts";
-import { deniedMessage, reachOf } from "./policy.ts";
+import { domainNotAllowed, reachOf } from "./policy.ts";
+import { writeRefusal } from "./refusal.ts";
 
 export interface TunnelOptions {
   config: () => Config;
-  guard: (host: string, port: number) => Promise<ResolvedUpstream>;
+  guard: AddressGuard;
   log: Logger;
   /** Decrypts tunnels to platform hosts in Cache Mode, so what flows through can be cached. */
-  interceptor?: () => Interceptor | undefined;
-  authorize: ProxyAuthorize;
+  interceptor?: Interceptor;
+  agents: AgentGate;
 }
 
 /** Parses a CONNECT authority (`host:port`, `[v6]:port`), or returns null. */
@@ -33,63 +35,62 @@ export function parseAuthority(authority: string): { host: string; port: number 
  * by default, as Squid's SSL_ports). In Cache Mode a tunnel to a platform
  * host is intercepted (TLS terminated, requests cached); any other tunnel
  * (Allowed Domains, do-not-intercept hosts) is a byte pipe the gateway
- * never looks into.
+ * never looks into. A refusal is written to the raw socket, which is closed.
  */
 export function createTunnelHandler(opts: TunnelOptions) {
   // Tunnels outlive the listener's own connection tracking; shutdown must end them itself.
   const open = new Set<Duplex>();
   /** Tunnels opened with agent credentials (Patch Mode), so a revocation can close them at once. */
   const byAgent = new Map<string, Set<Duplex>>();
-  const tunnel = async function tunnel(req: IncomingMessage, client: Duplex, head: Buffer): Promise<void> {
-    client.on("error", () => {});
-    open.add(client);
-    client.once("close", () => open.delete(client));
+
+  function trackAgent(agent: string, client: Duplex): void {
+    let tunnels = byAgent.get(agent);
+    if (!tunnels) {
+      tunnels = new Set();
+      byAgent.set(agent, tunnels);
+    }
+    tunnels.add(client);
+    client.once("close", () => {
+      tunnels.delete(client);
+      if (tunnels.size === 0 && byAgent.get(agent) === tunnels) byAgent.delete(agent);
+    });
+  }
+
+  async function establish(req: IncomingMessage, client: Duplex, head: Buffer): Promise<void> {
     const target = parseAuthority(req.url ?? "");
-    if (!target)
-      return refuse(client, 400, `CONNECT needs host:port, e.g. "CONNECT example.qualys.com:443"; got "${req.url}"`);
+    if (!target) {
+      const example = '"CONNECT example.qualys.com:443"';
+      throw new GatewayError(400, "bad_connect_target", `CONNECT needs host:port, e.g. ${example}; got "${req.url}"`);
+    }
     const config = opts.config();
     let agent = req.socket.remoteAddress ?? "unknown";
     if (config.patchMode.enabled) {
-      const auth = await opts.authorize(req.headers["proxy-authorization"], agent, config.patchMode.clientNetworks);
-      if (!auth.ok) {
-        if (auth.delayMs > 0) await Bun.sleep(auth.delayMs);
-        return refuse(client, 407, AGENTS_ONLY, `Proxy-Authenticate: ${PROXY_AUTHENTICATE}\r\n`);
-      }
-      agent = auth.agent;
-      let tunnels = byAgent.get(agent);
-      if (!tunnels) {
-        tunnels = new Set();
-        byAgent.set(agent, tunnels);
-      }
-      tunnels.add(client);
-      client.once("close", () => {
-        tunnels.delete(client);
-        if (tunnels.size === 0 && byAgent.get(agent) === tunnels) byAgent.delete(agent);
-      });
+      const header = req.headers["proxy-authorization"];
+      agent = await admitAgent(opts.agents, header, agent, config.patchMode.clientNetworks);
+      trackAgent(agent, client);
     }
     const reach = reachOf(target.host, config);
-    if (reach === "denied") return refuse(client, 403, deniedMessage(target.host, config));
+    if (reach === "denied") throw domainNotAllowed(target.host, config);
     if (!config.connect.ports.includes(target.port)) {
-      return refuse(
-        client,
+      const allowed = config.connect.ports.join(", ");
+      throw new GatewayError(
         403,
-        `CONNECT to port ${target.port} is refused; tunnels may only reach ports ${config.connect.ports.join(", ")} (connect.ports)`,
+        "connect_port_not_allowed",
+        `CONNECT to port ${target.port} is refused; tunnels may only reach ports ${allowed} (connect.ports)`,
       );
     }
-    const intercept = opts.interceptor?.();
     const cached = (reach === "platform" && config.cacheMode.enabled) || reach === "patch";
-    if (intercept && cached && !domainMatches(target.host, config.tls.doNotIntercept)) {
+    if (opts.interceptor && cached && !domainMatches(target.host, config.tls.doNotIntercept)) {
       // Upstream is resolved and checked per request, when (and only if) a request misses the cache.
-      return intercept(client, head, target.host, target.port, agent, config.patchMode.enabled);
+      return opts.interceptor(client, head, target.host, target.port, agent, config.patchMode.enabled);
     }
-    let address: ResolvedUpstream;
-    try {
-      address = await opts.guard(target.host, target.port);
-    } catch (err) {
-      const status = err instanceof UpstreamRefused ? err.status : 502;
-      return refuse(client, status, (err as Error).message);
-    }
-    const upstream: Socket = connect({ host: address.address, port: target.port });
+    const address = await opts.guard(target.host, target.port);
+    pipe(req, client, head, address.address, target.port);
+  }
+
+  /** A byte pipe to the checked address; the 200 goes out only once upstream has accepted. */
+  function pipe(req: IncomingMessage, client: Duplex, head: Buffer, address: string, port: number): void {
+    const upstream = connect({ host: address, port });
     let connected = false;
     upstream.once("connect", () => {
       connected = true;
@@ -101,12 +102,25 @@ export function createTunnelHandler(opts: TunnelOptions) {
     upstream.on("error", (err) => {
       if (!connected) {
         opts.log.warn("tunnel upstream failed", { target: req.url, error: err });
-        return refuse(client, 502, `could not connect to ${req.url}: ${err.message}`);
+        const message = `could not connect to ${req.url}: ${err.message}`;
+        return writeRefusal(client, new GatewayError(502, "upstream_unreachable", message, { cause: err }));
       }
       client.destroy();
     });
     client.on("close", () => upstream.destroy());
     upstream.on("close", () => client.destroy());
+  }
+
+  const tunnel = async function tunnel(req: IncomingMessage, client: Duplex, head: Buffer): Promise<void> {
+    client.on("error", () => {});
+    open.add(client);
+    client.once("close", () => open.delete(client));
+    try {
+      await establish(req, client, head);
+    } catch (err) {
+      if (!(err instanceof GatewayError)) throw err; // the listener logs it and drops the socket
+      writeRefusal(client, err);
+    }
   };
   return Object.assign(tunnel, {
     /** Ends every open tunnel (shutdown). */
@@ -118,19 +132,4 @@ export function createTunnelHandler(opts: TunnelOptions) {
       for (const socket of byAgent.get(username) ?? []) socket.destroy();
     },
   });
-}
-
-const REASONS: Record<number, string> = {
-  400: "Bad Request",
-  403: "Forbidden",
-  407: "Proxy Authentication Required",
-  502: "Bad Gateway",
-};
-
-function refuse(client: Duplex, status: number, message: string, extraHeaders = ""): void {
-  const body = `cachegate: ${message}\n`;
-  client.end(
-    `HTTP/1.1 ${status} ${REASONS[status] ?? "Error"}\r\nContent-Type: text/plain; charset=utf-8\r\n${extraHeaders}` +
-      `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
-  );
 }

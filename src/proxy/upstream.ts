@@ -1,10 +1,10 @@
-import { HTTPException } from "hono/http-exception";
-import { type ResolvedUpstream, UpstreamRefused } from "./address-guard.ts";
+import { GatewayError } from "../errors.ts";
+import type { AddressGuard } from "../net/address-guard.ts";
 import { addVia, stripHopByHop } from "./hop-by-hop.ts";
 
 export interface UpstreamOptions {
   /** Resolves and checks the upstream address (connection security). */
-  guard: (host: string, port: number) => Promise<ResolvedUpstream>;
+  guard: AddressGuard;
   via: string;
   /** How long upstream may take to send its response head. */
   headersTimeoutMs?: number;
@@ -30,14 +30,7 @@ export function createUpstreamFetch(opts: UpstreamOptions): UpstreamFetch {
   return async function fetchUpstream(req) {
     const url = new URL(req.url);
     const port = Number(url.port) || (url.protocol === "https:" ? 443 : 80);
-    let target: ResolvedUpstream;
-    try {
-      target = await opts.guard(url.hostname, port);
-    } catch (err) {
-      if (err instanceof UpstreamRefused)
-        throw new HTTPException(err.status as 403 | 502, { message: err.message, cause: err });
-      throw err;
-    }
+    const target = await opts.guard(url.hostname, port);
 
     const headers = stripHopByHop(req.headers);
     headers.set("host", url.host);
@@ -64,26 +57,33 @@ export function createUpstreamFetch(opts: UpstreamOptions): UpstreamFetch {
         duplex: "half",
       });
     } catch (err) {
-      if (abort.signal.aborted) {
-        throw new HTTPException(504, {
-          message: `upstream ${url.host} failed: ${(abort.signal.reason as Error).message}`,
-          cause: err,
-        });
-      }
-      const code = String((err as { code?: unknown }).code ?? "");
-      if (CERTIFICATE_ERROR.test(code)) {
-        throw new HTTPException(502, {
-          message: `the certificate of ${url.hostname} did not verify (${code}); the gateway trusts the system store plus NODE_EXTRA_CA_CERTS, so add the issuing CA there if this upstream is legitimate`,
-          cause: err,
-        });
-      }
-      throw new HTTPException(502, { message: `upstream ${url.host} failed: ${(err as Error).message}`, cause: err });
+      throw fetchError(url, err, abort.signal);
     } finally {
       clearTimeout(timer);
     }
     const body = res.body && opts.onBody ? counted(res.body, (n) => opts.onBody!(req.url, n)) : res.body;
     return new Response(body, { status: res.status, statusText: res.statusText, headers: stripHopByHop(res.headers) });
   };
+}
+
+/** Why a request upstream failed, as the agent is told it: a timeout, a certificate, or the connection. */
+function fetchError(url: URL, err: unknown, signal: AbortSignal): GatewayError {
+  if (signal.aborted) {
+    const why = (signal.reason as Error).message;
+    return new GatewayError(504, "upstream_timeout", `upstream ${url.host} failed: ${why}`, { cause: err });
+  }
+  const code = String((err as { code?: unknown }).code ?? "");
+  if (CERTIFICATE_ERROR.test(code)) {
+    return new GatewayError(
+      502,
+      "upstream_certificate",
+      `the certificate of ${url.hostname} did not verify (${code}); the gateway trusts the system store plus ` +
+        "NODE_EXTRA_CA_CERTS, so add the issuing CA there if this upstream is legitimate",
+      { cause: err },
+    );
+  }
+  const why = (err as Error).message;
+  return new GatewayError(502, "upstream_unreachable", `upstream ${url.host} failed: ${why}`, { cause: err });
 }
 
 /** Passes a body through unchanged and reports its length when it ends, fails or is cancelled. */

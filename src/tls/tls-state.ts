@@ -1,7 +1,7 @@
 import { readFile } from "node:fs/promises";
 import type { ServerOptions } from "node:https";
-import { HTTPException } from "hono/http-exception";
 import type { Config } from "../config/schema.ts";
+import { GatewayError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { type GatewayCa, loadCa } from "./ca.ts";
 import { createLeafMinter, type LeafMinter } from "./leaf-minter.ts";
@@ -32,9 +32,14 @@ export async function createTlsState(dataDir: string, config: Config, log: Logge
       try {
         ca = await load(next);
       } catch (err) {
-        throw new HTTPException(400, {
-          message: `tls.caCertFile/tls.caKeyFile: cannot load the CA (${(err as Error).message}); give PEM files readable by the gateway; nothing was changed`,
-        });
+        const why = (err as Error).message;
+        throw new GatewayError(
+          400,
+          "tls_unusable",
+          `tls.caCertFile/tls.caKeyFile: cannot load the CA (${why}); ` +
+            "give PEM files readable by the gateway; nothing was changed",
+          { cause: err },
+        );
       }
       minter = createLeafMinter(ca);
       log.info("gateway CA loaded", { source: ca.source });

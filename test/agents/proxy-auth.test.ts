@@ -3,8 +3,9 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type AgentStore, createAgentStore } from "../../src/agents/agent-store.ts";
-import { createProxyAuth, PROXY_AUTHENTICATE } from "../../src/agents/proxy-auth.ts";
+import { createProxyAuth } from "../../src/agents/proxy-auth.ts";
 import { type Db, openDb } from "../../src/db/client.ts";
+import { PROXY_AUTHENTICATE } from "../../src/proxy/agents-only.ts";
 import { manualClock } from "../support/clock.ts";
 import { basic } from "../support/patch.ts";
 
@@ -145,7 +146,7 @@ describe("agent credentials", () => {
 
 describe("proxy authorization", () => {
   test("a request without Proxy-Authorization is refused, without delay for the first failures", async () => {
-    const authorize = createProxyAuth(fakeStore("u", "p"));
+    const { authorize } = createProxyAuth(fakeStore("u", "p"));
     expect(await authorize(undefined, "10.0.0.1", [])).toEqual({ ok: false, delayMs: 0 });
     expect(await authorize(null, "10.0.0.1", [])).toEqual({ ok: false, delayMs: 0 });
     expect(PROXY_AUTHENTICATE).toStartWith("Basic ");
@@ -153,7 +154,7 @@ describe("proxy authorization", () => {
 
   test("Basic credentials are parsed as RFC 7617 says: case-insensitive scheme, the password may hold colons and UTF-8", async () => {
     const store = fakeStore("agent-1", "pa:ss:wörd");
-    const authorize = createProxyAuth(store);
+    const { authorize } = createProxyAuth(store);
     expect(await authorize(basic("agent-1", "pa:ss:wörd"), "10.0.0.1", [])).toEqual({ ok: true, agent: "agent-1" });
     expect(await authorize(basic("agent-1", "pa:ss:wörd").replace("Basic", "basic"), "10.0.0.1", [])).toEqual({
       ok: true,
@@ -169,12 +170,12 @@ describe("proxy authorization", () => {
     ["a decoded value without a colon", `Basic ${Buffer.from("agent-1").toString("base64")}`],
     ["a wrong password", basic("agent-1", "guess")],
   ])("a Proxy-Authorization with %s is refused", async (_what, header) => {
-    const authorize = createProxyAuth(fakeStore("agent-1", "secret"));
+    const { authorize } = createProxyAuth(fakeStore("agent-1", "secret"));
     expect((await authorize(header, "10.0.0.1", [])).ok).toBe(false);
   });
 
   test("failures from one address are answered ever more slowly after five, up to a ceiling; other addresses are not slowed", async () => {
-    const authorize = createProxyAuth(fakeStore("agent-1", "secret"));
+    const { authorize } = createProxyAuth(fakeStore("agent-1", "secret"));
     const delays: number[] = [];
     for (let i = 0; i < 12; i++) {
       const r = await authorize(basic("agent-1", `guess-${i}`), "10.0.0.1", []);
@@ -197,7 +198,7 @@ describe("proxy authorization", () => {
       await Bun.sleep(20); // a hash takes time; guesses overlap
       return slow(u, p);
     };
-    const authorize = createProxyAuth(store);
+    const { authorize } = createProxyAuth(store);
     for (let i = 0; i < 5; i++) await authorize(basic("agent-1", `guess-${i}`), "10.0.0.9", []);
     const checked = store.seen.length;
     const results = await Promise.all(
@@ -209,7 +210,7 @@ describe("proxy authorization", () => {
 
   test("the failure count of an address is forgotten after a success from it, and after ten quiet minutes", async () => {
     const clock = manualClock();
-    const authorize = createProxyAuth(fakeStore("agent-1", "secret"), clock.now);
+    const { authorize } = createProxyAuth(fakeStore("agent-1", "secret"), clock.now);
     const fail = async (client: string) =>
       ((await authorize(basic("agent-1", "guess"), client, [])) as { delayMs: number }).delayMs;
     for (let i = 0; i < 6; i++) await fail("10.0.0.1");
@@ -225,7 +226,7 @@ describe("proxy authorization", () => {
 
   test("an admitted client network needs no credentials; IPv4-mapped addresses count as their IPv4 address", async () => {
     const store = fakeStore("agent-1", "secret");
-    const authorize = createProxyAuth(store);
+    const { authorize } = createProxyAuth(store);
     const networks = ["127.0.0.1/32", "fd00::/8"];
     expect(await authorize(undefined, "127.0.0.1", networks)).toMatchObject({ ok: true });
     expect(await authorize(undefined, "::ffff:127.0.0.1", networks)).toMatchObject({ ok: true });
@@ -239,19 +240,19 @@ describe("proxy authorization", () => {
 
   test("a tunnel's agent stays admitted until it is revoked, and an admitted address until its network is taken off the list", async () => {
     const { store, agent } = await storeWithAgent();
-    const authorize = createProxyAuth(store);
-    expect(authorize.stillAdmitted(agent.username, [])).toBe(true);
-    expect(authorize.stillAdmitted("agent-ffffffffff", [])).toBe(false);
-    expect(authorize.stillAdmitted("10.20.1.7", ["10.20.0.0/16"])).toBe(true);
-    expect(authorize.stillAdmitted("::ffff:10.20.1.7", ["10.20.0.0/16"])).toBe(true);
-    expect(authorize.stillAdmitted("10.20.1.7", [])).toBe(false);
+    const { stillAdmitted } = createProxyAuth(store);
+    expect(stillAdmitted(agent.username, [])).toBe(true);
+    expect(stillAdmitted("agent-ffffffffff", [])).toBe(false);
+    expect(stillAdmitted("10.20.1.7", ["10.20.0.0/16"])).toBe(true);
+    expect(stillAdmitted("::ffff:10.20.1.7", ["10.20.0.0/16"])).toBe(true);
+    expect(stillAdmitted("10.20.1.7", [])).toBe(false);
     store.revoke(agent.id);
-    expect(authorize.stillAdmitted(agent.username, [])).toBe(false);
+    expect(stillAdmitted(agent.username, [])).toBe(false);
   });
 
   test("with the real store, an unknown user and a wrong password are refused alike", async () => {
     const { store, agent } = await storeWithAgent();
-    const authorize = createProxyAuth(store);
+    const { authorize } = createProxyAuth(store);
     const unknown = await authorize(basic("agent-ffffffffff", agent.password), "10.1.0.1", []);
     const wrong = await authorize(basic(agent.username, "not-the-password"), "10.1.0.2", []);
     expect(unknown).toEqual(wrong);

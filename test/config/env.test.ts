@@ -1,14 +1,16 @@
 import { describe, expect, test } from "bun:test";
-import { configFromEnv, configInputFromEnv, EnvError, runtimeFromEnv } from "../../src/config/env.ts";
+import { configFromEnv, configInputFromEnv, runtimeFromEnv } from "../../src/config/env.ts";
+import { GatewayError } from "../../src/errors.ts";
 
-function envError(fn: () => unknown): EnvError {
+function envError(fn: () => unknown): GatewayError {
   try {
     fn();
   } catch (err) {
-    expect(err).toBeInstanceOf(EnvError);
-    return err as EnvError;
+    expect(err).toBeInstanceOf(GatewayError);
+    expect((err as GatewayError).code).toBe("invalid_environment");
+    return err as GatewayError;
   }
-  throw new Error("expected an EnvError");
+  throw new Error("expected a GatewayError");
 }
 
 describe("configuration from CACHEGATE_* variables", () => {
@@ -38,9 +40,9 @@ describe("configuration from CACHEGATE_* variables", () => {
     "CACHEGATE_PORT=%p is refused under the variable's name",
     (value) => {
       const err = envError(() => configFromEnv({ CACHEGATE_PORT: value }));
-      expect(err.errors).toHaveLength(1);
-      expect(err.errors[0]!.path).toBe("CACHEGATE_PORT");
-      expect(err.errors[0]!.message).toStartWith("CACHEGATE_PORT ");
+      expect(err.details!).toHaveLength(1);
+      expect(err.details![0]!.path).toBe("CACHEGATE_PORT");
+      expect(err.details![0]!.message).toStartWith("CACHEGATE_PORT ");
       expect(err.message).toContain("CACHEGATE_PORT");
     },
   );
@@ -53,12 +55,12 @@ describe("configuration from CACHEGATE_* variables", () => {
 
   test("a URL in CACHEGATE_PLATFORM_DOMAINS is refused under the variable's name with the bare domain to use", () => {
     const err = envError(() => configFromEnv({ CACHEGATE_PLATFORM_DOMAINS: "qualys.com,https://qualys.eu" }));
-    expect(err.errors[0]!.path).toBe("CACHEGATE_PLATFORM_DOMAINS");
-    expect(err.errors[0]!.message).toContain("qualys.eu");
+    expect(err.details![0]!.path).toBe("CACHEGATE_PLATFORM_DOMAINS");
+    expect(err.details![0]!.message).toContain("qualys.eu");
   });
 
   test("CACHEGATE_CACHE_MAX_SIZE under 1 MiB is refused under the variable's name", () => {
-    expect(envError(() => configFromEnv({ CACHEGATE_CACHE_MAX_SIZE: "1000" })).errors[0]!.path).toBe(
+    expect(envError(() => configFromEnv({ CACHEGATE_CACHE_MAX_SIZE: "1000" })).details![0]!.path).toBe(
       "CACHEGATE_CACHE_MAX_SIZE",
     );
   });
@@ -82,7 +84,7 @@ describe("runtime settings", () => {
 
   test.each(["0", "65536", "22", "abc"])("CACHEGATE_ADMIN_PORT=%p is refused under its name", (value) => {
     const err = envError(() => runtimeFromEnv({ CACHEGATE_ADMIN_PORT: value }));
-    expect(err.errors[0]!.path).toBe("CACHEGATE_ADMIN_PORT");
+    expect(err.details![0]!.path).toBe("CACHEGATE_ADMIN_PORT");
   });
 
   test("CACHEGATE_ADMIN_PORT is read as a number", () => {

@@ -1,7 +1,7 @@
 import { describe, expect, test } from "bun:test";
-import { HTTPException } from "hono/http-exception";
 import { LiveConfig } from "../../src/config/live-config.ts";
 import type { JsonObject } from "../../src/config/merge-patch.ts";
+import { GatewayError } from "../../src/errors.ts";
 
 function live(env: JsonObject = {}, overrides: JsonObject = {}) {
   const saved: JsonObject[] = [];
@@ -9,12 +9,12 @@ function live(env: JsonObject = {}, overrides: JsonObject = {}) {
   return { config, saved };
 }
 
-async function refusal(p: Promise<unknown>): Promise<HTTPException> {
+async function refusal(p: Promise<unknown>): Promise<GatewayError> {
   try {
     await p;
   } catch (err) {
-    expect(err).toBeInstanceOf(HTTPException);
-    return err as HTTPException;
+    expect(err).toBeInstanceOf(GatewayError);
+    return err as GatewayError;
   }
   throw new Error("expected the patch to be refused");
 }
@@ -129,10 +129,7 @@ describe("patch", () => {
     const before = JSON.stringify(config.current);
     const err = await refusal(config.patch({ cacheMode: { port: 22, enabled: "yes" }, tls: { minVersion: "1.1" } }));
     expect(err.status).toBe(400);
-    expect((err.cause as { path: string }[]).map((e) => e.path).sort()).toEqual([
-      "cacheMode.enabled",
-      "cacheMode.port",
-    ]);
+    expect(err.details!.map((e) => e.path).sort()).toEqual(["cacheMode.enabled", "cacheMode.port"]);
     expect(JSON.stringify(config.current)).toBe(before);
     expect(saved).toEqual([]);
     expect(config.sources()["cacheMode.port"]).toBe("default");
@@ -149,7 +146,7 @@ describe("patch", () => {
   test("an applier that throws refuses the change: nothing is committed or persisted", async () => {
     const { config, saved } = live();
     config.onApply(async () => {
-      throw new HTTPException(409, { message: "port busy" });
+      throw new GatewayError(409, "port_unavailable", "port busy");
     });
     const err = await refusal(config.patch({ cacheMode: { port: 8081 } }));
     expect(err.status).toBe(409);

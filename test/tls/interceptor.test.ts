@@ -32,6 +32,7 @@ beforeAll(async () => {
   caPem = ca.certPem;
   const intercept = createInterceptor({
     log: silentLogger,
+    via: "cachegate-test",
     minter: createLeafMinter(ca),
     minVersion: () => "TLSv1.2",
     timeouts: { firstRequestMs: 400, keepAliveMs: 250 },

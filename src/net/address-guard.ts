@@ -8,6 +8,7 @@
 import { lookup as dnsLookup } from "node:dns/promises";
 import { isIP } from "node:net";
 import { networkInterfaces } from "node:os";
+import { GatewayError } from "../errors.ts";
 import { canonical, inCidr, type Parsed, parseCidr, parseIp } from "./ip.ts";
 
 export type AddressClass =
@@ -28,20 +29,12 @@ export interface ResolvedUpstream {
   port: number;
 }
 
-export class UpstreamRefused extends Error {
-  override name = "UpstreamRefused";
-  /** status: 403 for policy refusals, 502 when the name does not resolve. */
-  constructor(
-    message: string,
-    readonly status: number,
-  ) {
-    super(message);
-  }
-}
+export type AddressGuard = (host: string, port: number) => Promise<ResolvedUpstream>;
 
 export interface GuardOptions {
   allowPrivate: boolean;
-  ownListeners: () => readonly { port: number }[];
+  /** The ports this gateway listens on now (they can move while it runs). */
+  ownPorts: { has(port: number): boolean };
   lookup?: (host: string) => Promise<{ address: string; family: number }[]>;
 }
 
@@ -97,7 +90,7 @@ function sameAddress(a: Parsed, b: Parsed): boolean {
 
 /** True when connecting to address:port would land on one of this gateway's own listeners (a request loop). */
 function isOwnListener(address: string, cls: AddressClass | null, port: number, opts: GuardOptions): boolean {
-  if (!opts.ownListeners().some((l) => l.port === port)) return false;
+  if (!opts.ownPorts.has(port)) return false;
   if (cls === "loopback" || cls === "unspecified") return true;
   const target = canonical(parseIp(address));
   // Read interfaces per check: addresses change (DHCP, VPNs) while the gateway runs.
@@ -108,7 +101,7 @@ function isOwnListener(address: string, cls: AddressClass | null, port: number, 
 
 const defaultLookup = (host: string) => dnsLookup(host, { all: true });
 
-export function createAddressGuard(opts: GuardOptions): (host: string, port: number) => Promise<ResolvedUpstream> {
+export function createAddressGuard(opts: GuardOptions): AddressGuard {
   const lookup = opts.lookup ?? defaultLookup;
   return async (rawHost, port) => {
     const host = rawHost.startsWith("[") && rawHost.endsWith("]") ? rawHost.slice(1, -1) : rawHost;
@@ -124,7 +117,11 @@ export function createAddressGuard(opts: GuardOptions): (host: string, port: num
         reason = (err as { code?: string }).code ?? (err instanceof Error ? err.message : String(err));
       }
       if (answers.length === 0) {
-        throw new UpstreamRefused(`could not resolve ${host}: ${reason}; check the name, or the gateway's DNS`, 502);
+        throw new GatewayError(
+          502,
+          "upstream_unresolvable",
+          `could not resolve ${host}: ${reason}; check the name, or the gateway's DNS`,
+        );
       }
     }
 
@@ -151,7 +148,7 @@ export function createAddressGuard(opts: GuardOptions): (host: string, port: num
           `upstream ${host} (${self.join(", ")}) is this gateway's own listener; requests through the gateway cannot target the gateway itself`,
         );
       }
-      throw new UpstreamRefused(parts.join("; "), 403);
+      throw new GatewayError(403, "upstream_address_refused", parts.join("; "));
     }
     // Array.prototype.sort is stable, so resolver order is kept within each family.
     accepted.sort((a, b) => a.family - b.family);

@@ -1,12 +1,12 @@
 import { describe, expect, test } from "bun:test";
 import { networkInterfaces } from "node:os";
+import { GatewayError } from "../../src/errors.ts";
 import {
   type AddressClass,
   classifyAddress,
   createAddressGuard,
   type GuardOptions,
-  UpstreamRefused,
-} from "../../src/proxy/address-guard";
+} from "../../src/net/address-guard.ts";
 
 type Answer = { address: string; family: number };
 
@@ -18,7 +18,7 @@ function guard(table: Record<string, Answer[]>, opts: Partial<GuardOptions> = {}
   const lookups: string[] = [];
   const check = createAddressGuard({
     allowPrivate: false,
-    ownListeners: () => [{ port: 3128 }, { port: 9090 }],
+    ownPorts: new Set([3128, 9090]),
     lookup: async (host) => {
       lookups.push(host);
       const found = table[host];
@@ -30,12 +30,12 @@ function guard(table: Record<string, Answer[]>, opts: Partial<GuardOptions> = {}
   return { check, lookups };
 }
 
-async function refusal(p: Promise<unknown>): Promise<UpstreamRefused> {
+async function refusal(p: Promise<unknown>): Promise<GatewayError> {
   try {
     await p;
   } catch (err) {
-    expect(err).toBeInstanceOf(UpstreamRefused);
-    return err as UpstreamRefused;
+    expect(err).toBeInstanceOf(GatewayError);
+    return err as GatewayError;
   }
   throw new Error("expected the guard to refuse, but it accepted");
 }
@@ -350,10 +350,10 @@ describe("createAddressGuard", () => {
   });
 
   test("own listener ports are read per request, so ports bound after the guard was created count", async () => {
-    const ports: { port: number }[] = [];
-    const { check } = guard({}, { allowPrivate: true, ownListeners: () => ports });
+    const ports = new Set<number>();
+    const { check } = guard({}, { allowPrivate: true, ownPorts: ports });
     expect((await check("127.0.0.1", 41234)).address).toBe("127.0.0.1");
-    ports.push({ port: 41234 });
+    ports.add(41234);
     expect((await refusal(check("127.0.0.1", 41234))).status).toBe(403);
   });
 
@@ -378,17 +378,18 @@ describe("createAddressGuard", () => {
   );
 
   test("the default lookup resolves localhost and refuses it as loopback", async () => {
-    const check = createAddressGuard({ allowPrivate: false, ownListeners: () => [] });
+    const check = createAddressGuard({ allowPrivate: false, ownPorts: new Set() });
     const err = await refusal(check("localhost", 80));
     expect(err.status).toBe(403);
     expect(err.message).toMatch(/is loopback/);
   });
 
-  test("UpstreamRefused is an Error carrying its status", () => {
-    const err = new UpstreamRefused("nope", 403);
-    expect(err).toBeInstanceOf(Error);
-    expect(err.name).toBe("UpstreamRefused");
-    expect(err.status).toBe(403);
-    expect(err.message).toBe("nope");
+  test("a refusal is a GatewayError with a stable code: policy 403, an unresolvable name 502", async () => {
+    const { check } = guard({ "internal.example": answer("10.0.0.1") });
+    const policy = await refusal(check("internal.example", 80));
+    expect(policy).toBeInstanceOf(Error);
+    expect([policy.status, policy.code]).toEqual([403, "upstream_address_refused"]);
+    const unknown = await refusal(check("nowhere.example", 80));
+    expect([unknown.status, unknown.code]).toEqual([502, "upstream_unresolvable"]);
   });
 });

@@ -1,0 +1,43 @@
+import { createServer, type IncomingMessage, type Server } from "node:http";
+import { createServer as createTlsServer, type ServerOptions as TlsServerOptions } from "node:https";
+import type { Duplex } from "node:stream";
+import { createRequestHandler, type RequestHandlerOptions } from "./request-handler.ts";
+
+export interface ProxyServerOptions extends RequestHandlerOptions {
+  connect: (req: IncomingMessage, socket: Duplex, head: Buffer) => Promise<void>;
+  /** When set, agents speak TLS to the proxy port itself (an HTTPS proxy). */
+  tls?: TlsServerOptions;
+}
+
+/**
+ * One node:http server for the agent port. Absolute-form requests go to the
+ * proxy app; CONNECT is handed the raw socket (node:http is used because it
+ * is the server in Bun that gives up the socket of a CONNECT). The agent
+ * listener builds a new one whenever the port or its TLS settings change.
+ */
+export function createProxyServer(opts: ProxyServerOptions): Server {
+  const handler = createRequestHandler(opts, (req) => {
+    const target = req.url ?? "/";
+    const agent = req.socket.remoteAddress ?? "unknown";
+    // origin-form (`GET /path`): the client did not treat us as a proxy.
+    if (target.startsWith("/")) {
+      return { url: `http://${req.headers.host || "gateway"}${target}`, form: "origin", agent };
+    }
+    return { url: target, form: "absolute", agent };
+  });
+  const options = { maxHeaderSize: 32 * 1024 };
+  const server = opts.tls
+    ? (createTlsServer({ ...options, ...opts.tls }, handler) as unknown as Server)
+    : createServer(options, handler);
+  server.on("connect", (req, socket, head) => {
+    opts.connect(req, socket, head).catch((error) => {
+      opts.log.error("tunnel failed", { target: req.url, error });
+      socket.destroy();
+    });
+  });
+  server.on("clientError", (err, socket) => {
+    if (socket.writable) socket.end("HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+    else socket.destroy(err);
+  });
+  return server;
+}

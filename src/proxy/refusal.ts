@@ -1,0 +1,32 @@
+import { STATUS_CODES } from "node:http";
+import type { Duplex } from "node:stream";
+import { asGatewayError } from "../errors.ts";
+import { addVia } from "./hop-by-hop.ts";
+
+/**
+ * How the proxy port shows an error to an agent: `cachegate: <message>` as
+ * plain text, with the error's own headers (Proxy-Authenticate on a 407).
+ * One rendering for the proxy app's responses and for CONNECT refusals
+ * written to the raw socket.
+ */
+export const refusalText = (message: string) => `cachegate: ${message}\n`;
+
+/** The response for an error raised while handling a proxied request; RFC 9110 §7.6.3: with our Via. */
+export function refusalResponse(err: unknown, via: string): Response {
+  const e = asGatewayError(err);
+  const headers = new Headers({ "content-type": "text/plain; charset=utf-8", ...e.headers });
+  addVia(headers, via);
+  return new Response(refusalText(e.message), { status: e.status, headers });
+}
+
+/** Answers a CONNECT the gateway will not tunnel, on the raw socket, and closes it. */
+export function writeRefusal(client: Duplex, err: unknown): void {
+  const e = asGatewayError(err);
+  const body = refusalText(e.message);
+  const extra = Object.entries(e.headers).map(([name, value]) => `${name}: ${value}\r\n`);
+  client.end(
+    `HTTP/1.1 ${e.status} ${STATUS_CODES[e.status] ?? "Error"}\r\n` +
+      `Content-Type: text/plain; charset=utf-8\r\n${extra.join("")}` +
+      `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+  );
+}
