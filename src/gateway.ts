@@ -11,6 +11,7 @@ import { loadAdminToken } from "./admin/token.ts";
 import { createAgentStore } from "./agents/agent-store.ts";
 import { createProxyAuth } from "./agents/proxy-auth.ts";
 import type { CacheIndex } from "./cache/cache-index.ts";
+import { sizeLimit } from "./cache/eviction.ts";
 import { openCache } from "./cache/open-cache.ts";
 import type { CachePipeline } from "./cache/pipeline.ts";
 import type { RuntimeSettings } from "./config/env.ts";
@@ -94,9 +95,9 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const main = await openCache(runtime.dataDir, {
     ...cacheOptions,
     db,
-    maxBytes: () => current().cache.maxSizeBytes,
+    eviction: sizeLimit(() => current().cache.maxSizeBytes),
   });
-  const patch = createPatchCache({ ...cacheOptions, maxBytes: () => Number.MAX_SAFE_INTEGER, config: current });
+  const patch = createPatchCache({ ...cacheOptions, config: current });
   await patch.start(config.current);
 
   const agents = createAgentStore(db, now);

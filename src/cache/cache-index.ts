@@ -1,4 +1,5 @@
 import { and, asc, eq, gt, inArray, sql } from "drizzle-orm";
+import { LRUCache } from "lru-cache";
 import type { Db } from "../db/client.ts";
 import { blobs, type EntryRow, entries } from "../db/schema.ts";
 import type { BlobStore } from "../store/blob-store.ts";
@@ -20,6 +21,9 @@ export interface StoredEntry {
 
 export type NewEntry = Omit<StoredEntry, "id" | "variant">;
 
+/** Enough of an entry to remove it. */
+export type EntryRef = Pick<StoredEntry, "id" | "url" | "sha256">;
+
 export interface CacheIndex {
   lookup(url: string, requestHeaders: Headers): StoredEntry | undefined;
   /** Records a complete, committed blob and its response; replaces the same variant. */
@@ -29,13 +33,14 @@ export interface CacheIndex {
   touch(entry: StoredEntry): void;
   /** Drops every variant of the URLs matching; returns how many entries went. */
   purge(match: { url: string } | { prefix: string }): Promise<number>;
-  remove(entry: StoredEntry): Promise<void>;
+  remove(entry: EntryRef): Promise<void>;
   /** Marks a blob as being read, so eviction leaves it alone. */
   pin(sha256: string): void;
   unpin(sha256: string): void;
   totalBytes(): number;
-  /** Evicts least recently used entries, once the store is over `maxBytes`, down to `targetBytes` (default 90% of it). */
-  evict(maxBytes: number, targetBytes?: number): Promise<number>;
+  /** Entries in least recently used order (eviction's), skipping the first `offset`. */
+  leastRecentlyUsed(limit: number, offset: number): EntryRef[];
+  isPinned(sha256: string): boolean;
   flush(): void;
   knowsBlob(sha256: string): boolean;
   /** A page of entries in id order, optionally under a URL prefix (admin listing). */
@@ -52,11 +57,11 @@ const headersFromJson = (s: string) => new Headers(JSON.parse(s) as [string, str
 
 /** Writes of last-access times are batched; LRU order only needs to be roughly right. */
 const TOUCH_FLUSH_MS = 1000;
-/** Lookups are served from memory; this bounds how many URLs are remembered. */
+/** Lookups are served from memory; this bounds how many URLs are remembered (least recently used go). */
 const MEMO_URLS = 20_000;
 
 export function createCacheIndex(db: Db, store: BlobStore, now: () => number): CacheIndex {
-  const memo = new Map<string, StoredEntry[]>();
+  const memo = new LRUCache<string, StoredEntry[]>({ max: MEMO_URLS });
   const touched = new Map<number, number>(); // entry id → hit count since last flush
   const pins = new Map<string, number>();
   let total =
@@ -95,7 +100,6 @@ export function createCacheIndex(db: Db, store: BlobStore, now: () => number): C
     let list = memo.get(url);
     if (!list) {
       list = byUrl.all({ url }).map(toEntry);
-      if (memo.size >= MEMO_URLS) memo.delete(memo.keys().next().value!);
       memo.set(url, list);
     }
     return list;
@@ -123,7 +127,7 @@ export function createCacheIndex(db: Db, store: BlobStore, now: () => number): C
    */
   const collectInBackground = (shas: string[]) => void collect(shas).catch(() => {});
 
-  const deleteRows = async (rows: { id: number; url: string; sha256: string }[]) => {
+  const deleteRows = async (rows: EntryRef[]) => {
     if (rows.length === 0) return;
     db.delete(entries)
       .where(
@@ -239,35 +243,16 @@ export function createCacheIndex(db: Db, store: BlobStore, now: () => number): C
 
     totalBytes: () => total,
 
-    async evict(maxBytes, targetBytes) {
-      if (total <= maxBytes) return 0;
-      flush();
-      // Evict down to 90% so a busy cache does not evict on every insert.
-      const target = targetBytes ?? Math.floor(maxBytes * 0.9);
-      let evicted = 0;
-      let offset = 0;
-      while (total > target) {
-        const batch = db
-          .select({ id: entries.id, url: entries.url, sha256: entries.sha256 })
-          .from(entries)
-          .orderBy(asc(entries.lastAccess))
-          .limit(64)
-          .offset(offset)
-          .all();
-        if (batch.length === 0) break;
-        // One entry at a time: only as many go as it takes to reach the target.
-        for (const row of batch) {
-          if (total <= target) break;
-          if (pins.has(row.sha256)) {
-            offset++; // pinned rows stay; step past them
-            continue;
-          }
-          await deleteRows([row]);
-          evicted++;
-        }
-      }
-      return evicted;
-    },
+    leastRecentlyUsed: (limit, offset) =>
+      db
+        .select({ id: entries.id, url: entries.url, sha256: entries.sha256 })
+        .from(entries)
+        .orderBy(asc(entries.lastAccess))
+        .limit(limit)
+        .offset(offset)
+        .all(),
+
+    isPinned: (sha) => pins.has(sha),
 
     flush,
     knowsBlob: (sha) => sizeOf.get({ sha }) !== undefined,

@@ -128,6 +128,8 @@ function directiveRejection(reqHeaders: Headers, resHeaders: Headers, resCc: Dir
   // RFC 9111 §4.1: Vary: * can never be matched by a later request.
   const vary = resHeaders.get("vary") ?? "";
   if (vary.split(",").some((field) => field.trim() === "*")) return "response Vary: *";
+  // Product rule, as nginx's proxy_cache: a response that sets a cookie is somebody's own, not the fleet's.
+  if (resHeaders.has("set-cookie")) return "response sets a cookie";
   return undefined;
 }
 

@@ -21,8 +21,6 @@ export type CacheOptions = Omit<PipelineDeps, "index" | "store" | "now"> & {
   now: () => number;
   /** The database to keep the index in; by default the cache opens (and closes) its own in `dir`. */
   db?: Db;
-  /** Eviction limits that depend on the index (the patch disk's watermarks). */
-  limits?: (index: CacheIndex) => Pick<PipelineDeps, "maxBytes" | "evictTo" | "roomFor">;
 };
 
 /**
@@ -37,7 +35,7 @@ export async function openCache(dir: string, opts: CacheOptions): Promise<Cache>
   const index = createCacheIndex(db, store, opts.now);
   const swept = await store.sweep(index.knowsBlob);
   if (swept.temps + swept.orphans > 0) opts.log.info("swept leftovers of interrupted downloads", { dir, ...swept });
-  const pipeline = createCachePipeline({ ...opts, ...opts.limits?.(index), index, store });
+  const pipeline = createCachePipeline({ ...opts, index, store });
   return {
     dir,
     db,

@@ -1,22 +1,6 @@
-import { statfsSync } from "node:fs";
 import { stat, unlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-
-export interface DiskUsage {
-  path: string;
-  totalBytes: number;
-  freeBytes: number;
-  /** Fraction of the disk in use, 0..1. */
-  used: number;
-}
-
-/** Size and free space of the file system holding `path` (free = what an unprivileged writer may use). */
-export function diskUsage(path: string): DiskUsage {
-  const s = statfsSync(path);
-  const totalBytes = s.blocks * s.bsize;
-  const freeBytes = s.bavail * s.bsize;
-  return { path, totalBytes, freeBytes, used: totalBytes === 0 ? 1 : 1 - freeBytes / totalBytes };
-}
+import { diskUsage } from "../store/disk-usage.ts";
 
 const GB = 1_000_000_000;
 const gb = (bytes: number) => `${(bytes / GB).toFixed(1)} GB`;

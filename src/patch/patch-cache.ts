@@ -1,10 +1,10 @@
 import { dirname, join } from "node:path";
-import type { CacheIndex } from "../cache/cache-index.ts";
+import { diskWatermarks } from "../cache/eviction.ts";
 import { type Cache, type CacheOptions, openCache } from "../cache/open-cache.ts";
 import type { Config } from "../config/schema.ts";
 import { GatewayError } from "../errors.ts";
-import type { Logger } from "../log.ts";
-import { diskUsage, patchDiskProblem } from "./disk.ts";
+import { diskUsage } from "../store/disk-usage.ts";
+import { patchDiskProblem } from "./disk.ts";
 
 /**
  * The patch cache: patch objects and their index on the patch disk
@@ -12,29 +12,17 @@ import { diskUsage, patchDiskProblem } from "./disk.ts";
  * the seed's checks pass. Eviction follows the disk's watermarks rather
  * than a byte limit, and a download that would not fit is passed through.
  */
-export function createPatchCache(opts: CacheOptions & { config: () => Config; log: Logger }) {
+export function createPatchCache(opts: Omit<CacheOptions, "eviction"> & { config: () => Config }) {
   let cache: Cache | undefined;
-
-  const limits = (dir: string) => (index: CacheIndex) => {
-    const disk = () => diskUsage(dir);
-    const excess = () => {
-      const d = disk();
-      const { highWatermark, lowWatermark } = opts.config().patchDisk;
-      return d.used > highWatermark ? (d.used - lowWatermark) * d.totalBytes : 0;
-    };
-    return {
-      // Over the high watermark: the limit is what the cache holds now, less what must go to reach the low one.
-      maxBytes: () => (excess() > 0 ? Math.max(0, index.totalBytes() - excess()) : Number.MAX_SAFE_INTEGER),
-      evictTo: () => Math.max(0, index.totalBytes() - excess()),
-      // Keep a margin so the index and other writers on the disk still have room.
-      roomFor: (bytes: number | undefined) => disk().freeBytes > (bytes ?? 0) + 64 * 1024 * 1024,
-    };
-  };
 
   async function open(path: string): Promise<void> {
     if (cache && cache.dir === join(path, "cachegate")) return;
     const dir = join(path, "cachegate");
-    const next = await openCache(dir, { ...opts, limits: limits(dir) });
+    const watermarks = () => ({
+      high: opts.config().patchDisk.highWatermark,
+      low: opts.config().patchDisk.lowWatermark,
+    });
+    const next = await openCache(dir, { ...opts, eviction: diskWatermarks(dir, watermarks) });
     const previous = cache;
     cache = next;
     previous?.close();

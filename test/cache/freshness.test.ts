@@ -108,6 +108,15 @@ describe("storability (RFC 9111 §3)", () => {
     ],
     ["does not store POST even with max-age (§3)", "POST", {}, 200, { "cache-control": "max-age=60" }, false, /POST/],
     [
+      "does not store a response that sets a cookie, even a public one (product rule, as nginx)",
+      "GET",
+      {},
+      200,
+      { "cache-control": "public, max-age=60", "set-cookie": "session=1" },
+      false,
+      /cookie/,
+    ],
+    [
       "does not store a lower-case method, as methods are case-sensitive (§3, RFC 9110 §9.1)",
       "get",
       {},

@@ -1,0 +1,97 @@
+import { GatewayError } from "../errors.ts";
+import type { Logger } from "../log.ts";
+import type { CacheIndex, StoredEntry } from "./cache-index.ts";
+import { contentLength, type createFiller, storedHeaders } from "./fill.ts";
+import type { Flights, LeadFlight } from "./flights.ts";
+import { matchTtlRule, mayServeStale, type ResponseTiming, storability, type TtlRule } from "./freshness.ts";
+import { parseVary, variantOf } from "./key.ts";
+import { type Representation, respond, type XCache } from "./respond.ts";
+import { createRevalidation, upstreamRequest } from "./revalidate.ts";
+import { labelled, type ServeEntry } from "./serve.ts";
+
+export interface FetchDeps {
+  index: CacheIndex;
+  flights: Flights;
+  filler: ReturnType<typeof createFiller>;
+  serveEntry: ServeEntry;
+  fetchUpstream: (req: Request) => Promise<Response>;
+  pass: (req: Request, label: XCache) => Promise<Response>;
+  ttlRules: () => readonly TtlRule[];
+  log: Logger;
+  now: () => number;
+}
+
+/**
+ * The leader's fetch (Varnish's backend fetch): one request upstream on
+ * behalf of every request that waits on the flight, conditional when a
+ * stale copy is held. Its answer is dispatched to one step: revalidate
+ * (304, or stale on an origin failure), store (a shareable response), or
+ * pass (anything the cache may not keep).
+ */
+export function createFetch(deps: FetchDeps) {
+  const { index, log, now } = deps;
+  const revalidation = createRevalidation(deps);
+
+  return async function lead(req: Request, url: string, stale: StoredEntry | undefined): Promise<Response> {
+    const flight = deps.flights.begin(url);
+    const upstreamReq = upstreamRequest(req, url, stale);
+    const requestTime = now();
+    let res: Response;
+    try {
+      res = await deps.fetchUpstream(upstreamReq);
+    } catch (err) {
+      const error = err instanceof Error ? err : new Error(String(err));
+      // A policy refusal (403) is not an origin failure: it must not be papered over with a stale copy.
+      const refused = error instanceof GatewayError && error.status === 403;
+      if (stale && mayServeStale(stale) && !refused) {
+        log.warn("upstream unreachable; serving stale", { url, error });
+        return (await revalidation.serveStale(req, flight, stale)) ?? Promise.reject(error);
+      }
+      flight.settle({ kind: "error", error });
+      throw error;
+    }
+    const timing: ResponseTiming = { requestTime, responseTime: now() };
+
+    if (stale && res.status === 304) return revalidation.freshen(req, flight, stale, res, timing);
+    if (stale && res.status >= 500 && mayServeStale(stale)) {
+      // RFC 9111 §4.2.4 allows a stale response when the origin fails, unless the response forbids it.
+      void res.body?.cancel();
+      log.warn("upstream failed revalidation; serving stale", { url, status: res.status });
+      return (await revalidation.serveStale(req, flight, stale)) ?? deps.pass(req, "MISS");
+    }
+
+    const verdict = storability(upstreamReq, res, matchTtlRule(url, deps.ttlRules()) !== undefined);
+    if (!verdict.storable) {
+      flight.settle({ kind: "pass" });
+      if (stale && res.status < 500) await index.remove(stale); // replaced by something we may not keep
+      return labelled(res, "MISS");
+    }
+    return store(req, url, flight, res, timing);
+  };
+
+  /** Stores the response while streaming it to this agent and every waiting one. */
+  async function store(
+    req: Request,
+    url: string,
+    flight: LeadFlight,
+    res: Response,
+    timing: ResponseTiming,
+  ): Promise<Response> {
+    const download = await deps.filler.begin(res, url);
+    if (!download) {
+      flight.settle({ kind: "pass" });
+      return labelled(res, "BYPASS");
+    }
+    const vary = parseVary(res.headers.get("vary"));
+    const rep: Representation = {
+      status: res.status,
+      headers: storedHeaders(res.headers),
+      size: contentLength(res.headers),
+    };
+    const variant = variantOf(vary, req.headers);
+    flight.settle({ kind: "download", download, rep, vary, variant, responseTime: timing.responseTime });
+    const meta = { url, vary, status: res.status, headers: rep.headers, ...timing };
+    void deps.filler.run(download, res, meta, req.headers, flight.land);
+    return respond(req, rep, () => download.retain(), "MISS");
+  }
+}

@@ -1,0 +1,76 @@
+import type { Download } from "./body-source.ts";
+import type { StoredEntry } from "./cache-index.ts";
+import type { Representation } from "./respond.ts";
+
+/** What the requests waiting on a fetch learn once its leader has the upstream response head. */
+export type FlightHead =
+  | {
+      kind: "download";
+      download: Download;
+      rep: Representation;
+      variant: string;
+      vary: string[] | null;
+      responseTime: number;
+    }
+  | { kind: "entry"; entry: StoredEntry; stale: boolean } // revalidated (304), or stale served on an origin failure
+  | { kind: "pass" } // not shareable (private, no-store, …): each waiting request asks upstream itself
+  | { kind: "error"; error: Error };
+
+export interface Flight {
+  readonly head: Promise<FlightHead>;
+}
+
+/** The leader's side of a flight. */
+export interface LeadFlight extends Flight {
+  /** Tells the waiting requests what upstream answered. Anything but a download also lands the flight. */
+  settle(head: FlightHead): void;
+  /** The fetch is over (a download stored or failed): later requests go through lookup again. */
+  land(): void;
+}
+
+/**
+ * The upstream fetches in progress, one per URL. As in Varnish, a request
+ * for a URL that is being fetched waits on that fetch (its waiting list)
+ * instead of starting its own, so coalescing is part of lookup.
+ */
+export function createFlights() {
+  const flights = new Map<string, LeadFlight>();
+  let waiting = 0;
+
+  return {
+    get: (url: string): Flight | undefined => flights.get(url),
+
+    begin(url: string): LeadFlight {
+      const { promise, resolve } = Promise.withResolvers<FlightHead>();
+      const flight: LeadFlight = {
+        head: promise,
+        settle(head) {
+          resolve(head);
+          if (head.kind !== "download") flight.land();
+        },
+        land() {
+          if (flights.get(url) === flight) flights.delete(url);
+        },
+      };
+      flights.set(url, flight);
+      return flight;
+    },
+
+    /** Waits for a flight's head; meanwhile the request counts as waiting. */
+    async wait(flight: Flight): Promise<FlightHead> {
+      waiting++;
+      try {
+        return await flight.head;
+      } finally {
+        waiting--;
+      }
+    },
+
+    /** Fetches in progress. */
+    size: () => flights.size,
+    /** Requests waiting on another request's fetch for its response head. */
+    waiting: () => waiting,
+  };
+}
+
+export type Flights = ReturnType<typeof createFlights>;
