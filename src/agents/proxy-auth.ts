@@ -1,4 +1,5 @@
 import { isIP } from "node:net";
+import { LRUCache } from "lru-cache";
 import { canonical, inCidr, parseCidr, parseIp } from "../net/ip.ts";
 import type { AgentStore } from "./agent-store.ts";
 
@@ -31,7 +32,8 @@ export interface AgentGate {
  * refusal never says whether the user name exists.
  */
 export function createProxyAuth(agents: AgentStore, now: () => number = Date.now): AgentGate {
-  const failures = new Map<string, { count: number; since: number }>();
+  // Bounded, so a flood of addresses cannot grow it without limit; the least recently failing go first.
+  const failures = new LRUCache<string, { count: number; since: number }>({ max: 100_000 });
   const hashing = new Map<string, number>(); // client address → password checks in flight
 
   function failed(client: string): number {
@@ -42,7 +44,6 @@ export function createProxyAuth(agents: AgentStore, now: () => number = Date.now
       failures.set(client, f);
     }
     f.count++;
-    if (failures.size > 100_000) failures.delete(failures.keys().next().value!);
     return f.count <= FREE_FAILURES ? 0 : Math.min(MAX_DELAY_MS, 250 * 2 ** (f.count - FREE_FAILURES - 1));
   }
 

@@ -20,7 +20,8 @@ export const Port = v.pipe(
   v.maxValue(65535, "must be between 1 and 65535, e.g. 8080"),
   v.check(
     (p) => !RESERVED_PORTS.has(p),
-    "is reserved (22, 23, 2379, 2380, 4001, 5514, 7001 and 48081-48086 are not allowed); choose another port, e.g. 8080",
+    "is reserved (22, 23, 2379, 2380, 4001, 5514, 7001 and 48081-48086 are not allowed); " +
+      "choose another port, e.g. 8080",
   ),
 );
 
@@ -163,7 +164,7 @@ const ConfigObject = v.strictObject({
       ),
       /** Hosts whose tunnels are never decrypted (certificate pinning); like Allowed Domains they are not cached. */
       doNotIntercept: v.optional(DomainList, []),
-      /** An operator CA (e.g. a customer-signed intermediate) instead of the generated one: PEM files on the gateway. */
+      /** An operator CA (e.g. a customer-signed intermediate) instead of the generated one: PEM files. */
       caCertFile: v.optional(FilePath),
       caKeyFile: v.optional(FilePath),
       /** The agent port itself speaks TLS (an HTTPS proxy: `curl --proxy https://gateway:8080`). */
@@ -239,7 +240,10 @@ const ConfigObject = v.strictObject({
   ),
 });
 
-/** Cross-field rules are partial checks, so they are reported alongside other bad fields, not only when all else is valid. */
+/**
+ * Cross-field rules are partial checks, so they are reported alongside other
+ * bad fields, not only when all else is valid.
+ */
 export const ConfigSchema = v.pipe(
   ConfigObject,
   v.forward(

@@ -139,13 +139,15 @@ export function createAddressGuard(opts: GuardOptions): AddressGuard {
     if (accepted.length === 0) {
       const parts: string[] = [];
       if (policy.length > 0) {
+        const refused = policy.join(", ");
         parts.push(
-          `upstream ${host} refused: ${policy.join(", ")}; set CACHEGATE_ALLOW_PRIVATE_UPSTREAMS=1 only in a lab to allow it`,
+          `upstream ${host} refused: ${refused}; set CACHEGATE_ALLOW_PRIVATE_UPSTREAMS=1 only in a lab to allow it`,
         );
       }
       if (self.length > 0) {
         parts.push(
-          `upstream ${host} (${self.join(", ")}) is this gateway's own listener; requests through the gateway cannot target the gateway itself`,
+          `upstream ${host} (${self.join(", ")}) is this gateway's own listener; ` +
+            "requests through the gateway cannot target the gateway itself",
         );
       }
       throw new GatewayError(403, "upstream_address_refused", parts.join("; "));

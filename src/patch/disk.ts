@@ -23,11 +23,15 @@ export async function patchDiskProblem(path: string, minFreeBytes: number): Prom
     await writeFile(probe, "ok");
     await unlink(probe);
   } catch (err) {
-    return `the patch disk at ${path} is not writable by the gateway (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}); fix its permissions or mount options`;
+    const why = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+    return `the patch disk at ${path} is not writable by the gateway (${why}); fix its permissions or mount options`;
   }
   const { freeBytes } = diskUsage(path);
   if (freeBytes < minFreeBytes) {
-    return `the patch disk at ${path} has ${gb(freeBytes)} free; Patch Mode needs at least ${gb(minFreeBytes)} (patchDisk.minFreeBytes, CACHEGATE_PATCH_DISK_MIN_FREE); use a larger disk or free space`;
+    return (
+      `the patch disk at ${path} has ${gb(freeBytes)} free; Patch Mode needs at least ${gb(minFreeBytes)} ` +
+      "(patchDisk.minFreeBytes, CACHEGATE_PATCH_DISK_MIN_FREE); use a larger disk or free space"
+    );
   }
   return null;
 }

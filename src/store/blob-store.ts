@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { type FileHandle, mkdir, open, readdir, rename, rm, stat, unlink } from "node:fs/promises";
 import { join } from "node:path";
+import { LRUCache } from "lru-cache";
 
 /**
  * Bodies on disk, content-addressed: `blobs/ab/ab12…` named by the sha256 of
@@ -52,7 +53,7 @@ export async function createBlobStore(dir: string): Promise<BlobStore> {
   await mkdir(tmpDir, { recursive: true });
   await mkdir(blobDir, { recursive: true });
   const pathOf = (sha256: string) => join(blobDir, sha256.slice(0, 2), sha256);
-  const memory = new SmallBlobs();
+  const memory = smallBlobs();
 
   return {
     dir,
@@ -80,7 +81,7 @@ export async function createBlobStore(dir: string): Promise<BlobStore> {
     open: (sha256) => open(pathOf(sha256), "r"),
 
     async small(sha256, size) {
-      if (size > SmallBlobs.MAX_OBJECT) return undefined;
+      if (size > SMALL_OBJECT) return undefined;
       const held = memory.get(sha256);
       if (held) return held;
       const bytes = await Bun.file(pathOf(sha256)).bytes();
@@ -134,45 +135,17 @@ export async function createBlobStore(dir: string): Promise<BlobStore> {
 
 const REHASH_CHUNK = 1024 * 1024;
 
+/** Small hot objects (manifests) are kept in memory up to this size each, and this budget in all. */
+const SMALL_OBJECT = 256 * 1024;
+const SMALL_BUDGET = 64 * 1024 * 1024;
+
 /**
- * Small hot objects (manifests) kept in memory, as Varnish keeps its
- * objects: a hit then costs no open/read/close. Bounded in bytes; least
- * recently used go first. Bodies are content-addressed, so a copy is never stale.
+ * Small hot objects kept in memory, as Varnish keeps its objects: a hit then
+ * costs no open/read/close. Bounded in bytes; least recently used go first.
+ * Bodies are content-addressed, so a copy is never stale.
  */
-class SmallBlobs {
-  static readonly MAX_OBJECT = 256 * 1024;
-  static readonly BUDGET = 64 * 1024 * 1024;
-  private readonly blobs = new Map<string, Uint8Array>();
-  private bytes = 0;
-
-  get(sha256: string): Uint8Array | undefined {
-    const b = this.blobs.get(sha256);
-    if (b) {
-      this.blobs.delete(sha256); // refresh its place in the LRU order
-      this.blobs.set(sha256, b);
-    }
-    return b;
-  }
-
-  set(sha256: string, b: Uint8Array): void {
-    this.delete(sha256);
-    this.blobs.set(sha256, b);
-    this.bytes += b.length;
-    for (const [oldest, old] of this.blobs) {
-      if (this.bytes <= SmallBlobs.BUDGET) break;
-      this.blobs.delete(oldest);
-      this.bytes -= old.length;
-    }
-  }
-
-  delete(sha256: string): void {
-    const b = this.blobs.get(sha256);
-    if (b) {
-      this.blobs.delete(sha256);
-      this.bytes -= b.length;
-    }
-  }
-}
+const smallBlobs = () =>
+  new LRUCache<string, Uint8Array>({ maxSize: SMALL_BUDGET, sizeCalculation: (bytes) => Math.max(1, bytes.length) });
 
 async function exists(path: string): Promise<boolean> {
   return stat(path).then(

@@ -49,8 +49,10 @@ export async function loadCa(dataDir: string, files: CaFiles, log: Logger): Prom
   if (present[0] && present[1]) return readCa(certFile, keyFile, certFile);
   if (present[0] !== present[1]) {
     // Half a CA: regenerating would silently invalidate what agents already trust.
+    const [missing, found] = present[0] ? [keyFile, certFile] : [certFile, keyFile];
     throw new Error(
-      `${present[0] ? keyFile : certFile} is missing while ${present[0] ? certFile : keyFile} exists; restore it, or remove ${dir} to generate a new CA (agents must then trust the new one)`,
+      `${missing} is missing while ${found} exists; restore it, or remove ${dir} to generate a new CA ` +
+        "(agents must then trust the new one)",
     );
   }
   await mkdir(dir, { recursive: true, mode: 0o700 });

@@ -1,5 +1,6 @@
 import { isIP } from "node:net";
 import * as x509 from "@peculiar/x509";
+import { LRUCache } from "lru-cache";
 import { EC_P256, type GatewayCa, randomSerial } from "./ca.ts";
 
 export interface Leaf {
@@ -30,7 +31,7 @@ export function createLeafMinter(ca: GatewayCa, opts: MinterOptions = {}) {
   const now = opts.now ?? Date.now;
   const validityMs = opts.validityMs ?? 7 * 86400_000;
   const capacity = opts.capacity ?? 1000;
-  const cache = new Map<string, Promise<Leaf>>();
+  const cache = new LRUCache<string, Promise<Leaf>>({ max: capacity });
   const keys = crypto.subtle.generateKey(EC_P256, true, ["sign", "verify"]) as Promise<CryptoKeyPair>;
   const keyPem = keys.then(async (k) =>
     x509.PemConverter.encode(await crypto.subtle.exportKey("pkcs8", k.privateKey), "PRIVATE KEY"),
@@ -74,18 +75,13 @@ export function createLeafMinter(ca: GatewayCa, opts: MinterOptions = {}) {
         const leaf = await cached.catch(() => undefined);
         // Half of the leaf's own validity, not of validityMs: a leaf cut short by a CA that
         // expires soon would otherwise be replaced at every handshake.
-        if (leaf && now() < leaf.renewAt) {
-          cache.delete(name); // refresh LRU position
-          cache.set(name, cached);
-          return leaf;
-        }
+        if (leaf && now() < leaf.renewAt) return leaf;
         if (cache.get(name) === cached) cache.delete(name);
         else return this.leafFor(name); // someone else already re-minted
       }
       const minting = mint([name]);
       cache.set(name, minting);
-      if (cache.size > capacity) cache.delete(cache.keys().next().value!);
-      minting.catch(() => cache.delete(name));
+      minting.catch(() => cache.get(name) === minting && cache.delete(name));
       return minting;
     },
     /** A certificate for several names, not cached (the TLS agent listener's own). */
