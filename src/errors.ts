@@ -23,6 +23,7 @@ export type ErrorCode =
   | "upstream_unreachable"
   | "upstream_timeout"
   | "upstream_certificate"
+  | "upstream_malformed"
   // Admin input and configuration.
   | "unauthorized"
   | "not_found"

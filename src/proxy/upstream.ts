@@ -1,5 +1,8 @@
 import { GatewayError } from "../errors.ts";
 import type { AddressGuard } from "../net/address-guard.ts";
+import { createHttp1Client, UpstreamTimeout } from "../upstream/client.ts";
+import type { Exchanged } from "../upstream/exchange.ts";
+import { FramingError } from "../upstream/framing.ts";
 import { addVia, stripHopByHop } from "./hop-by-hop.ts";
 
 export interface UpstreamOptions {
@@ -19,58 +22,79 @@ export type UpstreamFetch = (req: Request) => Promise<Response>;
 
 /**
  * Sends a request upstream the way a proxy must: hop-by-hop headers removed
- * both ways, Via added to the request (the app adds it to responses), no redirects followed, bodies passed on byte for
- * byte (never decompressed). It connects to the address the guard checked,
- * with the original name in Host, so a DNS answer that changes between
- * check and connect cannot redirect the request.
+ * both ways, Via added to the request (the app adds it to responses), no
+ * redirects followed, bodies passed on byte for byte (never decompressed).
+ * It connects to the address the guard checked, with the original name in
+ * Host and as the TLS server name, so a DNS answer that changes between
+ * check and connect cannot redirect the request. A response body stream
+ * ends cleanly only when its end was proven (see upstream/client.ts).
  */
-export function createUpstreamFetch(opts: UpstreamOptions): UpstreamFetch {
-  const headersTimeoutMs = opts.headersTimeoutMs ?? 30_000;
+export function createUpstreamFetch(opts: UpstreamOptions): UpstreamFetch & { close(): void } {
+  const client = createHttp1Client({ headersTimeoutMs: opts.headersTimeoutMs });
 
-  return async function fetchUpstream(req) {
+  const fetchUpstream = async function fetchUpstream(req: Request): Promise<Response> {
     const url = new URL(req.url);
-    const port = Number(url.port) || (url.protocol === "https:" ? 443 : 80);
+    const tls = url.protocol === "https:";
+    const port = Number(url.port) || (tls ? 443 : 80);
+    const name = url.hostname.replace(/^\[|\]$/g, "");
     const target = await opts.guard(url.hostname, port);
 
     const headers = stripHopByHop(req.headers);
     headers.set("host", url.host);
     addVia(headers, opts.via);
-    const direct = new URL(url);
-    direct.hostname = target.family === 6 ? `[${target.address}]` : target.address;
-
-    const abort = new AbortController();
-    const timer = setTimeout(
-      () => abort.abort(new Error(`no response within ${headersTimeoutMs / 1000} s`)),
-      headersTimeoutMs,
-    );
-    let res: Response;
+    let res: Exchanged;
     try {
-      res = await fetch(direct, {
-        method: req.method,
-        headers,
-        body: req.body,
-        redirect: "manual",
-        decompress: false,
-        signal: abort.signal,
-        // TLS to the checked address still verifies the certificate for the name.
-        tls: { serverName: url.hostname },
-        duplex: "half",
-      });
+      res = await client.request(
+        { address: target.address, port, tls, name },
+        { method: req.method, path: `${url.pathname}${url.search}`, headers, body: req.body },
+      );
     } catch (err) {
-      throw fetchError(url, err, abort.signal);
-    } finally {
-      clearTimeout(timer);
+      throw fetchError(url, err);
+    }
+    const { status, statusText } = res.head;
+    if (status < 200 || status > 599) {
+      void res.body?.cancel();
+      throw new GatewayError(
+        502,
+        "upstream_malformed",
+        `upstream ${url.host} answered status ${status}, which a proxy cannot relay`,
+      );
     }
     const body = res.body && opts.onBody ? counted(res.body, (n) => opts.onBody!(req.url, n)) : res.body;
-    return new Response(body, { status: res.status, statusText: res.statusText, headers: stripHopByHop(res.headers) });
+    return new Response(body, { status, statusText, headers: responseHeaders(url, res) });
   };
+  return Object.assign(fetchUpstream, { close: client.close });
 }
 
-/** Why a request upstream failed, as the agent is told it: a timeout, a certificate, or the connection. */
-function fetchError(url: URL, err: unknown, signal: AbortSignal): GatewayError {
-  if (signal.aborted) {
-    const why = (signal.reason as Error).message;
-    return new GatewayError(504, "upstream_timeout", `upstream ${url.host} failed: ${why}`, { cause: err });
+/**
+ * The response's fields without hop-by-hop ones. RFC 9112 §6.3: when
+ * Transfer-Encoding is present (chunked or close-delimited) any
+ * Content-Length is wrong by definition and is not passed on.
+ */
+function responseHeaders(url: URL, res: Exchanged): Headers {
+  const headers = new Headers();
+  try {
+    for (const [name, value] of res.head.fields) headers.append(name, value);
+  } catch (err) {
+    void res.body?.cancel();
+    const why = (err as Error).message;
+    throw new GatewayError(502, "upstream_malformed", `upstream ${url.host} sent an invalid header (${why})`, {
+      cause: err,
+    });
+  }
+  const out = stripHopByHop(headers);
+  if (res.framing.kind === "chunked" || res.framing.kind === "close") out.delete("content-length");
+  return out;
+}
+
+/** Why a request upstream failed, as the agent is told it: a timeout, a certificate, framing, or the connection. */
+function fetchError(url: URL, err: unknown): GatewayError {
+  if (err instanceof UpstreamTimeout) {
+    return new GatewayError(504, "upstream_timeout", `upstream ${url.host} failed: ${err.message}`, { cause: err });
+  }
+  if (err instanceof FramingError) {
+    const message = `upstream ${url.host} sent a malformed response: ${err.message}`;
+    return new GatewayError(502, "upstream_malformed", message, { cause: err });
   }
   const code = String((err as { code?: unknown }).code ?? "");
   if (CERTIFICATE_ERROR.test(code)) {

@@ -1,0 +1,56 @@
+import type { Socket } from "node:net";
+import { type Exchanged, exchange, NoResponse, type OutgoingRequest } from "./exchange.ts";
+import { createConnectionPool, type PoolOptions, type UpstreamTarget } from "./pool.ts";
+
+export type { OutgoingRequest } from "./exchange.ts";
+export type { UpstreamTarget } from "./pool.ts";
+
+/** Upstream sent no response head in time (connect, TLS and head together). */
+export class UpstreamTimeout extends Error {
+  override name = "UpstreamTimeout";
+}
+
+/**
+ * The gateway's own HTTP/1.1 client for upstreams. Bun's fetch reports a
+ * connection reset in a close-delimited body as a clean end, and passes on a
+ * Content-Length that chunked framing overrides; a cache cannot store on that
+ * word. This client frames every response itself (framing.ts), so a body
+ * stream closes only when its end was proven, and errors otherwise.
+ */
+export function createHttp1Client(opts: PoolOptions & { headersTimeoutMs?: number } = {}) {
+  const pool = createConnectionPool(opts);
+  const headersTimeoutMs = opts.headersTimeoutMs ?? 30_000;
+
+  async function send(target: UpstreamTarget, req: OutgoingRequest, signal: AbortSignal): Promise<Exchanged> {
+    const release = (socket: Socket) => pool.give(target, socket);
+    const reused = pool.take(target);
+    if (reused) {
+      try {
+        return await exchange(reused, req, release, signal);
+      } catch (err) {
+        // The origin closed the kept connection as we reused it: once more on a new one, if the request can be replayed.
+        if (!(err instanceof NoResponse) || req.body !== null || signal.aborted) throw err;
+      }
+    }
+    return exchange(await pool.open(target, signal), req, release, signal);
+  }
+
+  return {
+    /** Sends a request; resolves with the response head once it arrived, its body still streaming. */
+    async request(target: UpstreamTarget, req: OutgoingRequest): Promise<Exchanged> {
+      const abort = new AbortController();
+      const timeout = new UpstreamTimeout(`no response within ${headersTimeoutMs / 1000} s`);
+      const timer = setTimeout(() => abort.abort(timeout), headersTimeoutMs);
+      try {
+        return await send(target, req, abort.signal);
+      } catch (err) {
+        throw abort.signal.aborted ? abort.signal.reason : err;
+      } finally {
+        clearTimeout(timer);
+      }
+    },
+    close: pool.close,
+  };
+}
+
+export type Http1Client = ReturnType<typeof createHttp1Client>;
