@@ -11,7 +11,7 @@ import { loadAdminToken } from "./admin/token.ts";
 import { createAgentStore } from "./agents/agent-store.ts";
 import { createProxyAuth } from "./agents/proxy-auth.ts";
 import type { CacheIndex } from "./cache/cache-index.ts";
-import { sizeLimit } from "./cache/eviction.ts";
+import { allOf, diskWatermarks, sizeLimit } from "./cache/eviction.ts";
 import { openCache } from "./cache/open-cache.ts";
 import type { CachePipeline } from "./cache/pipeline.ts";
 import type { RuntimeSettings } from "./config/env.ts";
@@ -82,7 +82,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     log.error("persisted admin settings no longer valid; started from the environment", { errors });
   }
   const current = () => config.current;
-  const stats = createStats(db, { kinds: () => current().stats.kinds, now });
+  const stats = createStats(db, { kinds: () => current().stats.kinds, now, log });
   const adminToken = await loadAdminToken(runtime.dataDir, runtime.adminToken, log);
 
   // The ports this gateway listens on, as the listeners bind them: requests through it must not loop back.
@@ -91,11 +91,17 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const via = `cachegate-${randomBytes(3).toString("hex")}`;
   const fetchUpstream = createUpstreamFetch({ guard, via, onBody: stats.upstream });
 
-  const cacheOptions = { fetchUpstream, ttlRules: () => current().cache.ttlRules, log, now };
+  const cacheOptions = { fetchUpstream, ttlRules: () => current().cache.ttlRules, onResume: stats.resumed, log, now };
   const main = await openCache(runtime.dataDir, {
     ...cacheOptions,
     db,
-    eviction: sizeLimit(() => current().cache.maxSizeBytes),
+    eviction: allOf(
+      sizeLimit(() => current().cache.maxSizeBytes),
+      diskWatermarks(runtime.dataDir, () => ({
+        high: current().cache.highWatermark,
+        low: current().cache.lowWatermark,
+      })),
+    ),
   });
   const patch = createPatchCache({ ...cacheOptions, config: current });
   await patch.start(config.current);

@@ -64,6 +64,9 @@ function prometheus(s: Full): string {
     ["", s.bytesFromCache],
   ]);
   metric("cachegate_upstream_bytes_total", "counter", "Body bytes fetched from upstream.", [["", s.bytesUpstream]]);
+  metric("cachegate_upstream_resumes_total", "counter", "Broken upstream downloads resumed with a Range request.", [
+    ["", s.resumes],
+  ]);
   metric("cachegate_agents_active", "gauge", "Distinct agents seen in the last 60 minutes.", [["", s.agents.active]]);
   metric("cachegate_agents_total", "gauge", "Distinct agents ever seen.", [["", s.agents.total]]);
   metric("cachegate_cache_entries", "gauge", "Cached responses.", [["", s.entries]]);

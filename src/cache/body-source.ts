@@ -1,11 +1,9 @@
 import type { FileHandle } from "node:fs/promises";
-import type { TempBlob } from "../store/blob-store.ts";
 
 /**
- * Where a response body is read from: a complete blob, or a download that is
- * still being written (or a small blob kept in memory). Readers use positional reads on one shared handle, so
- * any number of agents can read one object while it grows, and a rename of
- * the file underneath (temp → blob) does not disturb them.
+ * Where a response body is read from: a complete blob, a small blob kept in
+ * memory, or a download that is still being written (download.ts). Readers
+ * use positional reads, so any number of agents can read one object at once.
  */
 export interface BodySource {
   /** Positional read of up to `length` bytes into `buf`; resolves how many were read. */
@@ -18,10 +16,24 @@ export interface BodySource {
   size(): number | undefined;
   /** Resolves when more bytes arrive, or the source completes or fails. */
   changed(): Promise<void>;
+  /** For a reader that fell behind what the source still holds: bytes [from, to) from upstream. */
+  refetch?: (from: number, to: number | undefined) => Promise<ReadableStream<Uint8Array>>;
+  /** A source that grows (a download) tracks its readers' positions; see download.ts. */
+  attach?(reader: { pos: number }): void;
+  detach?(reader: { pos: number }): void;
+  progressed?(): void;
   readonly settled: boolean;
   readonly error: Error | undefined;
   retain(): this;
   release(): void;
+}
+
+/** A read at a position the source no longer holds (a spilled download's memory window moved on). */
+export class LaggedBehind extends Error {
+  override name = "LaggedBehind";
+  constructor(position: number, heldFrom: number) {
+    super(`byte ${position} is no longer held (the download holds bytes from ${heldFrom})`);
+  }
 }
 
 /** A finished blob: everything is available at once. */
@@ -66,68 +78,6 @@ export class MemorySource implements BodySource {
   release() {}
 }
 
-/** A body being downloaded into a temp file; readers follow the writer. */
-export class Download implements BodySource {
-  private refs = 1; // the writer's own
-  private waiters: (() => void)[] = [];
-  settled = false;
-  error: Error | undefined;
-
-  constructor(
-    readonly temp: TempBlob,
-    /** From Content-Length; undefined for a chunked or close-delimited body. */
-    readonly expectedSize: number | undefined,
-  ) {}
-
-  read = async (buf: Buffer, length: number, position: number) =>
-    (await this.temp.handle.read(buf, 0, length, position)).bytesRead;
-  available = () => this.temp.size;
-  size = () => (this.settled && !this.error ? this.temp.size : this.expectedSize);
-
-  changed(): Promise<void> {
-    if (this.settled) return Promise.resolve();
-    return new Promise((resolve) => this.waiters.push(resolve));
-  }
-
-  async append(chunk: Uint8Array): Promise<void> {
-    await this.temp.write(chunk);
-    this.wake();
-  }
-
-  /** The whole body is on disk and verified: readers may finish. The writer keeps its reference until committed. */
-  complete(): void {
-    this.settled = true;
-    this.wake();
-  }
-
-  /** Upstream failed or cut the body off: every reader's stream errors. */
-  fail(error: Error): void {
-    if (this.settled) return; // the body already reached agents whole; only storing it failed
-    this.error = error;
-    this.settled = true;
-    this.wake();
-  }
-
-  /** Resolves once the download is complete or failed. */
-  async whenSettled(): Promise<void> {
-    while (!this.settled) await this.changed();
-  }
-
-  retain() {
-    this.refs++;
-    return this;
-  }
-  release() {
-    if (--this.refs === 0) void this.temp.handle.close().catch(() => {});
-  }
-
-  private wake() {
-    const waiters = this.waiters;
-    this.waiters = [];
-    for (const w of waiters) w();
-  }
-}
-
 const CHUNK = 256 * 1024;
 
 /**
@@ -136,7 +86,7 @@ const CHUNK = 256 * 1024;
  * the source fails or ends before `end`, so an agent sees a broken
  * response, never a short one passed off as complete.
  */
-export async function readNext(source: BodySource, pos: number, end: number | undefined, buf: Buffer): Promise<number> {
+async function readNext(source: BodySource, pos: number, end: number | undefined, buf: Buffer): Promise<number> {
   for (;;) {
     const limit = end ?? source.size();
     if (limit !== undefined && pos >= limit) return 0;
@@ -156,66 +106,110 @@ export async function readNext(source: BodySource, pos: number, end: number | un
   }
 }
 
-/** Bytes [start, end) of a source, owned by whoever reads them: exactly one release. */
-export class FileBody {
+/**
+ * One reader's way through bytes [start, end) of a source, owned by whoever
+ * reads it: exactly one release. A reader that falls behind what a spilled
+ * download still holds continues from upstream with a Range request of its
+ * own; its bytes then come from there, checked to end where they should.
+ */
+export class BodyCursor {
   private released = false;
+  private upstream: ReadableStreamDefaultReader<Uint8Array> | undefined;
+  private pending: Uint8Array | undefined;
+
   constructor(
     readonly source: BodySource,
-    readonly start: number,
+    public pos: number,
     readonly end: number | undefined,
-  ) {}
-  release(): void {
-    if (!this.released) {
-      this.released = true;
-      this.source.release();
+  ) {
+    source.attach?.(this);
+  }
+
+  /** Reads the next bytes into `buf`; 0 at the end of the range. */
+  async read(buf: Buffer): Promise<number> {
+    if (this.upstream) return this.readUpstream(buf);
+    let n: number;
+    try {
+      n = await readNext(this.source, this.pos, this.end, buf);
+    } catch (err) {
+      if (!(err instanceof LaggedBehind) || !this.source.refetch) throw err;
+      const rest = await this.source.refetch(this.pos, this.end ?? this.source.size());
+      this.upstream = rest.getReader() as ReadableStreamDefaultReader<Uint8Array>;
+      return this.readUpstream(buf);
     }
+    this.pos += n;
+    this.source.progressed?.();
+    return n;
+  }
+
+  private async readUpstream(buf: Buffer): Promise<number> {
+    if (!this.pending || this.pending.length === 0) {
+      const { done, value } = await this.upstream!.read();
+      if (done) {
+        const end = this.end ?? this.source.size();
+        if (end !== undefined && this.pos !== end) throw new Error(`upstream ended the remainder at byte ${this.pos}`);
+        return 0;
+      }
+      this.pending = value;
+    }
+    const n = Math.min(buf.length, this.pending.length);
+    buf.set(this.pending.subarray(0, n));
+    this.pending = this.pending.subarray(n);
+    this.pos += n;
+    return n;
+  }
+
+  release(): void {
+    if (this.released) return;
+    this.released = true;
+    void this.upstream?.cancel().catch(() => {});
+    this.source.detach?.(this);
+    this.source.release();
   }
 }
 
-const fileBodies = new WeakMap<ReadableStream<Uint8Array>, FileBody>();
+const cursors = new WeakMap<ReadableStream<Uint8Array>, BodyCursor>();
 
 /**
  * Streams bytes [start, end) of a source. Pull-based, so a slow agent holds
  * at most one chunk in memory, and many agents on one object cost no more.
  * A writer that knows files (the proxy's node:http adapter) can claim the
- * body instead with claimFileBody and copy it through one reused buffer.
+ * cursor instead with claimCursor and copy it through one reused buffer.
  * Takes ownership of one reference to `source`.
  */
 export function streamBody(source: BodySource, start: number, end: number | undefined): ReadableStream<Uint8Array> {
-  const body = new FileBody(source, start, end);
-  let pos = start;
+  const cursor = new BodyCursor(source, start, end);
   const stream = new ReadableStream<Uint8Array>(
     {
       async pull(controller) {
         try {
           const buf = Buffer.allocUnsafe(CHUNK);
-          const n = await readNext(source, pos, end, buf);
+          const n = await cursor.read(buf);
           if (n === 0) {
-            body.release();
+            cursor.release();
             return controller.close();
           }
-          pos += n;
           controller.enqueue(buf.subarray(0, n));
         } catch (err) {
-          body.release();
+          cursor.release();
           controller.error(err);
         }
       },
-      cancel: () => body.release(),
+      cancel: () => cursor.release(),
     },
     { highWaterMark: 0 },
   );
-  fileBodies.set(stream, body);
+  cursors.set(stream, cursor);
   return stream;
 }
 
 /** Takes over a body made by streamBody that nobody has started reading; the caller must release it. */
-export function claimFileBody(stream: ReadableStream<Uint8Array>): FileBody | undefined {
-  const body = fileBodies.get(stream);
-  if (!body || stream.locked) return undefined;
-  fileBodies.delete(stream);
+export function claimCursor(stream: ReadableStream<Uint8Array>): BodyCursor | undefined {
+  const cursor = cursors.get(stream);
+  if (!cursor || stream.locked) return undefined;
+  cursors.delete(stream);
   void stream.getReader(); // lock it: it must not be read as well
-  return body;
+  return cursor;
 }
 
 export { CHUNK as FILE_CHUNK };

@@ -1,7 +1,9 @@
 import { and, asc, eq, gt, inArray, sql } from "drizzle-orm";
 import { LRUCache } from "lru-cache";
+import { every, guarded } from "../background.ts";
 import type { Db } from "../db/client.ts";
 import { blobs, type EntryRow, entries } from "../db/schema.ts";
+import { type Logger, silentLogger } from "../log.ts";
 import type { BlobStore } from "../store/blob-store.ts";
 import { variantOf } from "./key.ts";
 
@@ -41,7 +43,10 @@ export interface CacheIndex {
   /** Entries in least recently used order (eviction's), skipping the first `offset`. */
   leastRecentlyUsed(limit: number, offset: number): EntryRef[];
   isPinned(sha256: string): boolean;
+  /** Writes batched hits and last-access times; never throws (a failure is logged and retried later). */
   flush(): void;
+  /** Stops the periodic flush after a last one (shutdown). */
+  close(): void;
   knowsBlob(sha256: string): boolean;
   /** A page of entries in id order, optionally under a URL prefix (admin listing). */
   list(opts: { prefix?: string; after?: number; limit: number }): ListedEntry[];
@@ -60,7 +65,7 @@ const TOUCH_FLUSH_MS = 1000;
 /** Lookups are served from memory; this bounds how many URLs are remembered (least recently used go). */
 const MEMO_URLS = 20_000;
 
-export function createCacheIndex(db: Db, store: BlobStore, now: () => number): CacheIndex {
+export function createCacheIndex(db: Db, store: BlobStore, now: () => number, log: Logger = silentLogger): CacheIndex {
   const memo = new LRUCache<string, StoredEntry[]>({ max: MEMO_URLS });
   const touched = new Map<number, number>(); // entry id → hit count since last flush
   const pins = new Map<string, number>();
@@ -157,7 +162,9 @@ export function createCacheIndex(db: Db, store: BlobStore, now: () => number): C
     });
     touched.clear();
   };
-  setInterval(flush, TOUCH_FLUSH_MS).unref();
+  // Touches wait in memory while a flush fails (disk full): LRU order is only a little older meanwhile.
+  const flusher = every(TOUCH_FLUSH_MS, flush, log, "writing cache hits to the index database");
+  const safeFlush = guarded(log, "writing cache hits to the index database");
 
   return {
     lookup(url, requestHeaders) {
@@ -254,11 +261,15 @@ export function createCacheIndex(db: Db, store: BlobStore, now: () => number): C
 
     isPinned: (sha) => pins.has(sha),
 
-    flush,
+    flush: () => void safeFlush(flush),
+    close() {
+      flusher.stop();
+      safeFlush(flush);
+    },
     knowsBlob: (sha) => sizeOf.get({ sha }) !== undefined,
 
     list({ prefix, after = 0, limit }) {
-      flush();
+      safeFlush(flush);
       const where = prefix === undefined ? gt(entries.id, after) : and(gt(entries.id, after), prefixed(prefix));
       return db
         .select()

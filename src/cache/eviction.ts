@@ -10,8 +10,10 @@ import type { CacheIndex } from "./cache-index.ts";
 export interface EvictionPolicy {
   /** The bytes the cache should shrink to now, or undefined while it is within its limits. */
   target(heldBytes: number): number | undefined;
-  /** False when the disk has no room for a body of this size (unknown: undefined): it is passed through uncached. */
-  roomFor(bytes: number | undefined): boolean;
+  /** False when the disk has no room for `bytes` more: a body that does not fit is passed through uncached. */
+  roomFor(bytes: number): boolean;
+  /** The bytes the cache would have to shrink to for `bytes` more to fit, if evicting can help at all. */
+  roomTarget?(heldBytes: number, bytes: number): number | undefined;
 }
 
 /** Once over the limit the cache shrinks to this fraction of it, so a busy cache does not evict on every insert. */
@@ -28,13 +30,15 @@ export function sizeLimit(maxBytes: () => number): EvictionPolicy {
   };
 }
 
-/** Room kept free on the patch disk for the index and other writers. */
+/** Room kept free on a cache's disk for its index database and other writers. */
 const DISK_MARGIN = 64 * 1024 * 1024;
 
 /**
- * The patch disk: no byte limit, but once the disk is fuller than the high
- * watermark, entries go until it would be below the low one (the bytes to
- * free are the disk's, the entries that go are the cache's).
+ * A disk's watermarks (the patch disk's, and the data disk's so that the
+ * size limit never exceeds what the disk can hold): once the disk is fuller
+ * than the high watermark, entries go until it would be below the low one
+ * (the bytes to free are the disk's, the entries that go are the cache's),
+ * and a body is stored only if it fits with a margin to spare.
  */
 export function diskWatermarks(dir: string, watermarks: () => { high: number; low: number }): EvictionPolicy {
   return {
@@ -45,7 +49,27 @@ export function diskWatermarks(dir: string, watermarks: () => { high: number; lo
       const excess = (disk.used - low) * disk.totalBytes;
       return Math.max(0, held - excess);
     },
-    roomFor: (bytes) => diskUsage(dir).freeBytes > (bytes ?? 0) + DISK_MARGIN,
+    roomFor: (bytes) => diskUsage(dir).freeBytes > bytes + DISK_MARGIN,
+    roomTarget(held, bytes) {
+      const missing = bytes + DISK_MARGIN - diskUsage(dir).freeBytes;
+      return missing > 0 && missing <= held ? held - missing : undefined;
+    },
+  };
+}
+
+/** Several limits at once: the strictest target wins, and a body must fit all of them. */
+export function allOf(...policies: EvictionPolicy[]): EvictionPolicy {
+  const defined = (values: (number | undefined)[]) => values.filter((v) => v !== undefined);
+  return {
+    target(held) {
+      const targets = defined(policies.map((p) => p.target(held)));
+      return targets.length === 0 ? undefined : Math.min(...targets);
+    },
+    roomFor: (bytes) => policies.every((p) => p.roomFor(bytes)),
+    roomTarget(held, bytes) {
+      const targets = defined(policies.map((p) => p.roomTarget?.(held, bytes)));
+      return targets.length === 0 ? undefined : Math.min(...targets);
+    },
   };
 }
 
@@ -54,7 +78,18 @@ const BATCH = 64;
 /** Evicts least recently used entries until the index holds no more than the policy's target; returns how many went. */
 export async function evict(index: CacheIndex, policy: EvictionPolicy): Promise<number> {
   const target = policy.target(index.totalBytes());
-  if (target === undefined) return 0;
+  return target === undefined ? 0 : evictTo(index, target);
+}
+
+/** Evicts so that `bytes` more fit, if the policy says evicting can make that room; true if they fit now. */
+export async function makeRoom(index: CacheIndex, policy: EvictionPolicy, bytes: number): Promise<boolean> {
+  const target = policy.roomTarget?.(index.totalBytes(), bytes);
+  if (target === undefined) return false;
+  await evictTo(index, target);
+  return policy.roomFor(bytes);
+}
+
+async function evictTo(index: CacheIndex, target: number): Promise<number> {
   index.flush(); // last-access times batched in memory decide the order too
   let evicted = 0;
   let skipped = 0;

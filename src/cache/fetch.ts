@@ -66,12 +66,13 @@ export function createFetch(deps: FetchDeps) {
       if (stale && res.status < 500) await index.remove(stale); // replaced by something we may not keep
       return labelled(res, "MISS");
     }
-    return store(req, url, flight, res, timing);
+    return store(req, upstreamReq, url, flight, res, timing);
   };
 
   /** Stores the response while streaming it to this agent and every waiting one. */
   async function store(
     req: Request,
+    upstreamReq: Request,
     url: string,
     flight: LeadFlight,
     res: Response,
@@ -91,7 +92,7 @@ export function createFetch(deps: FetchDeps) {
     const variant = variantOf(vary, req.headers);
     flight.settle({ kind: "download", download, rep, vary, variant, responseTime: timing.responseTime });
     const meta = { url, vary, status: res.status, headers: rep.headers, ...timing };
-    void deps.filler.run(download, res, meta, req.headers, flight.land);
+    void deps.filler.run(download, res, upstreamReq, meta, req.headers, flight.land);
     return respond(req, rep, () => download.retain(), "MISS");
   }
 }

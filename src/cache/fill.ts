@@ -1,48 +1,75 @@
 import { rm } from "node:fs/promises";
 import type { Logger } from "../log.ts";
-import type { BlobStore } from "../store/blob-store.ts";
-import { Download } from "./body-source.ts";
+import { type BlobStore, isDiskError } from "../store/blob-store.ts";
 import type { CacheIndex, StoredEntry } from "./cache-index.ts";
-import { type EvictionPolicy, evict } from "./eviction.ts";
+import { Download } from "./download.ts";
+import { type EvictionPolicy, evict, makeRoom } from "./eviction.ts";
+import { fetchRange, strongValidator } from "./refetch.ts";
 
 export interface FillDeps {
   index: CacheIndex;
   store: BlobStore;
   eviction: EvictionPolicy;
+  /** For resuming a broken download, and for readers that fell behind a spilled one. */
+  fetchUpstream: (req: Request) => Promise<Response>;
+  /** Told each time a broken download was resumed (stats). */
+  onResume?: (url: string) => void;
   log: Logger;
   now: () => number;
-  /** Upstream sends nothing for this long mid-body → the download fails. */
+  /** Upstream sends nothing for this long mid-body → the connection counts as broken. */
   idleTimeoutMs: number;
 }
 
 /** What is indexed with the body once it is complete. */
 export type EntryMeta = Omit<StoredEntry, "id" | "variant" | "sha256" | "size">;
 
-/** Write errors that mean the disk, not the download, is at fault. */
-const DISK_ERRORS = new Set(["ENOSPC", "EDQUOT", "EIO", "EROFS"]);
 /** After a disk error, new downloads pass through uncached for this long instead of failing too. */
 const DISK_TROUBLE_MS = 30_000;
+/** Resume attempts in a row that bring no new byte before a download fails, and their backoff. */
+const RESUME_ATTEMPTS = 4;
+const RESUME_BACKOFF_MS = 100;
+/** Resumes of one download in all (an origin that breaks every few bytes is not worth following forever). */
+const MAX_RESUMES = 64;
+
+/** The upstream connection broke or fell silent mid-body (as opposed to the gateway's own disk failing). */
+class UpstreamBroke extends Error {
+  override name = "UpstreamBroke";
+}
 
 /**
  * The store step: an upstream body is written to a temp file that agents
  * read as it grows, checked against its Content-Length, committed
  * (flushed, renamed to its sha256, indexed), and then eviction runs. Only
- * a complete body is ever indexed; a failed one fails every reader.
+ * a complete body is ever indexed. A connection that breaks mid-body is
+ * resumed with a Range request when the response allows it; a disk that
+ * fails mid-body stops the storing, not the agents (see download.ts).
  */
 export function createFiller(deps: FillDeps) {
   const { index, store, log, now } = deps;
   let diskTroubleUntil = 0;
   let stopping = false;
   const upstreamReaders = new Set<ReadableStreamDefaultReader<Uint8Array>>();
+  const active = new Set<Download>();
+
+  /** Bytes the downloads in progress will still write (those of known size). */
+  const reserved = () => {
+    let bytes = 0;
+    for (const d of active) if (d.expectedSize !== undefined && !d.spilled) bytes += d.expectedSize - d.available();
+    return Math.max(0, bytes);
+  };
 
   /** A download for this response, or undefined when the disk cannot take it now (it is then passed through). */
   async function begin(res: Response, url: string): Promise<Download | undefined> {
     const expected = contentLength(res.headers);
     try {
-      if (now() < diskTroubleUntil || !deps.eviction.roomFor(expected)) {
-        throw new Error("the cache disk is full or failing");
+      if (now() < diskTroubleUntil) throw new Error("the cache disk failed a moment ago");
+      const need = (expected ?? 0) + reserved();
+      if (!deps.eviction.roomFor(need) && !(await makeRoom(index, deps.eviction, need))) {
+        throw new Error("the cache disk has no room for it, even after evicting what can go");
       }
-      return new Download(await store.createTemp(), expected);
+      const download = new Download(await store.createTemp(), expected);
+      active.add(download);
+      return download;
     } catch (error) {
       log.warn("cannot store; passing the response through uncached", { url, error });
       return undefined;
@@ -58,54 +85,68 @@ export function createFiller(deps: FillDeps) {
   async function run(
     download: Download,
     res: Response,
+    upstreamReq: Request,
     meta: EntryMeta,
     requestHeaders: Headers,
     land: () => void,
   ): Promise<void> {
+    download.onSpill = land; // a download that can no longer be stored takes no new readers
+    const validator = strongValidator(res.headers);
+    if (validator) {
+      download.refetch = (from, to) => fetchRange(deps.fetchUpstream, upstreamReq, validator, from, to);
+    }
+    let committed = false;
     try {
-      await fill(download, res);
-      await commit(download, meta, requestHeaders);
+      await fill(download, res.body, meta.url);
+      if (download.spilled) {
+        diskTroubleUntil = now() + DISK_TROUBLE_MS;
+        log.warn("the cache disk failed mid-download; its agents got the whole body from upstream, nothing stored", {
+          url: meta.url,
+          error: download.spilled,
+        });
+        void evict(index, deps.eviction).catch(() => {});
+      } else {
+        await commit(download, meta, requestHeaders);
+        committed = true;
+      }
     } catch (err) {
-      const error = err as NodeJS.ErrnoException;
-      if (DISK_ERRORS.has(error.code ?? "")) diskTroubleUntil = now() + DISK_TROUBLE_MS;
+      const error = err as Error;
+      if (isDiskError(error)) diskTroubleUntil = now() + DISK_TROUBLE_MS;
       download.fail(error);
       log.warn("download failed; nothing cached", { url: meta.url, error, bytes: download.available() });
-      void rm(download.temp.path, { force: true });
     } finally {
+      active.delete(download);
+      if (!committed) void rm(download.temp.path, { force: true }); // readers keep their open handle
       land();
       download.release();
     }
   }
 
-  /** Copies the upstream body into the download, failing on silence or a short body. */
-  async function fill(download: Download, res: Response): Promise<void> {
-    if (res.body) {
-      const reader = res.body.getReader() as ReadableStreamDefaultReader<Uint8Array>;
-      let timer: Timer | undefined;
-      let silent = false;
-      const arm = () => {
-        clearTimeout(timer);
-        timer = setTimeout(() => {
-          silent = true;
-          void reader.cancel();
-        }, deps.idleTimeoutMs);
-      };
-      upstreamReaders.add(reader);
+  /** Copies the upstream body into the download, resuming it if the connection breaks; fails on a short body. */
+  async function fill(download: Download, body: ReadableStream<Uint8Array> | null, url: string): Promise<void> {
+    let stream = body;
+    let attempts = 0;
+    let resumes = 0;
+    let progressAt = 0;
+    while (stream) {
       try {
-        for (arm(); ; arm()) {
-          const { done, value } = await reader.read();
-          if (silent) throw new Error(`upstream sent nothing for ${deps.idleTimeoutMs / 1000} s`);
-          if (stopping) throw new Error("the gateway is shutting down");
-          if (done) break;
-          await download.append(value);
-        }
+        await copy(download, stream);
+        break;
       } catch (err) {
-        // A write that failed (full disk) leaves the upstream body unread: let go of it and its connection now.
-        void reader.cancel(err).catch(() => {});
-        throw err;
-      } finally {
-        clearTimeout(timer);
-        upstreamReaders.delete(reader);
+        const resumable = err instanceof UpstreamBroke && download.refetch && download.expectedSize !== undefined;
+        if (!resumable || stopping || ++resumes > MAX_RESUMES) throw err;
+        if (download.available() > progressAt) attempts = 0;
+        progressAt = download.available();
+        if (++attempts > RESUME_ATTEMPTS) throw err;
+        await Bun.sleep(RESUME_BACKOFF_MS * 3 ** (attempts - 1));
+        const from = download.available();
+        log.info("upstream broke mid-download; resuming with a Range request", { url, from, error: err });
+        try {
+          stream = await download.refetch!(from, download.expectedSize);
+        } catch (retry) {
+          throw new Error(`${(err as Error).message}; resuming failed: ${(retry as Error).message}`);
+        }
+        deps.onResume?.(url);
       }
     }
     const got = download.available();
@@ -113,6 +154,45 @@ export function createFiller(deps: FillDeps) {
       throw new Error(`upstream body ended after ${got} of ${download.expectedSize} bytes`);
     }
     download.complete();
+  }
+
+  /** Appends one upstream body stream to the download; throws UpstreamBroke if the connection breaks or stalls. */
+  async function copy(download: Download, stream: ReadableStream<Uint8Array>): Promise<void> {
+    const reader = stream.getReader() as ReadableStreamDefaultReader<Uint8Array>;
+    let timer: Timer | undefined;
+    let silent = false;
+    const arm = () => {
+      clearTimeout(timer);
+      timer = setTimeout(() => {
+        silent = true;
+        void reader.cancel();
+      }, deps.idleTimeoutMs);
+    };
+    upstreamReaders.add(reader);
+    try {
+      for (arm(); ; arm()) {
+        let chunk: Awaited<ReturnType<typeof reader.read>>;
+        try {
+          chunk = await reader.read();
+        } catch (err) {
+          throw new UpstreamBroke((err as Error).message, { cause: err });
+        }
+        if (stopping) throw new Error("the gateway is shutting down");
+        if (silent) throw new UpstreamBroke(`upstream sent nothing for ${deps.idleTimeoutMs / 1000} s`);
+        if (chunk.done) return;
+        const room =
+          download.expectedSize === undefined ? chunk.value.length : download.expectedSize - download.available();
+        if (chunk.value.length > room) throw new Error("upstream sent more bytes than its Content-Length");
+        await download.append(chunk.value);
+      }
+    } catch (err) {
+      // A failure leaves the upstream body unread: let go of it and its connection now.
+      void reader.cancel(err).catch(() => {});
+      throw err;
+    } finally {
+      clearTimeout(timer);
+      upstreamReaders.delete(reader);
+    }
   }
 
   /** Flushes the blob into place and indexes it: only now can a later request hit it. */

@@ -1,5 +1,5 @@
-import type { Download } from "./body-source.ts";
 import type { StoredEntry } from "./cache-index.ts";
+import type { Download } from "./download.ts";
 import type { Representation } from "./respond.ts";
 
 /** What the requests waiting on a fetch learn once its leader has the upstream response head. */

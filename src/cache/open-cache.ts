@@ -32,7 +32,7 @@ export async function openCache(dir: string, opts: CacheOptions): Promise<Cache>
   await mkdir(dir, { recursive: true });
   const db = opts.db ?? openDb(join(dir, "index.sqlite"));
   const store = await createBlobStore(dir);
-  const index = createCacheIndex(db, store, opts.now);
+  const index = createCacheIndex(db, store, opts.now, opts.log);
   const swept = await store.sweep(index.knowsBlob);
   if (swept.temps + swept.orphans > 0) opts.log.info("swept leftovers of interrupted downloads", { dir, ...swept });
   const pipeline = createCachePipeline({ ...opts, index, store });
@@ -44,7 +44,7 @@ export async function openCache(dir: string, opts: CacheOptions): Promise<Cache>
     pipeline,
     verifier: createVerifier(index, store, opts.log),
     close() {
-      index.flush();
+      index.close();
       if (!opts.db) db.$client.close(); // a borrowed database is its owner's to close
     },
   };

@@ -26,6 +26,8 @@ export interface PipelineDeps {
   ttlRules: () => readonly TtlRule[];
   /** When the cache is too full and whether a body fits (see eviction.ts). */
   eviction: EvictionPolicy;
+  /** Told each time a broken download was resumed with a Range request (stats). */
+  onResume?: (url: string) => void;
   log: Logger;
   now?: () => number;
   /** Upstream sends nothing for this long mid-body → the download fails. */

@@ -122,6 +122,18 @@ export const DEFAULT_KIND_RULES: v.InferOutput<typeof KindRule>[] = [
 
 export const DEFAULT_PLATFORM_DOMAINS = ["qualys.com", "qualys.eu", "qualys.ca", "qualys.in"];
 
+/** How full a disk may get (a fraction) before its cache evicts, and where eviction stops. */
+const HighWatermark = v.pipe(
+  v.number("must be a fraction of the disk, e.g. 0.9"),
+  v.minValue(0.1, "must be at least 0.1"),
+  v.maxValue(0.99, "must be at most 0.99"),
+);
+const LowWatermark = v.pipe(
+  v.number("must be a fraction of the disk, e.g. 0.8"),
+  v.minValue(0.05, "must be at least 0.05"),
+  v.maxValue(0.98, "must be at most 0.98"),
+);
+
 const SECTION_MESSAGE = "must be a JSON object of settings; see GET /api/config for its fields";
 
 /**
@@ -204,8 +216,8 @@ const ConfigObject = v.strictObject({
           150_000_000_000,
         ),
         /** Eviction starts when the disk is fuller than this fraction, and stops below lowWatermark. */
-        highWatermark: v.optional(v.pipe(v.number(), v.minValue(0.1), v.maxValue(0.99, "must be at most 0.99")), 0.9),
-        lowWatermark: v.optional(v.pipe(v.number(), v.minValue(0.05), v.maxValue(0.98)), 0.8),
+        highWatermark: v.optional(HighWatermark, 0.9),
+        lowWatermark: v.optional(LowWatermark, 0.8),
       }),
       v.forward(
         v.check((d) => d.lowWatermark < d.highWatermark, "must be lower than patchDisk.highWatermark"),
@@ -215,14 +227,26 @@ const ConfigObject = v.strictObject({
     {},
   ),
   cache: v.optional(
-    section({
-      /** Upper bound of the blob store; least recently used entries go first. */
-      maxSizeBytes: v.optional(
-        v.pipe(v.number(), v.integer(), v.minValue(1024 * 1024, "must be at least 1 MiB (1048576)")),
-        10 * 1024 ** 3,
+    v.pipe(
+      section({
+        /** Upper bound of the blob store; least recently used entries go first. */
+        maxSizeBytes: v.optional(
+          v.pipe(v.number(), v.integer(), v.minValue(1024 * 1024, "must be at least 1 MiB (1048576)")),
+          10 * 1024 ** 3,
+        ),
+        /**
+         * The data disk's own limit, whatever maxSizeBytes says: eviction starts when the disk is
+         * fuller than this fraction and stops below lowWatermark, so the store makes room instead of failing.
+         */
+        highWatermark: v.optional(HighWatermark, 0.95),
+        lowWatermark: v.optional(LowWatermark, 0.9),
+        ttlRules: v.optional(v.array(TtlRule), DEFAULT_TTL_RULES),
+      }),
+      v.forward(
+        v.check((c) => c.lowWatermark < c.highWatermark, "must be lower than cache.highWatermark"),
+        ["lowWatermark"],
       ),
-      ttlRules: v.optional(v.array(TtlRule), DEFAULT_TTL_RULES),
-    }),
+    ),
     {},
   ),
   stats: v.optional(

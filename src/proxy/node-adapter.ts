@@ -1,6 +1,6 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { Readable } from "node:stream";
-import { claimFileBody, FILE_CHUNK, type FileBody, readNext } from "../cache/body-source.ts";
+import { type BodyCursor, claimCursor, FILE_CHUNK } from "../cache/body-source.ts";
 
 /**
  * The proxy port is a node:http server because only node:http hands over
@@ -45,7 +45,7 @@ export async function writeResponse(res: ServerResponse, response: Response): Pr
     res.end();
     return 0;
   }
-  const file = claimFileBody(body);
+  const file = claimCursor(body);
   return file ? writeFileBody(res, file) : writeStream(res, body);
 }
 
@@ -54,12 +54,12 @@ export async function writeResponse(res: ServerResponse, response: Response): Pr
  * Bun's res.write copies what it is given, so the buffer is reused, and 50
  * agents reading a 1 GB file cost 50 buffers, not a stream of garbage.
  */
-async function writeFileBody(res: ServerResponse, file: FileBody): Promise<number> {
-  const length = file.end === undefined ? undefined : file.end - file.start;
+async function writeFileBody(res: ServerResponse, file: BodyCursor): Promise<number> {
+  const length = file.end === undefined ? undefined : file.end - file.pos;
   const held = file.source.inMemory?.();
   if (held) {
     file.release();
-    const slice = held.subarray(file.start, file.end);
+    const slice = held.subarray(file.pos, file.end);
     return end(res, slice, slice.length);
   }
   // A download in progress may take a while to reach this agent's bytes (a Range
@@ -68,11 +68,10 @@ async function writeFileBody(res: ServerResponse, file: FileBody): Promise<numbe
   const buf = Buffer.allocUnsafe(Math.max(1, Math.min(FILE_CHUNK, length ?? FILE_CHUNK)));
   let sent = 0;
   try {
-    for (let pos = file.start; ; ) {
-      const n = await readNext(file.source, pos, file.end, buf);
+    for (;;) {
+      const n = await file.read(buf);
       if (n === 0) break;
       if (res.destroyed) return sent;
-      pos += n;
       sent += n;
       if (sent === length) return end(res, buf.subarray(0, n), sent); // the common small hit: one read, one write
       if (!res.write(buf.subarray(0, n))) await drained(res);

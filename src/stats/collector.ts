@@ -1,7 +1,9 @@
 import { desc, gte, sql } from "drizzle-orm";
+import { every, guarded } from "../background.ts";
 import type { KindRuleConfig } from "../config/schema.ts";
 import type { Db } from "../db/client.ts";
 import { clients, counters, dailyAgents, dailyStats, entries } from "../db/schema.ts";
+import { type Logger, silentLogger } from "../log.ts";
 import { kindOf } from "./kinds.ts";
 
 /** One response the proxy finished sending to an agent. */
@@ -34,6 +36,7 @@ const COUNTERS = [
   "bytes_served",
   "bytes_from_cache",
   "bytes_upstream",
+  "resumes",
 ] as const;
 
 const ACTIVE_WINDOW_MS = 60 * 60 * 1000;
@@ -42,6 +45,8 @@ const FLUSH_MS = 5000;
 export interface StatsOptions {
   kinds: () => readonly KindRuleConfig[];
   now?: () => number;
+  /** Where a failing flush (a full disk) is reported, once per episode. */
+  log?: Logger;
 }
 
 /**
@@ -117,8 +122,11 @@ export function createStats(db: Db, opts: StatsOptions) {
     pendingAgents.clear();
     pendingClients.clear();
   }
-  const timer = setInterval(flush, FLUSH_MS);
-  timer.unref();
+  // A flush that fails (disk full) keeps what is pending for the next one; requests are never affected.
+  const log = opts.log ?? silentLogger;
+  const attempt = guarded(log, "writing the stats to the index database");
+  const safeFlush = () => attempt(flush);
+  const timer = every(FLUSH_MS, flush, log, "writing the stats to the index database");
 
   return {
     /** Called once per response the proxy finished sending. */
@@ -144,11 +152,16 @@ export function createStats(db: Db, opts: StatsOptions) {
       daily(kindOf(url, opts.kinds())).upstream += bytes;
     },
 
+    /** Called when a broken upstream download was resumed with a Range request. */
+    resumed(): void {
+      add("resumes", 1);
+    },
+
     flush,
 
     /** Everything GET /api/stats reports (cache figures are the caller's). */
     snapshot(days = 30) {
-      flush();
+      safeFlush(); // if it cannot be written now, the figures on disk are still the truth so far
       const totals = Object.fromEntries(COUNTERS.map((c) => [c, 0])) as Record<(typeof COUNTERS)[number], number>;
       for (const row of db.select().from(counters).all())
         if (row.name in totals) totals[row.name as keyof typeof totals] = row.value;
@@ -194,6 +207,7 @@ export function createStats(db: Db, opts: StatsOptions) {
         bytesFromCache: totals.bytes_from_cache,
         bytesUpstream: totals.bytes_upstream,
         bandwidthSaved: Math.max(0, totals.bytes_served - totals.bytes_upstream),
+        resumes: totals.resumes,
         agents: { active, total },
         entries: entryCount,
         bandwidth,
@@ -201,8 +215,8 @@ export function createStats(db: Db, opts: StatsOptions) {
     },
 
     stop(): void {
-      clearInterval(timer);
-      flush();
+      timer.stop();
+      safeFlush();
     },
   };
 }

@@ -24,6 +24,10 @@ export interface BlobStore {
   rehash(sha256: string): Promise<string>;
 }
 
+/** Write errors that mean the disk, not the download, is at fault. */
+const DISK_ERRORS = new Set(["ENOSPC", "EDQUOT", "EIO", "EROFS"]);
+export const isDiskError = (err: unknown) => DISK_ERRORS.has((err as NodeJS.ErrnoException)?.code ?? "");
+
 export class TempBlob {
   size = 0;
   private readonly hasher = new Bun.CryptoHasher("sha256");

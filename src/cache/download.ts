@@ -1,0 +1,161 @@
+import { isDiskError, type TempBlob } from "../store/blob-store.ts";
+import { type BodySource, LaggedBehind } from "./body-source.ts";
+
+/** Bytes a download keeps in memory once its disk failed, for the readers following it. */
+const WINDOW_BYTES = 8 * 1024 * 1024;
+
+/**
+ * A body being downloaded into a temp file; readers follow the writer with
+ * positional reads on its handle, so any number of agents read one object
+ * while it grows, and the rename temp → blob does not disturb them.
+ *
+ * If the disk fails mid-download (full, or failing), the download spills:
+ * it is no longer stored, no new reader joins it, and the rest of the body
+ * is relayed to its readers from a bounded window in memory. When the
+ * response can be asked for again by range (`refetch`), a reader that fell
+ * behind that window asks upstream for its remainder itself; otherwise the
+ * download waits for its slowest reader, so nobody falls behind.
+ */
+export class Download implements BodySource {
+  private refs = 1; // the writer's own
+  private waiters: (() => void)[] = [];
+  private received = 0;
+  /** Bytes readable from the temp file (all of them until the disk fails). */
+  private fileBytes = 0;
+  private window: Uint8Array[] = [];
+  private windowStart = 0;
+  private windowBytes = 0;
+  settled = false;
+  error: Error | undefined;
+  /** Why the body stopped being stored, if the disk failed mid-download. */
+  spilled: Error | undefined;
+  /** Fetches bytes [from, to) of this response from upstream again (set when it has a strong validator). */
+  refetch?: (from: number, to: number | undefined) => Promise<ReadableStream<Uint8Array>>;
+  /** Called once when the download spills (the flight lands: later requests do not join it). */
+  onSpill?: () => void;
+  private readonly readers = new Set<{ pos: number }>();
+  private writerWaiting: (() => void) | undefined;
+
+  constructor(
+    readonly temp: TempBlob,
+    /** From Content-Length; undefined for a chunked or close-delimited body. */
+    readonly expectedSize: number | undefined,
+  ) {}
+
+  async read(buf: Buffer, length: number, position: number): Promise<number> {
+    if (position < this.fileBytes) {
+      const want = Math.min(length, this.fileBytes - position);
+      return (await this.temp.handle.read(buf, 0, want, position)).bytesRead;
+    }
+    if (position < this.windowStart) throw new LaggedBehind(position, this.windowStart);
+    let at = this.windowStart;
+    for (const chunk of this.window) {
+      if (position < at + chunk.length) {
+        const from = position - at;
+        const n = Math.min(length, chunk.length - from);
+        buf.set(chunk.subarray(from, from + n));
+        return n;
+      }
+      at += chunk.length;
+    }
+    return 0;
+  }
+
+  available = () => this.received;
+  size = () => (this.settled && !this.error ? this.received : this.expectedSize);
+
+  changed(): Promise<void> {
+    if (this.settled) return Promise.resolve();
+    return new Promise((resolve) => this.waiters.push(resolve));
+  }
+
+  /** A reader follows the download from its position (BodyCursor), until it lets go. */
+  attach(reader: { pos: number }): void {
+    this.readers.add(reader);
+  }
+
+  detach(reader: { pos: number }): void {
+    this.readers.delete(reader);
+    this.progressed();
+  }
+
+  /** A reader moved on: a writer held back by the slowest reader may go on. */
+  progressed(): void {
+    const writer = this.writerWaiting;
+    this.writerWaiting = undefined;
+    writer?.();
+  }
+
+  async append(chunk: Uint8Array): Promise<void> {
+    if (this.spilled && !this.refetch) await this.slowestWithin(WINDOW_BYTES - chunk.length);
+    if (!this.spilled) {
+      try {
+        await this.temp.write(chunk);
+        this.fileBytes = this.temp.size;
+      } catch (err) {
+        if (!isDiskError(err)) throw err;
+        this.spill(err as Error);
+      }
+    }
+    if (this.spilled) this.remember(chunk);
+    this.received += chunk.length;
+    this.wake();
+  }
+
+  /** The whole body arrived and is verified: readers may finish. The writer keeps its reference until committed. */
+  complete(): void {
+    this.settled = true;
+    this.wake();
+  }
+
+  /** Upstream failed or cut the body off: every reader's stream errors. */
+  fail(error: Error): void {
+    if (this.settled) return; // the body already reached agents whole; only storing it failed
+    this.error = error;
+    this.settled = true;
+    this.wake();
+  }
+
+  retain() {
+    this.refs++;
+    return this;
+  }
+
+  release() {
+    if (--this.refs === 0) void this.temp.handle.close().catch(() => {});
+  }
+
+  private spill(error: Error): void {
+    this.spilled = error;
+    this.windowStart = this.fileBytes; // a partial write past it is never read
+    this.onSpill?.();
+  }
+
+  /** Waits until every reader is within `bytes` of what was received, so none falls out of the window. */
+  private async slowestWithin(bytes: number): Promise<void> {
+    for (;;) {
+      let slowest = this.received;
+      for (const reader of this.readers) slowest = Math.min(slowest, reader.pos);
+      if (this.received - slowest <= Math.max(0, bytes)) return;
+      await new Promise<void>((resolve) => {
+        this.writerWaiting = resolve;
+      });
+    }
+  }
+
+  private remember(chunk: Uint8Array): void {
+    this.window.push(chunk);
+    this.windowBytes += chunk.length;
+    while (this.windowBytes - (this.window[0]?.length ?? 0) >= WINDOW_BYTES) {
+      const oldest = this.window.shift()!;
+      this.windowBytes -= oldest.length;
+      this.windowStart += oldest.length;
+    }
+  }
+
+  private wake() {
+    const waiters = this.waiters;
+    this.waiters = [];
+    for (const w of waiters) w();
+  }
+}
