@@ -30,8 +30,13 @@ export function sizeLimit(maxBytes: () => number): EvictionPolicy {
   };
 }
 
-/** Room kept free on a cache's disk for its index database and other writers. */
-const DISK_MARGIN = 64 * 1024 * 1024;
+/**
+ * Room a body must leave free on a cache's disk: what keeps the disk under
+ * its high watermark, and at least a margin for the index database and other
+ * writers (64 MiB, or 5% of a small disk).
+ */
+const reserveOf = (disk: { totalBytes: number }, high: number) =>
+  Math.max(Math.min(64 * 1024 * 1024, Math.floor(disk.totalBytes * 0.05)), Math.ceil((1 - high) * disk.totalBytes));
 
 /**
  * A disk's watermarks (the patch disk's, and the data disk's so that the
@@ -49,10 +54,22 @@ export function diskWatermarks(dir: string, watermarks: () => { high: number; lo
       const excess = (disk.used - low) * disk.totalBytes;
       return Math.max(0, held - excess);
     },
-    roomFor: (bytes) => diskUsage(dir).freeBytes > bytes + DISK_MARGIN,
+    // A body fits if, once written, the disk is still under the high watermark (else it would be evicted at once).
+    roomFor(bytes) {
+      const disk = diskUsage(dir);
+      return disk.freeBytes > bytes + reserveOf(disk, watermarks().high);
+    },
+    // Making room evicts down to the low watermark, as eviction after a store does (so that not every
+    // new body evicts again); if that much cannot go, down to what keeps the body under the high one.
     roomTarget(held, bytes) {
-      const missing = bytes + DISK_MARGIN - diskUsage(dir).freeBytes;
-      return missing > 0 && missing <= held ? held - missing : undefined;
+      const disk = diskUsage(dir);
+      const { high, low } = watermarks();
+      for (const level of [low, high]) {
+        const missing = bytes + reserveOf(disk, level) - disk.freeBytes;
+        if (missing <= 0) return undefined;
+        if (missing <= held) return held - missing;
+      }
+      return undefined;
     },
   };
 }
