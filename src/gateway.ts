@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { mkdir } from "node:fs/promises";
+import { chmod, mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { agentRoutes } from "./admin/agent-routes.ts";
 import { createAdminApp } from "./admin/app.ts";
@@ -57,6 +57,12 @@ export interface Gateway {
   stop(): Promise<void>;
 }
 
+/** The data dir holds the admin token, the CA key and agent password hashes: 0700, whoever created it. */
+async function ownerOnly(dir: string, log: Logger): Promise<void> {
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  await chmod(dir, 0o700).catch((error) => log.warn("cannot make the data dir owner-only (0700)", { dir, error }));
+}
+
 /**
  * The composition root, in dependency order: the main database (settings,
  * stats, agent credentials and the platform cache's index, in the data dir),
@@ -69,7 +75,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const now = opts.now ?? Date.now;
   const { runtime } = opts;
   const started = now();
-  await mkdir(runtime.dataDir, { recursive: true });
+  await ownerOnly(runtime.dataDir, log);
   const db = openDb(join(runtime.dataDir, "index.sqlite"));
 
   const config = new LiveConfig({

@@ -1,3 +1,5 @@
+import { firstMatch } from "../config/url-pattern.ts";
+
 // HTTP caching policy for a SHARED cache (RFC 9111). Pure functions: no I/O,
 // no clock. Times go in as ms since epoch; ages and lifetimes come out in seconds.
 
@@ -285,14 +287,7 @@ export function mergeNotModified(stored: Headers, notModified: Headers): Headers
   return merged;
 }
 
-/** Compiled patterns, keyed by source. Patterns come from config, so this stays small. */
-const compiledPatterns = new Map<string, RegExp>();
-
-/** The first rule whose pattern matches the URL. An invalid pattern throws SyntaxError. */
+/** The first rule whose pattern matches the URL (RE2: linear time, whatever the pattern). */
 export function matchTtlRule(url: string, rules: readonly TtlRule[]): TtlRule | undefined {
-  return rules.find((rule) => {
-    const re = compiledPatterns.get(rule.pattern) ?? new RegExp(rule.pattern); // no g flag: test() is stateless
-    compiledPatterns.set(rule.pattern, re);
-    return re.test(url);
-  });
+  return firstMatch(url, rules);
 }

@@ -29,7 +29,7 @@ export type CacheOptions = Omit<PipelineDeps, "index" | "store" | "now"> & {
  * its pipeline.
  */
 export async function openCache(dir: string, opts: CacheOptions): Promise<Cache> {
-  await mkdir(dir, { recursive: true });
+  await mkdir(dir, { recursive: true, mode: 0o700 });
   const db = opts.db ?? openDb(join(dir, "index.sqlite"));
   const store = await createBlobStore(dir);
   const index = createCacheIndex(db, store, opts.now, opts.log);

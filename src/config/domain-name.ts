@@ -1,4 +1,5 @@
 import { domainToASCII } from "node:url";
+import { parse } from "tldts";
 import * as v from "valibot";
 
 /**
@@ -33,6 +34,14 @@ export function domainNameProblem(input: string): string | null {
     return bad.length > 63
       ? `has a label longer than 63 characters ("${bad.slice(0, 20)}…"); enter a name such as microsoft.com`
       : `has an invalid label "${bad}" (letters, digits and inner hyphens only); enter a name such as microsoft.com`;
+  }
+  const parsed = parse(ascii, { allowPrivateDomains: true });
+  if (parsed.isIp) {
+    return "is an IP address; enter the domain name agents use, such as microsoft.com (the gateway matches names)";
+  }
+  // A public suffix alone (com, co.uk, github.io) would open every site under it.
+  if (parsed.publicSuffix === ascii && (parsed.isIcann || parsed.isPrivate)) {
+    return `is a public suffix, which would allow every site under it; enter one domain under it, such as example.${ascii}`;
   }
   return null;
 }

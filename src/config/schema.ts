@@ -2,6 +2,7 @@ import { isIP } from "node:net";
 import * as v from "valibot";
 import { parseCidr } from "../net/ip.ts";
 import { DomainList } from "./domain-name.ts";
+import { patternProblem } from "./url-pattern.ts";
 
 /**
  * The one configuration document. Defaults live here, types are inferred
@@ -34,14 +35,10 @@ const Seconds = v.pipe(
 const Pattern = v.pipe(
   v.string("must be a regular expression matched against the full URL"),
   v.nonEmpty('must not be empty; use "." to match every URL'),
-  v.check((p) => {
-    try {
-      new RegExp(p);
-      return true;
-    } catch {
-      return false;
-    }
-  }, "is not a valid regular expression"),
+  v.rawCheck(({ dataset, addIssue }) => {
+    const problem = dataset.typed ? patternProblem(dataset.value) : null;
+    if (problem) addIssue({ message: problem });
+  }),
 );
 
 const FilePath = v.pipe(

@@ -61,6 +61,28 @@ export function createInterceptor(opts: InterceptorOptions) {
     });
   });
 
+  /** Hands a tunnel's socket (TLS-terminated, or plain) to the inner HTTP server, with its idle timers. */
+  function serve(socket: Duplex, client: Duplex, info: TunnelInfo): void {
+    let timer: Timer | undefined;
+    const state = {
+      active: 0,
+      arm(ms: number) {
+        clearTimeout(timer);
+        timer = setTimeout(() => {
+          socket.destroy();
+          client.destroy();
+        }, ms);
+      },
+      disarm: () => clearTimeout(timer),
+    };
+    state.arm(firstRequestMs);
+    socket.once("close", state.disarm);
+    client.once("close", state.disarm);
+    idle.set(socket, state);
+    tunnels.set(socket, info);
+    inner.emit("connection", socket);
+  }
+
   return async function intercept(
     client: Duplex,
     head: Buffer,
@@ -71,7 +93,18 @@ export function createInterceptor(opts: InterceptorOptions) {
   ): Promise<void> {
     const leaf = await opts.minter.leafFor(host.replace(/^\[|\]$/g, ""));
     client.write("HTTP/1.1 200 Connection Established\r\n\r\n");
-    if (head.length > 0) client.unshift(head); // the start of the ClientHello, if the agent did not wait
+    // Most agents speak TLS in a tunnel, but some (Node's undici ProxyAgent for http:// URLs) send plain
+    // HTTP: the first byte tells them apart (a TLS record of type handshake is 0x16, RFC 8446 §5.1).
+    const first = head.length > 0 ? head : await firstBytes(client, firstRequestMs);
+    if (!first) return void client.destroy();
+    client.unshift(first);
+    const authority = (scheme: string, standard: number) =>
+      port === standard ? `${scheme}://${host}` : `${scheme}://${host}:${port}`;
+    if (first[0] !== 0x16) {
+      serve(client, client, { origin: authority("http", 80), agent, authenticated });
+      return void client.resume(); // paused while its first bytes were looked at
+    }
+
     const secure = new TLSSocket(client as Socket, {
       isServer: true,
       secureContext: contextFor(leaf, opts.minVersion()),
@@ -90,25 +123,26 @@ export function createInterceptor(opts: InterceptorOptions) {
       secure.destroy();
       client.destroy();
     });
-    let timer: Timer | undefined;
-    const state = {
-      active: 0,
-      arm(ms: number) {
-        clearTimeout(timer);
-        timer = setTimeout(() => {
-          secure.destroy();
-          client.destroy();
-        }, ms);
-      },
-      disarm: () => clearTimeout(timer),
-    };
-    state.arm(firstRequestMs);
-    secure.once("close", state.disarm);
-    client.once("close", state.disarm);
-    idle.set(secure, state);
-    tunnels.set(secure, { origin: port === 443 ? `https://${host}` : `https://${host}:${port}`, agent, authenticated });
-    inner.emit("connection", secure);
+    serve(secure, client, { origin: authority("https", 443), agent, authenticated });
   };
+}
+
+/** The first bytes an agent sends into its tunnel, or undefined if it closes or stays silent for `ms`. */
+function firstBytes(client: Duplex, ms: number): Promise<Buffer | undefined> {
+  return new Promise((resolve) => {
+    const done = (chunk: Buffer | undefined) => {
+      clearTimeout(timer);
+      client.off("data", onData);
+      for (const event of ["end", "close", "error"]) client.off(event, onClose);
+      client.pause();
+      resolve(chunk);
+    };
+    const onData = (chunk: Buffer) => done(chunk);
+    const onClose = () => done(undefined);
+    const timer = setTimeout(onClose, ms);
+    client.on("data", onData);
+    for (const event of ["end", "close", "error"]) client.on(event, onClose);
+  });
 }
 
 /** One TLS context per leaf and minimum version, instead of parsing the PEMs again for every tunnel. */

@@ -29,9 +29,10 @@ export function createRequestHandler(
     const { url, form, agent, authenticated } = urlOf(req);
     let request: Request;
     try {
+      new URL(url); // WHATWG URL rules, stricter than Request's: e.g. a host "xn--a" that is not valid punycode
       request = toRequest(req, url);
     } catch {
-      const message = `"${req.url}" is not a valid request target`;
+      const message = `"${req.url}" is not a valid request target; send an absolute URL with a valid host name`;
       const refusal = refusalResponse(new GatewayError(400, "bad_request_target", message), opts.via);
       void writeResponse(res, refusal);
       return;

@@ -1,6 +1,7 @@
 import type { IncomingMessage } from "node:http";
 import { connect } from "node:net";
 import type { Duplex } from "node:stream";
+import { domainToASCII } from "node:url";
 import type { AgentGate } from "../agents/proxy-auth.ts";
 import { domainMatches } from "../config/domain-name.ts";
 import type { Config } from "../config/schema.ts";
@@ -27,7 +28,10 @@ export function parseAuthority(authority: string): { host: string; port: number 
   if (!m) return null;
   const port = Number(m[2]);
   if (port < 1 || port > 65535) return null;
-  return { host: m[1]!.toLowerCase(), port };
+  const host = m[1]!.toLowerCase();
+  // A name must be a valid IDNA host ("xn--a" is not valid punycode); an IPv6 literal keeps its brackets.
+  if (!host.startsWith("[") && domainToASCII(host) === "") return null;
+  return { host, port };
 }
 
 /**

@@ -54,8 +54,9 @@ export class TempBlob {
 export async function createBlobStore(dir: string): Promise<BlobStore> {
   const tmpDir = join(dir, "tmp");
   const blobDir = join(dir, "blobs");
-  await mkdir(tmpDir, { recursive: true });
-  await mkdir(blobDir, { recursive: true });
+  // Owner-only, like the rest of the data dir: cached bodies may be licensed or private to the site.
+  await mkdir(tmpDir, { recursive: true, mode: 0o700 });
+  await mkdir(blobDir, { recursive: true, mode: 0o700 });
   const pathOf = (sha256: string) => join(blobDir, sha256.slice(0, 2), sha256);
   const memory = smallBlobs();
 
@@ -65,7 +66,7 @@ export async function createBlobStore(dir: string): Promise<BlobStore> {
 
     async createTemp() {
       const path = join(tmpDir, `${Date.now().toString(36)}-${randomBytes(6).toString("hex")}.part`);
-      return new TempBlob(path, await open(path, "w+", 0o640));
+      return new TempBlob(path, await open(path, "w+", 0o600));
     },
 
     async commit(temp) {
@@ -76,7 +77,7 @@ export async function createBlobStore(dir: string): Promise<BlobStore> {
         // The same bytes are already stored (another URL, or a re-download): keep one copy.
         await unlink(temp.path);
       } else {
-        await mkdir(join(blobDir, sha256.slice(0, 2)), { recursive: true });
+        await mkdir(join(blobDir, sha256.slice(0, 2)), { recursive: true, mode: 0o700 });
         await rename(temp.path, target);
       }
       return sha256;

@@ -74,7 +74,7 @@ export async function loadCa(dataDir: string, files: CaFiles, log: Logger): Prom
   const keyPem = x509.PemConverter.encode(await crypto.subtle.exportKey("pkcs8", keys.privateKey), "PRIVATE KEY");
   await writeFile(keyFile, keyPem, { mode: 0o600 });
   await chmod(keyFile, 0o600);
-  await writeFile(certFile, cert.toString("pem"), { mode: 0o644 });
+  await writeFile(certFile, cert.toString("pem"), { mode: 0o600 });
   log.info("gateway CA generated; agents must trust its certificate (GET /api/ca.pem)", { certFile });
   return { cert, certPem: cert.toString("pem"), chainPem: "", privateKey: keys.privateKey, source: certFile };
 }

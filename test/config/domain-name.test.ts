@@ -210,3 +210,23 @@ describe("domainMatches", () => {
     expect(domainMatches("microsoft.com", [])).toBe(false);
   });
 });
+
+describe("names that would open too much, or are not names at all", () => {
+  test.each(["com", "co.uk", "github.io"])(
+    "the public suffix %p alone is refused with a domain under it suggested",
+    (name) => {
+      const problem = domainNameProblem(name);
+      expect(problem).toStartWith("is a public suffix");
+      expect(problem).toContain(`example.${name}`);
+    },
+  );
+
+  test.each(["127.0.0.1", "10.1.2.3"])("the IP address %p is refused: entries are domain names", (ip) => {
+    expect(domainNameProblem(ip)).toStartWith("is an IP address");
+  });
+
+  test.each(["microsoft.com", "bbc.co.uk", "user.github.io", "localhost", "gateway.internal"])(
+    "%p is a domain and is accepted",
+    (name) => expect(domainNameProblem(name)).toBeNull(),
+  );
+});

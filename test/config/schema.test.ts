@@ -253,6 +253,15 @@ describe("cache, stats and connect sections", () => {
     });
   });
 
+  test("a pattern with lookaround or backreferences is refused with what to use instead (RE2 syntax)", () => {
+    const [error] = errors({ cache: { ttlRules: [{ pattern: "(?=manifest)", min: 0, lmFactor: 0.1, max: 5 }] } });
+    expect(error).toMatchObject({ path: "cache.ttlRules.0.pattern" });
+    expect(error!.message).toContain("RE2 syntax");
+    expect(errors({ stats: { kinds: [{ kind: "x", pattern: "(a)\\1" }] } })[0]).toMatchObject({
+      path: "stats.kinds.0.pattern",
+    });
+  });
+
   test("a kind rule with an upper-case name is refused", () => {
     expect(errors({ stats: { kinds: [{ kind: "Manifest", pattern: "x" }] } })[0]).toMatchObject({
       path: "stats.kinds.0.kind",
