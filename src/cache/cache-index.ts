@@ -86,7 +86,8 @@ export function createCacheIndex(db: Db, store: BlobStore, now: () => number, lo
     .where(eq(blobs.sha256, sql.placeholder("sha")))
     .prepare();
 
-  const prefixed = (prefix: string) => sql`${entries.url} like ${`${prefix.replace(/[\\%_]/g, "\\$&")}%`} escape '\\'`;
+  // URLs are case-sensitive past the host (RFC 3986 §6.2.2.1); LIKE would compare ASCII letters case-insensitively.
+  const prefixed = (prefix: string) => sql`substr(${entries.url}, 1, length(${prefix})) = ${prefix}`;
 
   const toEntry = (row: EntryRow): StoredEntry => ({
     id: row.id,
@@ -254,7 +255,7 @@ export function createCacheIndex(db: Db, store: BlobStore, now: () => number, lo
       db
         .select({ id: entries.id, url: entries.url, sha256: entries.sha256 })
         .from(entries)
-        .orderBy(asc(entries.lastAccess))
+        .orderBy(asc(entries.lastAccess), asc(entries.id)) // ties: the older entry first
         .limit(limit)
         .offset(offset)
         .all(),

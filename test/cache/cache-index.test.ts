@@ -139,6 +139,15 @@ describe("cache index: purge", () => {
     expect(urls(parts, `${U}/v1%`)).toEqual([]);
     expect(urls(parts, `${U}/a_`)).toEqual([]);
   });
+
+  test("a prefix is case-sensitive past the host, as URL paths are (RFC 3986 §6.2.2.1)", async () => {
+    const parts = await openCacheParts(defer);
+    for (const path of ["/Foo/1", "/foo/1", "/FOO/1"]) await putEntry(parts, U + path, randomBytes(10));
+
+    expect(urls(parts, `${U}/Foo/`)).toEqual([`${U}/Foo/1`]);
+    expect(await parts.index.purge({ prefix: `${U}/Foo/` })).toBe(1);
+    expect(urls(parts)).toEqual([`${U}/foo/1`, `${U}/FOO/1`]);
+  });
 });
 
 describe("cache index: blobs", () => {
