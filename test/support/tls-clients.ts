@@ -1,4 +1,5 @@
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtempSync } from "node:fs";
+import { readFile, rm } from "node:fs/promises";
 import { connect as netConnect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -22,40 +23,54 @@ export interface CurlResult {
 }
 
 /** Runs curl with `args` (URL included) and a 15 s cap; the body and the last response head are returned. */
-export async function curl(args: string[], timeoutSeconds = 15): Promise<CurlResult> {
-  const dir = await mkdtemp(join(tmpdir(), "cachegate-curl-"));
-  try {
-    const heads = join(dir, "heads");
-    const body = join(dir, "body");
-    const child = Bun.spawn(
-      ["curl", "-sS", "--noproxy", "", "--max-time", String(timeoutSeconds), "-D", heads, "-o", body, ...args],
-      {
-        stdout: "ignore",
-        stderr: "pipe",
-        env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: dir },
-      },
-    );
-    const [exitCode, stderr] = await Promise.all([child.exited, new Response(child.stderr).text()]);
-    const rawHeads = await readFile(heads, "latin1").catch(() => "");
-    const blocks = rawHeads.split(/\r\n\r\n/).filter((b) => b.startsWith("HTTP/"));
-    const last = blocks.at(-1) ?? "";
-    const [statusLine = "", ...fields] = last.split("\r\n");
-    const headers = new Headers();
-    for (const f of fields) {
-      const colon = f.indexOf(":");
-      if (colon > 0) headers.append(f.slice(0, colon).trim(), f.slice(colon + 1).trim());
+export function curl(args: string[], timeoutSeconds = 15): Promise<CurlResult> {
+  return startCurl(args, timeoutSeconds).result;
+}
+
+export interface RunningCurl {
+  /** What curl has written with -D so far: each response head as soon as it has it, CONNECT's included. */
+  heads(): Promise<string>;
+  result: Promise<CurlResult>;
+}
+
+/** As curl(), but the caller can watch the response heads arrive while the body is still coming. */
+export function startCurl(args: string[], timeoutSeconds = 15): RunningCurl {
+  const dir = mkdtempSync(join(tmpdir(), "cachegate-curl-"));
+  const heads = join(dir, "heads");
+  const body = join(dir, "body");
+  const child = Bun.spawn(
+    ["curl", "-sS", "--noproxy", "", "--max-time", String(timeoutSeconds), "-D", heads, "-o", body, ...args],
+    {
+      stdout: "ignore",
+      stderr: "pipe",
+      env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: dir },
+    },
+  );
+  const result = (async (): Promise<CurlResult> => {
+    try {
+      const [exitCode, stderr] = await Promise.all([child.exited, new Response(child.stderr).text()]);
+      const rawHeads = await readFile(heads, "latin1").catch(() => "");
+      const blocks = rawHeads.split(/\r\n\r\n/).filter((b) => b.startsWith("HTTP/"));
+      const last = blocks.at(-1) ?? "";
+      const [statusLine = "", ...fields] = last.split("\r\n");
+      const headers = new Headers();
+      for (const f of fields) {
+        const colon = f.indexOf(":");
+        if (colon > 0) headers.append(f.slice(0, colon).trim(), f.slice(colon + 1).trim());
+      }
+      return {
+        exitCode,
+        status: Number(statusLine.split(" ")[1] ?? 0) || 0,
+        headers,
+        body: await readFile(body).catch(() => Buffer.alloc(0)),
+        stderr,
+        rawHeads,
+      };
+    } finally {
+      await rm(dir, { recursive: true, force: true });
     }
-    return {
-      exitCode,
-      status: Number(statusLine.split(" ")[1] ?? 0) || 0,
-      headers,
-      body: await readFile(body).catch(() => Buffer.alloc(0)),
-      stderr,
-      rawHeads,
-    };
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+  })();
+  return { heads: () => readFile(heads, "latin1").catch(() => ""), result };
 }
 
 /**
