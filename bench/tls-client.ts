@@ -11,8 +11,10 @@
  * Stdout: `{"event":"start"}` when measuring begins (after a warm-up), then
  * one JSON LoadResult line.
  */
-import { connect as netConnect, type Socket } from "node:net";
-import { type TLSSocket, connect as tlsConnect } from "node:tls";
+import type { Socket } from "node:net";
+import type { TLSSocket } from "node:tls";
+// The same CONNECT and TLS client code the tests use: what the bench measures is what they check.
+import { tcpConnect, tlsThroughTunnel } from "../test/support/tunnel-client.ts";
 
 export type Mode = "plain" | "reuse" | "fresh";
 
@@ -140,78 +142,9 @@ function withTimeout<T>(p: Promise<T>, what: string, onTimeout: () => void): Pro
   ]).finally(() => clearTimeout(timer));
 }
 
-function tcpConnect(port: number): Promise<Socket> {
-  return new Promise((resolve, reject) => {
-    const socket = netConnect({ port, host: "127.0.0.1", noDelay: true });
-    socket.once("connect", () => {
-      socket.off("error", reject);
-      resolve(socket);
-    });
-    socket.once("error", reject);
-  });
-}
-
-/** CONNECT host:port through the proxy; resolves with the raw socket once it answered 200. */
-export async function openTunnel(proxyPort: number, authority: string): Promise<Socket> {
-  const socket = await tcpConnect(proxyPort);
-  return withTimeout(
-    new Promise<Socket>((resolve, reject) => {
-      let buffered: Buffer = Buffer.alloc(0);
-      const fail = (err: Error) => reject(err);
-      const closed = () => reject(new Error(`CONNECT ${authority}: connection closed`));
-      socket.on("error", fail);
-      socket.on("close", closed);
-      const onData = (data: Buffer) => {
-        buffered = buffered.length === 0 ? data : Buffer.concat([buffered, data]);
-        const end = buffered.indexOf("\r\n\r\n");
-        if (end < 0) return;
-        socket.off("data", onData);
-        socket.off("error", fail);
-        socket.off("close", closed);
-        const statusLine = buffered.subarray(0, buffered.indexOf("\r\n")).toString("latin1");
-        if (!/^HTTP\/1\.[01] 200/.test(statusLine)) {
-          socket.destroy();
-          return reject(new Error(`CONNECT ${authority} answered: ${statusLine}`));
-        }
-        const rest = buffered.subarray(end + 4);
-        if (rest.length > 0) socket.unshift(rest);
-        resolve(socket);
-      };
-      socket.on("data", onData);
-      socket.write(`CONNECT ${authority} HTTP/1.1\r\nHost: ${authority}\r\n\r\n`);
-    }),
-    `CONNECT ${authority}`,
-    () => socket.destroy(),
-  );
-}
-
-/** CONNECT, then a TLS handshake inside the tunnel verified against `ca` for `host`. */
-export async function openTlsTunnel(proxyPort: number, host: string, port: number, ca: string): Promise<TLSSocket> {
-  const raw = await openTunnel(proxyPort, `${host}:${port}`);
-  const secure = tlsConnect({ socket: raw, servername: host, ca, ALPNProtocols: ["http/1.1"] });
-  return withTimeout(
-    new Promise<TLSSocket>((resolve, reject) => {
-      const fail = (err: Error) => reject(err);
-      const closed = () => reject(new Error("connection closed during the TLS handshake"));
-      secure.once("secureConnect", () => {
-        secure.off("error", fail);
-        secure.off("close", closed);
-        resolve(secure);
-      });
-      secure.once("error", fail);
-      secure.once("close", closed);
-    }),
-    "TLS handshake",
-    () => {
-      secure.destroy();
-      raw.destroy();
-    },
-  ).catch((err) => {
-    secure.destroy();
-    raw.destroy();
-    throw err;
-  });
-}
+/** CONNECT, then a TLS handshake inside the tunnel verified against `ca` for the origin host. */
+const tlsTunnel = (spec: Pick<LoadSpec, "proxyPort" | "host" | "port">, ca: string) =>
+  tlsThroughTunnel(spec.proxyPort, spec.host, spec.port, { ca }, TIMEOUT_MS);
 
 /** A connection that sends one request at a time and reads its response. */
 export interface Conn {
@@ -240,15 +173,14 @@ const originRequest = (spec: Pick<LoadSpec, "host" | "port" | "path">, close = f
 export async function openConn(
   spec: Omit<LoadSpec, "concurrency" | "warmupSeconds" | "seconds" | "expectBytes">,
 ): Promise<Conn> {
-  if (spec.mode === "plain") return conn(await tcpConnect(spec.proxyPort), plainRequest(spec));
+  if (spec.mode === "plain") return conn(await tcpConnect(spec.proxyPort, "127.0.0.1", TIMEOUT_MS), plainRequest(spec));
   if (!spec.ca) throw new Error("the TLS modes need the gateway CA");
-  return conn(await openTlsTunnel(spec.proxyPort, spec.host, spec.port, spec.ca), originRequest(spec));
+  return conn(await tlsTunnel(spec, spec.ca), originRequest(spec));
 }
 
 /** `fresh`: TCP connect + CONNECT + TLS handshake + one GET (Connection: close) + close. */
 export async function freshRequest(spec: LoadSpec): Promise<OneResponse> {
-  const secure = await openTlsTunnel(spec.proxyPort, spec.host, spec.port, spec.ca!);
-  const c = conn(secure, originRequest(spec, true));
+  const c = conn(await tlsTunnel(spec, spec.ca!), originRequest(spec, true));
   try {
     return await c.request();
   } finally {

@@ -37,10 +37,14 @@ export class Download implements BodySource {
   private writerWaiting: (() => void) | undefined;
 
   constructor(
+    /** Where the body goes; whatever it already holds counts as received (it is normally empty). */
     readonly temp: TempBlob,
     /** From Content-Length; undefined for a chunked or close-delimited body. */
     readonly expectedSize: number | undefined,
-  ) {}
+  ) {
+    this.received = temp.size;
+    this.fileBytes = temp.size;
+  }
 
   async read(buf: Buffer, length: number, position: number): Promise<number> {
     if (position < this.fileBytes) {

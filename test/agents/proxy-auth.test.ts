@@ -8,6 +8,7 @@ import { type Db, openDb } from "../../src/db/client.ts";
 import { PROXY_AUTHENTICATE } from "../../src/proxy/agents-only.ts";
 import { manualClock } from "../support/clock.ts";
 import { basic } from "../support/patch.ts";
+import { gate, waitFor } from "../support/wait.ts";
 
 /**
  * Patch Mode's agent credentials and the "agents only" check, without a
@@ -193,19 +194,31 @@ describe("proxy authorization", () => {
 
   test("an address that is being slowed down gets one password check at a time: parallel guesses are refused without a hash each", async () => {
     const store = fakeStore("agent-1", "secret");
-    const slow = store.verify.bind(store);
+    const check = store.verify.bind(store);
+    // A hash takes time: the burst's checks are held until the test lets them finish.
+    let hashing: Promise<void> = Promise.resolve();
+    let started = 0;
     store.verify = async (u, p) => {
-      await Bun.sleep(20); // a hash takes time; guesses overlap
-      return slow(u, p);
+      started++;
+      await hashing;
+      return check(u, p);
     };
     const { authorize } = createProxyAuth(store);
     for (let i = 0; i < 5; i++) await authorize(basic("agent-1", `guess-${i}`), "10.0.0.9", []);
-    const checked = store.seen.length;
-    const results = await Promise.all(
-      Array.from({ length: 10 }, (_, i) => authorize(basic("agent-1", `burst-${i}`), "10.0.0.9", [])),
+    expect(started).toBe(5);
+
+    const hash = gate();
+    hashing = hash.opened;
+    let answered = 0;
+    const burst = Array.from({ length: 10 }, (_, i) =>
+      authorize(basic("agent-1", `burst-${i}`), "10.0.0.9", []).finally(() => answered++),
     );
+    await waitFor("nine guesses to be refused while the first is being checked", () => answered === 9);
+    expect(started).toBe(6);
+    hash.open();
+    const results = await Promise.all(burst);
     expect(results.every((r) => !r.ok)).toBe(true);
-    expect(store.seen.length - checked).toBe(1);
+    expect(store.seen.length).toBe(6);
   });
 
   test("the failure count of an address is forgotten after a success from it, and after ten quiet minutes", async () => {

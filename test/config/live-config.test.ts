@@ -2,6 +2,7 @@ import { describe, expect, test } from "bun:test";
 import { LiveConfig } from "../../src/config/live-config.ts";
 import type { JsonObject } from "../../src/config/merge-patch.ts";
 import { GatewayError } from "../../src/errors.ts";
+import { gate, within } from "../support/wait.ts";
 
 function live(env: JsonObject = {}, overrides: JsonObject = {}) {
   const saved: JsonObject[] = [];
@@ -184,14 +185,19 @@ describe("patch", () => {
 
   test("two patches at once both take effect: the second waits for the first instead of overwriting it", async () => {
     const { config, saved } = live();
-    const { promise: portBound, resolve: bindPort } = Promise.withResolvers<void>();
+    const rebinding = gate();
+    const portBound = gate();
     config.onApply(async (next, prev) => {
-      if (next.cacheMode.port !== prev.cacheMode.port) await portBound; // a slow rebind
+      if (next.cacheMode.port !== prev.cacheMode.port) {
+        rebinding.open();
+        await portBound.opened; // a slow rebind
+      }
     });
     const first = config.patch({ cacheMode: { port: 8081 } });
     const second = config.patch({ tls: { minVersion: "1.3" } });
-    await Bun.sleep(1);
-    bindPort();
+    await within(1000, "the first patch to start its rebind", rebinding.opened);
+    expect(config.current.tls.minVersion).not.toBe("1.3"); // the second waits for the first
+    portBound.open();
     await Promise.all([first, second]);
     expect(config.current.cacheMode.port).toBe(8081);
     expect(config.current.tls.minVersion).toBe("1.3");

@@ -1,14 +1,13 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { createHash, randomBytes } from "node:crypto";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import { connect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
 import { countRows } from "../support/data-dir.ts";
 import { type GatewayProcess, killAllGatewayProcesses, startGatewayProcess } from "../support/gateway-process.ts";
 import { basic, patchDiskContents } from "../support/patch.ts";
 import { createTestCa, startTlsOrigin, type TlsOrigin } from "../support/test-ca.ts";
-import { curl, exchange, tlsOver } from "../support/tls-clients.ts";
+import { curl, exchange, openTunnel, tlsOver } from "../support/tls-clients.ts";
 import { waitFor } from "../support/wait.ts";
 
 /**
@@ -67,25 +66,8 @@ afterAll(async () => {
 });
 
 /** Opens a CONNECT tunnel with a Proxy-Authorization header; resolves with the socket once the gateway answered 200. */
-function tunnelWith(authorization: string, authority: string): Promise<Socket> {
-  return new Promise((resolve, reject) => {
-    const socket = connect(gw.proxyPort, "127.0.0.1");
-    const timer = setTimeout(() => {
-      socket.destroy();
-      reject(new Error("no answer to CONNECT within 5 s"));
-    }, 5000);
-    socket.once("error", reject);
-    socket.once("data", (data: Buffer) => {
-      clearTimeout(timer);
-      const head = data.toString("latin1");
-      if (!head.startsWith("HTTP/1.1 200")) return reject(new Error(`CONNECT answered ${head.split("\r\n")[0]}`));
-      resolve(socket);
-    });
-    socket.write(
-      `CONNECT ${authority} HTTP/1.1\r\nHost: ${authority}\r\nProxy-Authorization: ${authorization}\r\n\r\n`,
-    );
-  });
-}
+const tunnelWith = (authorization: string, authority: string) =>
+  openTunnel(gw.proxyPort, authority, { headers: { "proxy-authorization": authorization } });
 
 /** The vendor as a patch host: 127.0.0.1 is not the test platform domain (localhost). */
 const vendorUrl = (path: string) => `https://127.0.0.1:${origin.port}${path}`;

@@ -18,7 +18,6 @@ import {
   readAgainst,
   startPatchGateway,
   startPatternOrigin,
-  watchPatchRequests,
 } from "../support/patch.ts";
 import { gate, waitFor } from "../support/wait.ts";
 
@@ -60,32 +59,29 @@ async function setup(
 
 describe("Patch Mode caching", () => {
   test("ten agents downloading one patch at once make one upstream request, and the patch lands on the patch disk, not in the data dir", async () => {
-    // A slow vendor: 2 MB with a Content-Length, in 64 KB blocks 10 ms apart, that holds the body after
-    // its first block until all ten agents' requests are in the gateway's hands.
+    // A vendor that holds its answer (2 MB with a Content-Length, in 64 KB blocks) until the nine
+    // other agents wait on the first one's download: Varnish's waiting list, seen on its counter.
     const pattern = new PatternBody(2 * MiB, 64 * 1024);
-    const allAsked = gate();
+    const answer = gate();
     const origin = await startPatternOrigin({
-      "/windows10.0-kb5034441-x64.msu": {
-        body: pattern,
-        pace: async (upTo) => {
-          if (upTo > 64 * 1024) await allAsked.opened;
-          await Bun.sleep(10);
-        },
-      },
+      "/windows10.0-kb5034441-x64.msu": { body: pattern, beforeHead: () => answer.opened },
     });
     defer(() => origin.stop());
     const gw = await startPatchGateway();
     defer(() => gw.close());
-    defer(() => allAsked.open()); // runs first: a failed test must not leave the download (and close) waiting
+    defer(() => answer.open()); // runs first: a failed test must not leave the download (and close) waiting
     const agent = await gw.issueAgent("site-a");
     const url = origin.url("/windows10.0-kb5034441-x64.msu");
-    const watch = watchPatchRequests(gw);
-    defer(() => watch.restore());
 
     const pending = Array.from({ length: 10 }, () => viaProxy(gw.proxyFor(agent), url));
-    await waitFor("all ten requests to reach the patch cache", () => watch.seen.length === 10, 15_000);
-    await waitFor("the vendor to be asked", () => origin.count() > 0);
-    allAsked.open();
+    await waitFor("the vendor to be asked", () => origin.count() === 1, 15_000);
+    await waitFor(
+      "nine agents to wait on the first one's download",
+      () => gw.patch.cache()!.pipeline.waiting() === 9,
+      15_000,
+    );
+    expect(origin.count()).toBe(1);
+    answer.open();
     const responses = await Promise.all(pending);
     for (const res of responses) {
       expect(res.status).toBe(200);

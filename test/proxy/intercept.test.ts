@@ -12,7 +12,7 @@ import {
   type TestCa,
   type TlsOrigin,
 } from "../support/test-ca.ts";
-import { type CurlResult, curl, exchange, tlsThroughTunnel } from "../support/tls-clients.ts";
+import { type CurlResult, curl, exchange, startCurl, tlsThroughTunnel } from "../support/tls-clients.ts";
 import { gate, waitFor } from "../support/wait.ts";
 
 /**
@@ -47,9 +47,24 @@ beforeAll(async () => {
   origin = await startTlsOrigin(originCa, async (req) => {
     const path = new URL(req.url).pathname;
     if (path === "/bundle.bin") {
-      await Promise.race([bundleGate.opened, Bun.sleep(5000)]); // held until every agent has asked
-      return new Response(bundle, {
-        headers: { "cache-control": "max-age=3600", etag: '"bundle-1"', "content-type": "application/octet-stream" },
+      // The head and the first KiB at once; the rest is held until every agent has its response head.
+      let sent = 0;
+      const body = new ReadableStream<Uint8Array>({
+        async pull(controller) {
+          if (sent > 0) await bundleGate.opened;
+          const next = sent === 0 ? 1024 : bundle.length;
+          controller.enqueue(bundle.subarray(sent, next));
+          sent = next;
+          if (sent === bundle.length) controller.close();
+        },
+      });
+      return new Response(body, {
+        headers: {
+          "cache-control": "max-age=3600",
+          etag: '"bundle-1"',
+          "content-type": "application/octet-stream",
+          "content-length": String(bundle.length),
+        },
       });
     }
     if (path === "/range.bin")
@@ -121,34 +136,27 @@ async function stats(): Promise<{ hits: number; misses: number; coalesced: numbe
   return gw.json("/api/stats");
 }
 
-/** Polls until `probe` holds; stats are counted once a response has been written, just after the agent has it. */
-async function eventually(what: string, probe: () => Promise<boolean>): Promise<void> {
-  for (let i = 0; i < 100; i++) {
-    if (await probe()) return;
-    await Bun.sleep(20);
-  }
-  throw new Error(`gave up waiting for ${what}`);
-}
-
 describe("intercepted HTTPS downloads", () => {
   test("ten agents downloading one artifact at once through intercepted tunnels make one upstream request", async () => {
     bundleGate = gate();
     const before = await stats();
-    // The agents reach the gateway through a relay that counts their connections, so the origin
-    // (which holds the first request) answers only once all ten are in: however slowly curl starts.
-    const relay = await startCountingFront(gw.proxyPort);
+    // The origin sends the head and the first KiB, then holds the rest: an agent whose response head has
+    // arrived (curl writes it to its -D file at once) has joined the download, so all ten have before it ends.
     let results: CurlResult[];
     try {
       const downloads = Array.from({ length: 10 }, () =>
-        curl(["--cacert", gatewayCaFile, "-x", `http://127.0.0.1:${relay.port}`, origin.url("/bundle.bin")]),
+        startCurl(["--cacert", gatewayCaFile, "-x", gw.proxyUrl, origin.url("/bundle.bin")]),
       );
-      await waitFor("ten agents to connect", () => relay.connections() === 10, 8000);
-      await Bun.sleep(300); // their handshakes and requests, a few ms each
+      await waitFor(
+        "all ten agents to have their response heads",
+        async () => (await Promise.all(downloads.map((d) => d.heads()))).every((h) => /^x-cache:/im.test(h)),
+        10_000,
+      );
+      expect(origin.count("/bundle.bin")).toBe(1);
       bundleGate.open();
-      results = await Promise.all(downloads);
+      results = await Promise.all(downloads.map((d) => d.result));
     } finally {
       bundleGate.open();
-      await relay.stop();
     }
 
     for (const r of results) {
@@ -178,7 +186,8 @@ describe("intercepted HTTPS downloads", () => {
 
     // Cached under its https:// URL, and counted like plain HTTP.
     expect(await entryUrls()).toContain(`https://localhost:${origin.port}/bundle.bin`);
-    await eventually("the stats to count the eleven downloads", async () => {
+    // Stats are counted once a response has been written, just after the agent has it.
+    await waitFor("the stats to count the eleven downloads", async () => {
       const after = await stats();
       return (
         after.misses - before.misses === 1 && after.coalesced - before.coalesced === 9 && after.hits - before.hits === 1

@@ -1,16 +1,24 @@
 import { describe, expect, test } from "bun:test";
 import { createHash, randomBytes } from "node:crypto";
-import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, readdir, readFile, readlink, rm, writeFile } from "node:fs/promises";
 import { connect } from "node:net";
 import { join } from "node:path";
 import { cleanupAfterEach } from "../support/cleanup.ts";
 import { countRows, filesUnder } from "../support/data-dir.ts";
 import { startTestGateway } from "../support/gateway.ts";
 import { bytesOf, pushedBody, startOrigin, viaProxy } from "../support/origin.ts";
+import { waitFor, within } from "../support/wait.ts";
 
 const defer = cleanupAfterEach();
 const FRESH = { "cache-control": "max-age=3600" };
 const sha256 = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
+
+/** File descriptors this process holds open on `path` (the gateway runs in it), from /proc/self/fd. */
+async function handlesOn(path: string): Promise<number> {
+  const fds = await readdir("/proc/self/fd");
+  const targets = await Promise.all(fds.map((fd) => readlink(`/proc/self/fd/${fd}`).catch(() => "")));
+  return targets.filter((t) => t === path).length;
+}
 
 async function setup(handler: (req: Request) => Response) {
   const origin = startOrigin(handler);
@@ -142,9 +150,14 @@ describe("shutdown", () => {
     await (await viaProxy(gw.proxyUrl, origin.url("/big.bin"))).arrayBuffer();
     await gw.idle();
 
+    const blob = join(gw.dataDir, "blobs", sha256(body).slice(0, 2), sha256(body));
     const agent = connect(gw.proxyPort, "127.0.0.1");
     defer(() => agent.destroy());
     agent.on("error", () => {});
+    let received = 0;
+    agent.on("data", (d: Buffer) => {
+      received += d.length;
+    });
     const closed = new Promise<void>((resolve) => agent.on("close", () => resolve()));
     const reading = new Promise<void>((resolve) =>
       agent.once("data", () => {
@@ -154,13 +167,15 @@ describe("shutdown", () => {
     );
     agent.write(`GET ${origin.url("/big.bin")} HTTP/1.1\r\nHost: localhost:${origin.port}\r\n\r\n`);
     await reading;
+    expect(await handlesOn(blob)).toBe(1); // the gateway is reading the blob for the agent
 
     running = false;
     await gw.close();
     agent.resume();
-    await closed;
-    // The gateway lets go of the blob in the background once the agent is gone;
-    // an error there would surface as an unhandled rejection, so give it a moment here.
-    await Bun.sleep(50);
+    await within(5000, "the agent's connection to close", closed);
+    expect(received).toBeLessThan(body.length); // cut off, not sent to the end
+    // The gateway lets go of the blob in the background once the agent is gone (an error there
+    // would surface as an unhandled rejection): its file handle is closed.
+    await waitFor("the gateway to close its handle on the blob", async () => (await handlesOn(blob)) === 0);
   });
 });

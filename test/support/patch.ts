@@ -255,6 +255,8 @@ export interface PatternRoute {
   chunked?: boolean;
   /** Awaited before each block is sent, with the offset the block ends at: slows or holds the origin. */
   pace?: (upTo: number) => void | Promise<void>;
+  /** Awaited before the response head is sent: holds the answer itself, so requests that join it wait for its head. */
+  beforeHead?: () => void | Promise<void>;
 }
 
 export interface PatternOrigin {
@@ -285,6 +287,8 @@ export async function startPatternOrigin(routes: Record<string, PatternRoute>): 
     const route = routes[path];
     if (!route) return void res.writeHead(404, { "content-type": "text/plain" }).end("no such patch\n");
     const { body } = route;
+    await route.beforeHead?.();
+    if (res.destroyed) return;
     res.writeHead(200, {
       "cache-control": "max-age=86400",
       "content-type": "application/octet-stream",

@@ -1,13 +1,17 @@
-import { mkdtemp, readFile, rm } from "node:fs/promises";
-import { connect as netConnect, type Socket } from "node:net";
+import { mkdtempSync } from "node:fs";
+import { readFile, rm } from "node:fs/promises";
+import type { Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { type ConnectionOptions, type TLSSocket, connect as tlsConnect } from "node:tls";
+import type { TLSSocket } from "node:tls";
+
+export { openTunnel, tlsOver, tlsThroughTunnel } from "./tunnel-client.ts";
 
 /**
  * Clients that speak TLS through the gateway the way agents do: curl,
- * a raw CONNECT with node:tls on top (for certificates and keep-alive),
- * and openssl s_client (for a chosen TLS version).
+ * a raw CONNECT with node:tls on top (for certificates and keep-alive;
+ * in ./tunnel-client.ts, which the TLS bench shares), and openssl s_client
+ * (for a chosen TLS version).
  */
 
 export interface CurlResult {
@@ -22,123 +26,54 @@ export interface CurlResult {
 }
 
 /** Runs curl with `args` (URL included) and a 15 s cap; the body and the last response head are returned. */
-export async function curl(args: string[], timeoutSeconds = 15): Promise<CurlResult> {
-  const dir = await mkdtemp(join(tmpdir(), "cachegate-curl-"));
-  try {
-    const heads = join(dir, "heads");
-    const body = join(dir, "body");
-    const child = Bun.spawn(
-      ["curl", "-sS", "--noproxy", "", "--max-time", String(timeoutSeconds), "-D", heads, "-o", body, ...args],
-      {
-        stdout: "ignore",
-        stderr: "pipe",
-        env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: dir },
-      },
-    );
-    const [exitCode, stderr] = await Promise.all([child.exited, new Response(child.stderr).text()]);
-    const rawHeads = await readFile(heads, "latin1").catch(() => "");
-    const blocks = rawHeads.split(/\r\n\r\n/).filter((b) => b.startsWith("HTTP/"));
-    const last = blocks.at(-1) ?? "";
-    const [statusLine = "", ...fields] = last.split("\r\n");
-    const headers = new Headers();
-    for (const f of fields) {
-      const colon = f.indexOf(":");
-      if (colon > 0) headers.append(f.slice(0, colon).trim(), f.slice(colon + 1).trim());
-    }
-    return {
-      exitCode,
-      status: Number(statusLine.split(" ")[1] ?? 0) || 0,
-      headers,
-      body: await readFile(body).catch(() => Buffer.alloc(0)),
-      stderr,
-      rawHeads,
-    };
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+export function curl(args: string[], timeoutSeconds = 15): Promise<CurlResult> {
+  return startCurl(args, timeoutSeconds).result;
 }
 
-/**
- * Opens a CONNECT tunnel through the proxy at 127.0.0.1:`proxyPort` and
- * resolves with the raw socket once the gateway answered 200; rejects
- * with the status line otherwise.
- */
-export function openTunnel(proxyPort: number, authority: string, timeoutMs = 5000): Promise<Socket> {
-  return new Promise((resolve, reject) => {
-    const socket = netConnect(proxyPort, "127.0.0.1");
-    let buffered = Buffer.alloc(0);
-    const timer = setTimeout(() => {
-      socket.destroy();
-      reject(new Error(`CONNECT ${authority}: no answer within ${timeoutMs} ms`));
-    }, timeoutMs);
-    const fail = (err: Error) => {
-      clearTimeout(timer);
-      reject(err);
-    };
-    socket.on("error", fail);
-    const onData = (data: Buffer) => {
-      buffered = Buffer.concat([buffered, data]);
-      const end = buffered.indexOf("\r\n\r\n");
-      if (end < 0) return;
-      socket.off("data", onData);
-      socket.off("error", fail);
-      clearTimeout(timer);
-      const head = buffered.subarray(0, end).toString("latin1");
-      if (!/^HTTP\/1\.[01] 200/.test(head)) {
-        socket.destroy();
-        return reject(
-          new Error(`CONNECT ${authority} answered: ${head.split("\r\n")[0]} ${buffered.subarray(end + 4).toString()}`),
-        );
+export interface RunningCurl {
+  /** What curl has written with -D so far: each response head as soon as it has it, CONNECT's included. */
+  heads(): Promise<string>;
+  result: Promise<CurlResult>;
+}
+
+/** As curl(), but the caller can watch the response heads arrive while the body is still coming. */
+export function startCurl(args: string[], timeoutSeconds = 15): RunningCurl {
+  const dir = mkdtempSync(join(tmpdir(), "cachegate-curl-"));
+  const heads = join(dir, "heads");
+  const body = join(dir, "body");
+  const child = Bun.spawn(
+    ["curl", "-sS", "--noproxy", "", "--max-time", String(timeoutSeconds), "-D", heads, "-o", body, ...args],
+    {
+      stdout: "ignore",
+      stderr: "pipe",
+      env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: dir },
+    },
+  );
+  const result = (async (): Promise<CurlResult> => {
+    try {
+      const [exitCode, stderr] = await Promise.all([child.exited, new Response(child.stderr).text()]);
+      const rawHeads = await readFile(heads, "latin1").catch(() => "");
+      const blocks = rawHeads.split(/\r\n\r\n/).filter((b) => b.startsWith("HTTP/"));
+      const last = blocks.at(-1) ?? "";
+      const [statusLine = "", ...fields] = last.split("\r\n");
+      const headers = new Headers();
+      for (const f of fields) {
+        const colon = f.indexOf(":");
+        if (colon > 0) headers.append(f.slice(0, colon).trim(), f.slice(colon + 1).trim());
       }
-      const rest = buffered.subarray(end + 4);
-      if (rest.length > 0) socket.unshift(rest);
-      resolve(socket);
-    };
-    socket.on("data", onData);
-    socket.write(`CONNECT ${authority} HTTP/1.1\r\nHost: ${authority}\r\n\r\n`);
-  });
-}
-
-/**
- * TLS inside a CONNECT tunnel to `host:port`: resolves with the socket
- * once the handshake is done (certificate verified against `ca` unless
- * rejectUnauthorized is false), rejects with the handshake's error.
- */
-export async function tlsThroughTunnel(
-  proxyPort: number,
-  host: string,
-  port: number,
-  options: ConnectionOptions = {},
-  timeoutMs = 5000,
-): Promise<TLSSocket> {
-  const raw = await openTunnel(proxyPort, `${host}:${port}`, timeoutMs);
-  return tlsOver(raw, { servername: host, ...options }, timeoutMs);
-}
-
-/** A TLS client handshake on an existing socket (or a fresh TCP connection when `socket` is omitted in options). */
-export function tlsOver(raw: Socket | undefined, options: ConnectionOptions, timeoutMs = 5000): Promise<TLSSocket> {
-  return new Promise((resolve, reject) => {
-    const secure = tlsConnect({ ...(raw ? { socket: raw } : {}), ALPNProtocols: ["http/1.1"], ...options });
-    const timer = setTimeout(() => {
-      secure.destroy();
-      raw?.destroy();
-      reject(new Error(`TLS handshake did not finish within ${timeoutMs} ms`));
-    }, timeoutMs);
-    secure.once("secureConnect", () => {
-      clearTimeout(timer);
-      secure.off("error", fail);
-      secure.on("error", () => {});
-      resolve(secure);
-    });
-    const fail = (err: Error) => {
-      clearTimeout(timer);
-      secure.destroy();
-      raw?.destroy();
-      reject(err);
-    };
-    secure.once("error", fail);
-    secure.once("close", () => fail(new Error("connection closed during the TLS handshake")));
-  });
+      return {
+        exitCode,
+        status: Number(statusLine.split(" ")[1] ?? 0) || 0,
+        headers,
+        body: await readFile(body).catch(() => Buffer.alloc(0)),
+        stderr,
+        rawHeads,
+      };
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  })();
+  return { heads: () => readFile(heads, "latin1").catch(() => ""), result };
 }
 
 export interface ParsedResponse {

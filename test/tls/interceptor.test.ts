@@ -10,13 +10,17 @@ import { parseAuthority } from "../../src/proxy/tunnel.ts";
 import { loadCa } from "../../src/tls/ca.ts";
 import { createLeafMinter } from "../../src/tls/leaf-minter.ts";
 import { exchange, openTunnel, tlsThroughTunnel } from "../support/tls-clients.ts";
-import { waitFor } from "../support/wait.ts";
+import { waitFor, within } from "../support/wait.ts";
 
 /**
  * The interceptor on its own: a node:http server hands it every CONNECT,
  * as the agent listener does, and a stub proxy app records what arrives.
  * Short timeouts make the tunnel lifecycle observable.
  */
+const FIRST_REQUEST_MS = 400;
+const KEEP_ALIVE_MS = 250;
+/** Pauses of the slow download: five of them, twice the keep-alive time in all. */
+const SLOW_PAUSE_MS = 100;
 
 let dir: string;
 let caPem: string;
@@ -35,16 +39,16 @@ beforeAll(async () => {
     via: "cachegate-test",
     minter: createLeafMinter(ca),
     minVersion: () => "TLSv1.2",
-    timeouts: { firstRequestMs: 400, keepAliveMs: 250 },
+    timeouts: { firstRequestMs: FIRST_REQUEST_MS, keepAliveMs: KEEP_ALIVE_MS },
     fetch: (req, env) => {
       const url = new URL(req.url);
       seen.push({ url: req.url, client: env.client, host: req.headers.get("host") });
       if (url.pathname === "/slow") {
-        // Longer than the keep-alive time: a download in progress must not be cut.
+        // A slow upstream, longer than the keep-alive time in all: a download in progress must not be cut.
         let n = 0;
         const body = new ReadableStream<Uint8Array>({
           async pull(c) {
-            await Bun.sleep(100);
+            await Bun.sleep(SLOW_PAUSE_MS);
             if (n++ === 4) return c.close();
             c.enqueue(new TextEncoder().encode(`chunk${n};`));
           },
@@ -81,6 +85,9 @@ afterAll(async () => {
 });
 
 const lastGatewaySocket = () => gatewaySockets.at(-1)!;
+
+/** When `socket` closes (Date.now()), once it does. */
+const closedAt = (socket: Socket) => new Promise<number>((resolve) => socket.once("close", () => resolve(Date.now())));
 
 describe("requests inside an intercepted tunnel", () => {
   test("go to the proxy app as https URLs on the CONNECT host, whatever the Host header says", async () => {
@@ -125,10 +132,18 @@ describe("the lifecycle of an intercepted tunnel", () => {
 
   test("a download longer than the keep-alive time is not cut, and the tunnel serves more requests after it", async () => {
     const socket = await tlsThroughTunnel(port, "dl.qualys.com", 443, { ca: caPem });
+    let closed = false;
+    socket.once("close", () => {
+      closed = true;
+    });
     try {
+      const started = Date.now();
       const slow = await exchange(socket, "GET /slow HTTP/1.1\r\nHost: dl.qualys.com\r\n\r\n");
       expect(slow.body.toString()).toBe("chunk1;chunk2;chunk3;chunk4;");
-      await Bun.sleep(100); // less than the keep-alive time
+      expect(Date.now() - started).toBeGreaterThan(KEEP_ALIVE_MS);
+      // Idle for less than the keep-alive time, counted from the end of the download: real time has to pass.
+      await Bun.sleep(KEEP_ALIVE_MS / 2);
+      expect(closed).toBe(false);
       const next = await exchange(socket, "GET /after-slow HTTP/1.1\r\nHost: dl.qualys.com\r\n\r\n");
       expect(next.body.toString()).toBe("answer for /after-slow");
     } finally {
@@ -138,30 +153,28 @@ describe("the lifecycle of an intercepted tunnel", () => {
 
   test("a tunnel left idle after its requests is closed by the gateway after the keep-alive time", async () => {
     const socket = await tlsThroughTunnel(port, "dl.qualys.com", 443, { ca: caPem });
-    const closed = new Promise<number>((resolve) => socket.once("close", () => resolve(Date.now())));
+    const closed = closedAt(socket);
     await exchange(socket, "GET /idle HTTP/1.1\r\nHost: dl.qualys.com\r\n\r\n");
     const answered = Date.now();
-    const at = await Promise.race([closed, Bun.sleep(3000).then(() => 0)]);
-    expect(at).toBeGreaterThan(0);
-    expect(at - answered).toBeGreaterThanOrEqual(200);
+    const at = await within(3000, "the gateway to close the idle tunnel", closed);
+    expect(at - answered).toBeGreaterThanOrEqual(KEEP_ALIVE_MS - 50);
   });
 
   test("a tunnel that never sends a request is closed by the gateway", async () => {
     const socket = await tlsThroughTunnel(port, "dl.qualys.com", 443, { ca: caPem });
-    const closed = await Promise.race([
-      new Promise<boolean>((resolve) => socket.once("close", () => resolve(true))),
-      Bun.sleep(3000).then(() => false),
-    ]);
-    expect(closed).toBe(true);
+    const gatewaySide = lastGatewaySocket();
+    await within(3000, "the gateway to close the silent tunnel", closedAt(socket));
+    expect(gatewaySide.destroyed).toBe(true);
   });
 
   test("a client that never starts TLS is closed by the gateway", async () => {
     const raw = await openTunnel(port, "dl.qualys.com:443");
-    const closed = await Promise.race([
-      new Promise<boolean>((resolve) => raw.once("close", () => resolve(true))),
-      Bun.sleep(3000).then(() => false),
-    ]);
-    raw.destroy();
-    expect(closed).toBe(true);
+    const opened = Date.now();
+    try {
+      const at = await within(3000, "the gateway to close the tunnel", closedAt(raw));
+      expect(at - opened).toBeGreaterThanOrEqual(FIRST_REQUEST_MS - 50); // by its first-request timeout
+    } finally {
+      raw.destroy();
+    }
   });
 });
