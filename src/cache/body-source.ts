@@ -17,10 +17,10 @@ export interface BodySource {
   /** Resolves when more bytes arrive, or the source completes or fails. */
   changed(): Promise<void>;
   /** For a reader that fell behind what the source still holds: bytes [from, to) from upstream. */
-  refetch?: (from: number, to: number | undefined) => Promise<ReadableStream<Uint8Array>>;
-  /** A source that grows (a download) tracks its readers' positions; see download.ts. */
-  attach?(reader: { pos: number }): void;
-  detach?(reader: { pos: number }): void;
+  refetch?: (from: number, to: number | undefined) => Promise<{ body: ReadableStream<Uint8Array>; end: number }>;
+  /** A source that grows (a download) tracks its readers' positions, and may cut one loose; see download.ts. */
+  attach?(reader: { pos: number; cut?: Error }): void;
+  detach?(reader: { pos: number; cut?: Error }): void;
   progressed?(): void;
   readonly settled: boolean;
   readonly error: Error | undefined;
@@ -56,7 +56,12 @@ export class BlobSource implements BodySource {
     return this;
   }
   release() {
-    if (--this.refs === 0) void this.handle.close().finally(this.onClose);
+    // A close that fails (a dying disk) must not become an unhandled rejection: the pin goes either way.
+    if (--this.refs === 0)
+      void this.handle
+        .close()
+        .catch(() => {})
+        .then(this.onClose);
   }
 }
 
@@ -114,7 +119,11 @@ async function readNext(source: BodySource, pos: number, end: number | undefined
  */
 export class BodyCursor {
   private released = false;
+  /** Set by a download that could not wait for this reader any longer. */
+  cut: Error | undefined;
   private upstream: ReadableStreamDefaultReader<Uint8Array> | undefined;
+  /** Where the bytes from upstream must end (exclusive). */
+  private upstreamEnd = 0;
   private pending: Uint8Array | undefined;
 
   constructor(
@@ -128,13 +137,15 @@ export class BodyCursor {
   /** Reads the next bytes into `buf`; 0 at the end of the range. */
   async read(buf: Buffer): Promise<number> {
     if (this.upstream) return this.readUpstream(buf);
+    if (this.cut) throw this.cut;
     let n: number;
     try {
       n = await readNext(this.source, this.pos, this.end, buf);
     } catch (err) {
       if (!(err instanceof LaggedBehind) || !this.source.refetch) throw err;
       const rest = await this.source.refetch(this.pos, this.end ?? this.source.size());
-      this.upstream = rest.getReader() as ReadableStreamDefaultReader<Uint8Array>;
+      this.upstream = rest.body.getReader() as ReadableStreamDefaultReader<Uint8Array>;
+      this.upstreamEnd = rest.end;
       return this.readUpstream(buf);
     }
     this.pos += n;
@@ -146,10 +157,10 @@ export class BodyCursor {
     if (!this.pending || this.pending.length === 0) {
       const { done, value } = await this.upstream!.read();
       if (done) {
-        const end = this.end ?? this.source.size();
-        if (end !== undefined && this.pos !== end) throw new Error(`upstream ended the remainder at byte ${this.pos}`);
+        if (this.pos !== this.upstreamEnd) throw new Error(`upstream ended the remainder at byte ${this.pos}`);
         return 0;
       }
+      if (this.pos + value.length > this.upstreamEnd) throw new Error("upstream sent more of the remainder than asked");
       this.pending = value;
     }
     const n = Math.min(buf.length, this.pending.length);

@@ -64,9 +64,15 @@ const headersFromJson = (s: string) => new Headers(JSON.parse(s) as [string, str
 const TOUCH_FLUSH_MS = 1000;
 /** Lookups are served from memory; this bounds how many URLs are remembered (least recently used go). */
 const MEMO_URLS = 20_000;
+const MEMO_BYTES = 64 * 1024 * 1024;
 
 export function createCacheIndex(db: Db, store: BlobStore, now: () => number, log: Logger = silentLogger): CacheIndex {
-  const memo = new LRUCache<string, StoredEntry[]>({ max: MEMO_URLS });
+  const memo = new LRUCache<string, StoredEntry[]>({
+    max: MEMO_URLS,
+    // Bounded in bytes too: request targets may be long, and agents choose them.
+    maxSize: MEMO_BYTES,
+    sizeCalculation: (list, url) => url.length + list.length * 1024 + 1,
+  });
   const touched = new Map<number, number>(); // entry id → hit count since last flush
   const pins = new Map<string, number>();
   let total =

@@ -1,5 +1,12 @@
 import { isDiskError, type TempBlob } from "../store/blob-store.ts";
 import { type BodySource, LaggedBehind } from "./body-source.ts";
+import type { Refetched } from "./refetch.ts";
+
+/** A reader following a download (a BodyCursor): where it is, and why it was cut loose, if it was. */
+export interface DownloadReader {
+  pos: number;
+  cut?: Error;
+}
 
 /** Bytes a download keeps in memory once its disk failed, for the readers following it. */
 const WINDOW_BYTES = 8 * 1024 * 1024;
@@ -30,10 +37,12 @@ export class Download implements BodySource {
   /** Why the body stopped being stored, if the disk failed mid-download. */
   spilled: Error | undefined;
   /** Fetches bytes [from, to) of this response from upstream again (set when it has a strong validator). */
-  refetch?: (from: number, to: number | undefined) => Promise<ReadableStream<Uint8Array>>;
+  refetch?: (from: number, to: number | undefined) => Promise<Refetched>;
   /** Called once when the download spills (the flight lands: later requests do not join it). */
   onSpill?: () => void;
-  private readonly readers = new Set<{ pos: number }>();
+  /** How long a spilled download waits for a reader that does not move before it leaves that reader behind. */
+  patienceMs = 60_000;
+  private readonly readers = new Set<DownloadReader>();
   private writerWaiting: (() => void) | undefined;
 
   constructor(
@@ -74,11 +83,11 @@ export class Download implements BodySource {
   }
 
   /** A reader follows the download from its position (BodyCursor), until it lets go. */
-  attach(reader: { pos: number }): void {
+  attach(reader: DownloadReader): void {
     this.readers.add(reader);
   }
 
-  detach(reader: { pos: number }): void {
+  detach(reader: DownloadReader): void {
     this.readers.delete(reader);
     this.progressed();
   }
@@ -135,15 +144,29 @@ export class Download implements BodySource {
     this.onSpill?.();
   }
 
-  /** Waits until every reader is within `bytes` of what was received, so none falls out of the window. */
+  /**
+   * Waits until every reader is within `bytes` of what was received, so none
+   * falls out of the window. A reader that does not move for `patienceMs`
+   * (an agent that stopped reading but keeps its connection) is cut loose:
+   * its transfer breaks, and the others go on.
+   */
   private async slowestWithin(bytes: number): Promise<void> {
     for (;;) {
-      let slowest = this.received;
-      for (const reader of this.readers) slowest = Math.min(slowest, reader.pos);
-      if (this.received - slowest <= Math.max(0, bytes)) return;
-      await new Promise<void>((resolve) => {
-        this.writerWaiting = resolve;
+      const behind = [...this.readers].filter((reader) => this.received - reader.pos > Math.max(0, bytes));
+      if (behind.length === 0) return;
+      const moved = await new Promise<boolean>((resolve) => {
+        const timer = setTimeout(() => resolve(false), this.patienceMs);
+        this.writerWaiting = () => {
+          clearTimeout(timer);
+          resolve(true);
+        };
       });
+      if (moved) continue;
+      this.writerWaiting = undefined;
+      for (const reader of behind) {
+        reader.cut = new Error("this agent stopped reading a download the cache disk could not hold; retry it");
+        this.readers.delete(reader);
+      }
     }
   }
 

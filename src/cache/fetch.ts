@@ -1,5 +1,6 @@
 import { GatewayError } from "../errors.ts";
 import type { Logger } from "../log.ts";
+import { endUnproven } from "../upstream/client.ts";
 import type { CacheIndex, StoredEntry } from "./cache-index.ts";
 import { contentLength, type createFiller, storedHeaders } from "./fill.ts";
 import type { Flights, LeadFlight } from "./flights.ts";
@@ -34,6 +35,15 @@ export function createFetch(deps: FetchDeps) {
 
   return async function lead(req: Request, url: string, stale: StoredEntry | undefined): Promise<Response> {
     const flight = deps.flights.begin(url);
+    try {
+      return await fetchFor(flight, req, url, stale);
+    } catch (err) {
+      flight.abandon(err instanceof Error ? err : new Error(String(err)));
+      throw err;
+    }
+  };
+
+  async function fetchFor(flight: LeadFlight, req: Request, url: string, stale: StoredEntry | undefined) {
     const upstreamReq = upstreamRequest(req, url, stale);
     const requestTime = now();
     let res: Response;
@@ -60,14 +70,16 @@ export function createFetch(deps: FetchDeps) {
       return (await revalidation.serveStale(req, flight, stale)) ?? deps.pass(req, "MISS");
     }
 
-    const verdict = storability(upstreamReq, res, matchTtlRule(url, deps.ttlRules()) !== undefined);
+    const verdict = endUnproven(res)
+      ? { storable: false, reason: "a close-delimited body over TLS cannot prove its end (RFC 9112 §9.8)" }
+      : storability(upstreamReq, res, matchTtlRule(url, deps.ttlRules()) !== undefined);
     if (!verdict.storable) {
       flight.settle({ kind: "pass" });
       if (stale && res.status < 500) await index.remove(stale); // replaced by something we may not keep
       return labelled(res, "MISS");
     }
     return store(req, upstreamReq, url, flight, res, timing);
-  };
+  }
 
   /** Stores the response while streaming it to this agent and every waiting one. */
   async function store(
@@ -78,11 +90,7 @@ export function createFetch(deps: FetchDeps) {
     res: Response,
     timing: ResponseTiming,
   ): Promise<Response> {
-    const download = await deps.filler.begin(res, url);
-    if (!download) {
-      flight.settle({ kind: "pass" });
-      return labelled(res, "BYPASS");
-    }
+    // Everything that could throw comes before the download exists: after it, nothing may leave it unrun.
     const vary = parseVary(res.headers.get("vary"));
     const rep: Representation = {
       status: res.status,
@@ -90,6 +98,11 @@ export function createFetch(deps: FetchDeps) {
       size: contentLength(res.headers),
     };
     const variant = variantOf(vary, req.headers);
+    const download = await deps.filler.begin(res, url);
+    if (!download) {
+      flight.settle({ kind: "pass" });
+      return labelled(res, "BYPASS");
+    }
     flight.settle({ kind: "download", download, rep, vary, variant, responseTime: timing.responseTime });
     const meta = { url, vary, status: res.status, headers: rep.headers, ...timing };
     void deps.filler.run(download, res, upstreamReq, meta, req.headers, flight.land);

@@ -91,6 +91,7 @@ export function createFiller(deps: FillDeps) {
     land: () => void,
   ): Promise<void> {
     download.onSpill = land; // a download that can no longer be stored takes no new readers
+    download.patienceMs = deps.idleTimeoutMs;
     const validator = strongValidator(res.headers);
     if (validator) {
       download.refetch = (from, to) => fetchRange(deps.fetchUpstream, upstreamReq, validator, from, to);
@@ -116,7 +117,8 @@ export function createFiller(deps: FillDeps) {
       log.warn("download failed; nothing cached", { url: meta.url, error, bytes: download.available() });
     } finally {
       active.delete(download);
-      if (!committed) void rm(download.temp.path, { force: true }); // readers keep their open handle
+      // Readers keep their open handle. A disk that fails may refuse the unlink too: the start-up sweep removes it.
+      if (!committed) void rm(download.temp.path, { force: true }).catch(() => {});
       land();
       download.release();
     }
@@ -139,10 +141,11 @@ export function createFiller(deps: FillDeps) {
         progressAt = download.available();
         if (++attempts > RESUME_ATTEMPTS) throw err;
         await Bun.sleep(RESUME_BACKOFF_MS * 3 ** (attempts - 1));
+        if (stopping) throw err;
         const from = download.available();
         log.info("upstream broke mid-download; resuming with a Range request", { url, from, error: err });
         try {
-          stream = await download.refetch!(from, download.expectedSize);
+          stream = (await download.refetch!(from, download.expectedSize)).body;
         } catch (retry) {
           throw new Error(`${(err as Error).message}; resuming failed: ${(retry as Error).message}`);
         }
@@ -177,6 +180,7 @@ export function createFiller(deps: FillDeps) {
         } catch (err) {
           throw new UpstreamBroke((err as Error).message, { cause: err });
         }
+        clearTimeout(timer); // the clock is upstream's: time spent writing (or waiting for readers) is not its silence
         if (stopping) throw new Error("the gateway is shutting down");
         if (silent) throw new UpstreamBroke(`upstream sent nothing for ${deps.idleTimeoutMs / 1000} s`);
         if (chunk.done) return;

@@ -24,6 +24,8 @@ export interface Flight {
 export interface LeadFlight extends Flight {
   /** Tells the waiting requests what upstream answered. Anything but a download also lands the flight. */
   settle(head: FlightHead): void;
+  /** The leader failed before it could settle: the waiting requests get the error, nobody waits forever. */
+  abandon(error: Error): void;
   /** The fetch is over (a download stored or failed): later requests go through lookup again. */
   land(): void;
 }
@@ -42,11 +44,16 @@ export function createFlights() {
 
     begin(url: string): LeadFlight {
       const { promise, resolve } = Promise.withResolvers<FlightHead>();
+      let settled = false;
       const flight: LeadFlight = {
         head: promise,
         settle(head) {
+          settled = true;
           resolve(head);
           if (head.kind !== "download") flight.land();
+        },
+        abandon(error) {
+          if (!settled) flight.settle({ kind: "error", error });
         },
         land() {
           if (flights.get(url) === flight) flights.delete(url);

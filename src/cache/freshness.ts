@@ -37,6 +37,9 @@ export type Verdict = "fresh" | "stale";
  */
 export const HEURISTICALLY_CACHEABLE: ReadonlySet<number> = new Set([200, 203, 204, 300, 301, 308, 404, 405, 410, 414]);
 
+/** A field name is a token (RFC 9110 §5.1, §5.6.2). */
+const FIELD_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+
 const MAX_DEFAULT_HEURISTIC = 86_400; // one day, RFC 9111 §4.2.2
 const DELTA_SECONDS_CAP = 2 ** 31; // RFC 9111 §1.2.2: larger values become 2^31
 
@@ -127,9 +130,10 @@ function directiveRejection(reqHeaders: Headers, resHeaders: Headers, resCc: Dir
   // RFC 9111 §3.5: authenticated requests need explicit permission to be shared.
   const shareable = resCc.has("public") || resCc.has("s-maxage") || resCc.has("must-revalidate");
   if (reqHeaders.has("authorization") && !shareable) return "request has Authorization and response is not public";
-  // RFC 9111 §4.1: Vary: * can never be matched by a later request.
-  const vary = resHeaders.get("vary") ?? "";
-  if (vary.split(",").some((field) => field.trim() === "*")) return "response Vary: *";
+  // RFC 9111 §4.1: Vary: * can never be matched by a later request; nor can a Vary member that is not a field name.
+  const varied = (resHeaders.get("vary") ?? "").split(",").map((field) => field.trim());
+  if (varied.includes("*")) return "response Vary: *";
+  if (varied.some((field) => field !== "" && !FIELD_NAME.test(field))) return "response Vary names an invalid field";
   // Product rule, as nginx's proxy_cache: a response that sets a cookie is somebody's own, not the fleet's.
   if (resHeaders.has("set-cookie")) return "response sets a cookie";
   return undefined;

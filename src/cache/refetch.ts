@@ -26,6 +26,13 @@ export function strongValidator(headers: Headers): string | undefined {
 /** Headers of the original request that would change what a Range request answers. */
 const CONDITIONALS = ["range", "if-range", "if-none-match", "if-modified-since", "if-match", "if-unmodified-since"];
 
+/** Bytes [from, end) of a response, from upstream again. */
+export interface Refetched {
+  body: ReadableStream<Uint8Array>;
+  /** Where the body ends (exclusive): `to` when asked for, else the complete length upstream gave. */
+  end: number;
+}
+
 /** The body of bytes [from, to) (to: the end when undefined) of the response `original` got. */
 export async function fetchRange(
   fetchUpstream: (req: Request) => Promise<Response>,
@@ -33,14 +40,16 @@ export async function fetchRange(
   validator: string,
   from: number,
   to: number | undefined,
-): Promise<ReadableStream<Uint8Array>> {
+): Promise<Refetched> {
   const headers = new Headers(original.headers);
-  for (const name of CONDITIONALS) headers.delete(name);
+  for (const name of [...CONDITIONALS, "content-length", "transfer-encoding"]) headers.delete(name);
   headers.set("range", `bytes=${from}-${to === undefined ? "" : to - 1}`);
   headers.set("if-range", validator);
   const res = await fetchUpstream(new Request(original.url, { method: "GET", headers }));
+  // Exactly the bytes asked for; open-ended, they must run to the complete length upstream states (§14.4).
   const range = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(res.headers.get("content-range") ?? "");
-  const exact = range !== null && Number(range[1]) === from && (to === undefined || Number(range[2]) === to - 1);
+  const last = to === undefined ? (range && range[3] !== "*" ? Number(range[3]) - 1 : Number.NaN) : to - 1;
+  const exact = range !== null && Number(range[1]) === from && Number(range[2]) === last;
   if (res.status !== 206 || !exact || !res.body) {
     void res.body?.cancel();
     const why = res.status === 206 ? `Content-Range "${res.headers.get("content-range")}"` : `status ${res.status}`;
@@ -48,5 +57,5 @@ export async function fetchRange(
       `upstream answered a request for bytes ${from}- with ${why}; the object changed or ranges are refused`,
     );
   }
-  return res.body;
+  return { body: res.body, end: last + 1 };
 }

@@ -21,7 +21,8 @@ const CLIENT_CONDITIONALS = [
  */
 export function upstreamRequest(req: Request, url: string, stale: StoredEntry | undefined): Request {
   const headers = new Headers(req.headers);
-  for (const name of CLIENT_CONDITIONALS) headers.delete(name);
+  // A GET without a body: the agent's own framing fields do not describe this request.
+  for (const name of [...CLIENT_CONDITIONALS, "content-length", "transfer-encoding"]) headers.delete(name);
   const etag = stale?.headers.get("etag");
   const lastModified = stale?.headers.get("last-modified");
   if (etag) headers.set("if-none-match", etag);

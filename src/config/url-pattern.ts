@@ -53,7 +53,11 @@ export function firstMatch<T extends { pattern: string }>(
 ): T | undefined {
   let memo = answers.get(rules);
   if (!memo) {
-    memo = new LRUCache<string, number>({ max: 10_000 });
+    memo = new LRUCache<string, number>({
+      max: 10_000,
+      maxSize: 8 * 1024 * 1024,
+      sizeCalculation: (_, url) => url.length + 1,
+    });
     answers.set(rules, memo);
   }
   let index = memo.get(url);

@@ -37,7 +37,14 @@ export async function writeResponse(res: ServerResponse, response: Response): Pr
   }
   const cookies = response.headers.getSetCookie();
   if (cookies.length > 0) headers["set-cookie"] = cookies;
-  res.writeHead(response.status, response.statusText || undefined, headers);
+  try {
+    res.writeHead(response.status, response.statusText || undefined, headers);
+  } catch (err) {
+    // A head node:http refuses (a stored header it deems invalid): the body's file handle, pin or upstream
+    // connection must not wait for a reader that will never come.
+    void response.body?.cancel().catch(() => {});
+    throw err;
+  }
 
   const body = response.body;
   if (body === null || res.req.method === "HEAD") {

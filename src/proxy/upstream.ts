@@ -1,6 +1,6 @@
 import { GatewayError } from "../errors.ts";
 import type { AddressGuard } from "../net/address-guard.ts";
-import { createHttp1Client, UpstreamTimeout } from "../upstream/client.ts";
+import { createHttp1Client, markEndUnproven, UpstreamTimeout } from "../upstream/client.ts";
 import type { Exchanged } from "../upstream/exchange.ts";
 import { FramingError } from "../upstream/framing.ts";
 import { addVia, stripHopByHop } from "./hop-by-hop.ts";
@@ -61,7 +61,9 @@ export function createUpstreamFetch(opts: UpstreamOptions): UpstreamFetch & { cl
       );
     }
     const body = res.body && opts.onBody ? counted(res.body, (n) => opts.onBody!(req.url, n)) : res.body;
-    return new Response(body, { status, statusText, headers: responseHeaders(url, res) });
+    const response = new Response(body, { status, statusText, headers: responseHeaders(url, res) });
+    if (tls && res.framing.kind === "close") markEndUnproven(response);
+    return response;
   };
   return Object.assign(fetchUpstream, { close: client.close });
 }

@@ -5,6 +5,17 @@ import { createConnectionPool, type PoolOptions, type UpstreamTarget } from "./p
 export type { OutgoingRequest } from "./exchange.ts";
 export type { UpstreamTarget } from "./pool.ts";
 
+/** Responses whose body ends when the connection does, over TLS: a clean end there does not prove completeness. */
+const unproven = new WeakSet<Response>();
+
+/**
+ * A close-delimited body over TLS: Bun does not tell a TLS close_notify from
+ * a bare TCP FIN, so a cut connection looks like a clean end (the "incomplete
+ * close" of RFC 9112 §9.8). Such a response may be relayed, never stored.
+ */
+export const endUnproven = (res: Response) => unproven.has(res);
+export const markEndUnproven = (res: Response) => void unproven.add(res);
+
 /** Upstream sent no response head in time (connect, TLS and head together). */
 export class UpstreamTimeout extends Error {
   override name = "UpstreamTimeout";

@@ -128,6 +128,7 @@ export function exchange(
       wireBody(framing);
       resolveHead({ head, framing, body: stream });
       if (rest.length > 0) onBody(rest);
+      else if (framing.kind === "length" && framing.length === 0) finish();
     }
 
     function wireBody(framing: Framing): void {
@@ -149,7 +150,6 @@ export function exchange(
           finish(
             new Error(`upstream closed the connection after ${framing.length - remaining} of ${framing.length} bytes`),
           );
-        if (remaining === 0) finish();
       } else if (framing.kind === "chunked") {
         const decoder = new ChunkedDecoder();
         onBody = (chunk) => {
@@ -188,25 +188,39 @@ export function exchange(
   });
 }
 
-/** Writes the request head and body; a body of unknown length goes chunked (RFC 9112 §7.1). */
+/**
+ * Writes the request head and body. The framing is this function's alone
+ * (RFC 9112 §6): a Content-Length or Transfer-Encoding from the caller is
+ * never passed on as sent, or an upstream would read the next request on the
+ * connection as this one's body (request smuggling). A body of known length
+ * goes with its Content-Length, counted as it is written; one of unknown
+ * length goes chunked (§7.1).
+ */
 async function writeRequest(socket: Socket, req: OutgoingRequest): Promise<void> {
+  const declared = req.headers.get("content-length");
+  const length = req.body !== null && declared !== null && /^\d{1,15}$/.test(declared) ? Number(declared) : undefined;
   const lines = [`${req.method} ${req.path} HTTP/1.1`];
   const host = req.headers.get("host");
   if (host !== null) lines.push(`Host: ${host}`);
-  for (const [name, value] of req.headers) if (name !== "host") lines.push(`${name}: ${value}`);
-  const chunked = req.body !== null && !req.headers.has("content-length");
-  if (chunked) lines.push("Transfer-Encoding: chunked");
-  else if (req.body === null && ["POST", "PUT", "PATCH"].includes(req.method) && !req.headers.has("content-length")) {
-    lines.push("Content-Length: 0"); // RFC 9110 §8.6: a request with no body but a method that expects one
+  for (const [name, value] of req.headers) {
+    if (name !== "host" && name !== "content-length" && name !== "transfer-encoding") lines.push(`${name}: ${value}`);
   }
+  const chunked = req.body !== null && length === undefined;
+  if (chunked) lines.push("Transfer-Encoding: chunked");
+  else if (length !== undefined) lines.push(`Content-Length: ${length}`);
+  else if (["POST", "PUT", "PATCH"].includes(req.method)) lines.push("Content-Length: 0"); // RFC 9110 §8.6
   await write(socket, `${lines.join("\r\n")}\r\n\r\n`);
   if (req.body === null) return;
+  let sent = 0;
   for await (const chunk of req.body) {
     if (chunk.length === 0) continue;
+    sent += chunk.length;
+    if (length !== undefined && sent > length) throw new Error("the request body is longer than its Content-Length");
     if (chunked) await write(socket, `${chunk.length.toString(16)}\r\n`);
     await write(socket, chunk);
     if (chunked) await write(socket, "\r\n");
   }
+  if (length !== undefined && sent !== length) throw new Error("the request body is shorter than its Content-Length");
   if (chunked) await write(socket, "0\r\n\r\n");
 }
 

@@ -24,6 +24,9 @@ export class FramingError extends Error {
 }
 
 const STATUS_LINE = /^HTTP\/1\.([01]) (\d{3})(?: (.*))?$/;
+/** RFC 9110 §5.5: field values are visible characters, spaces and tabs; any other control character is invalid. */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: matching control characters is the point
+const INVALID_VALUE = /[\x00-\x08\x0a-\x1f\x7f]/;
 const FIELD_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 
 /** Parses a response head (status line and field lines, without the final CRLF CRLF). */
@@ -39,7 +42,9 @@ export function parseResponseHead(text: string): ResponseHead {
     const name = colon > 0 ? line.slice(0, colon) : "";
     // RFC 9112 §5.1: no whitespace between the field name and the colon.
     if (!FIELD_NAME.test(name)) throw new FramingError(`malformed header line "${line.slice(0, 80)}"`);
-    fields.push([name, line.slice(colon + 1).trim()]);
+    const value = line.slice(colon + 1).trim();
+    if (INVALID_VALUE.test(value)) throw new FramingError(`the header ${name} holds control characters`);
+    fields.push([name, value]);
   }
   return { version: m[1] === "0" ? "1.0" : "1.1", status: Number(m[2]), statusText: m[3] ?? "", fields };
 }
@@ -59,12 +64,18 @@ export function listOf(head: ResponseHead, name: string): string[] {
  * RFC 9112 §6.3: how the body of a response to `method` ends. Transfer-Encoding
  * wins over Content-Length (§6.3 item 3: the Content-Length must then be
  * ignored, and not passed on); differing Content-Length values are an error
- * (item 5) rather than a guess.
+ * (item 5) rather than a guess, and so is a transfer coding other than
+ * chunked alone.
  */
 export function framingOf(method: string, head: ResponseHead): Framing {
   if (method === "HEAD" || head.status < 200 || head.status === 204 || head.status === 304) return { kind: "none" };
   const codings = listOf(head, "transfer-encoding");
-  if (codings.length > 0) return codings.at(-1) === "chunked" ? { kind: "chunked" } : { kind: "close" };
+  if (codings.length > 0) {
+    // Only chunked is decoded: relaying gzip (or any other coding) would pass on bytes that are not the content,
+    // and a proxy must not strip a coding it does not understand (§6.1), so such a response is refused.
+    if (codings.length === 1 && codings[0] === "chunked") return { kind: "chunked" };
+    throw new FramingError(`unsupported transfer coding "${codings.join(", ")}"; only chunked is accepted`);
+  }
   const lengths = [...new Set(listOf(head, "content-length"))];
   if (lengths.length === 0) return { kind: "close" };
   if (lengths.length > 1 || !/^\d{1,15}$/.test(lengths[0]!)) {
@@ -76,7 +87,9 @@ export function framingOf(method: string, head: ResponseHead): Framing {
 /** May the connection carry another request after this response (RFC 9112 §9.3)? */
 export function keepsAlive(head: ResponseHead, framing: Framing): boolean {
   const connection = listOf(head, "connection");
-  if (connection.includes("close") || framing.kind === "close") return false;
+  if (connection.includes("close") || framing.kind === "close" || head.status === 101) return false;
+  // §6.1: an HTTP/1.0 message with Transfer-Encoding: the connection must be closed after it.
+  if (head.version === "1.0" && listOf(head, "transfer-encoding").length > 0) return false;
   // A message with both framings is suspect (request smuggling): do not reuse its connection (§6.3 item 3).
   if (listOf(head, "transfer-encoding").length > 0 && listOf(head, "content-length").length > 0) return false;
   return head.version === "1.1" || connection.includes("keep-alive");

@@ -34,12 +34,6 @@ describe("response framing (RFC 9112 §6.3)", () => {
       { kind: "chunked" },
     ],
     [
-      "a transfer coding not ending in chunked is close-delimited (§6.3 item 4)",
-      "GET",
-      "HTTP/1.1 200 OK\nTransfer-Encoding: gzip",
-      { kind: "close" },
-    ],
-    [
       "no framing at all is close-delimited (§6.3 item 8)",
       "GET",
       "HTTP/1.0 200 OK\nContent-Type: text/plain",
@@ -47,6 +41,16 @@ describe("response framing (RFC 9112 §6.3)", () => {
     ],
   ])("%s", (_name, method, text, expected) => {
     expect(framingOf(method, head(text))).toEqual(expected as never);
+  });
+
+  test("a transfer coding other than chunked alone is refused, not relayed undecoded (§6.1)", () => {
+    expect(() => framingOf("GET", head("HTTP/1.1 200 OK\nTransfer-Encoding: gzip"))).toThrow(FramingError);
+    expect(() => framingOf("GET", head("HTTP/1.1 200 OK\nTransfer-Encoding: gzip, chunked"))).toThrow(FramingError);
+  });
+
+  test("a header value with control characters is refused (RFC 9110 §5.5)", () => {
+    expect(() => head("HTTP/1.1 200 OK\nX-Odd: a\u0001b")).toThrow(FramingError);
+    expect(head("HTTP/1.1 200 OK\nX-Tab: a\tb").fields).toEqual([["X-Tab", "a\tb"]]);
   });
 
   test("differing Content-Length values are an error, not a guess (§6.3 item 5)", () => {
@@ -63,6 +67,10 @@ describe("response framing (RFC 9112 §6.3)", () => {
       keepsAlive(head("HTTP/1.1 200 OK\nContent-Length: 1\nTransfer-Encoding: chunked"), { kind: "chunked" }),
     ).toBe(false);
     expect(keepsAlive(head("HTTP/1.1 200 OK"), { kind: "close" })).toBe(false);
+    expect(keepsAlive(head("HTTP/1.1 101 Switching Protocols"), { kind: "none" })).toBe(false);
+    expect(
+      keepsAlive(head("HTTP/1.0 200 OK\nConnection: keep-alive\nTransfer-Encoding: chunked"), { kind: "chunked" }),
+    ).toBe(false);
   });
 
   test("a head with obsolete line folding or a space before the colon is refused (§5.1, §5.2)", () => {

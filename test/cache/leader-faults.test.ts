@@ -1,0 +1,89 @@
+import { describe, expect, test } from "bun:test";
+import { sizeLimit } from "../../src/cache/eviction.ts";
+import { createCachePipeline } from "../../src/cache/pipeline.ts";
+import { silentLogger } from "../../src/log.ts";
+import { markEndUnproven } from "../../src/upstream/client.ts";
+import { fakeUpstream, openCacheParts } from "../support/cache-core.ts";
+import { cleanupAfterEach } from "../support/cleanup.ts";
+import { gate, waitFor, within } from "../support/wait.ts";
+
+/**
+ * Whatever goes wrong for the request that leads a fetch, the requests
+ * waiting on it get an answer (the response, or the error), never silence,
+ * and the URL can be fetched again afterwards.
+ */
+const defer = cleanupAfterEach();
+const U = "http://origin.test";
+
+async function setup(answer: (req: Request, call: number) => Response | Promise<Response>) {
+  const parts = await openCacheParts(defer);
+  const upstream = fakeUpstream(answer);
+  const pipeline = createCachePipeline({
+    index: parts.index,
+    store: parts.store,
+    fetchUpstream: upstream.fetch,
+    ttlRules: () => [],
+    eviction: sizeLimit(() => Infinity),
+    log: silentLogger,
+    now: parts.clock.now,
+  });
+  defer(() => pipeline.stop());
+  const get = (path: string) => pipeline.handle(new Request(U + path));
+  return { ...parts, upstream, pipeline, get };
+}
+
+describe("a leader that fails after the response head", () => {
+  test("a Vary naming an invalid field is not stored, and the next request is answered too", async () => {
+    const t = await setup(
+      () => new Response("body", { headers: { "cache-control": "max-age=60", vary: "User Agent" } }),
+    );
+    expect((await t.get("/a")).headers.get("x-cache")).toBe("MISS");
+    const again = await within(2000, "the second request", t.get("/a"));
+    expect(await again.text()).toBe("body");
+    expect(t.pipeline.inFlight()).toBe(0);
+    expect(t.upstream.calls()).toBe(2);
+  });
+
+  test("when storing the revalidation fails, the waiting requests get the error and the URL is not wedged", async () => {
+    const held = gate();
+    const t = await setup(async (_req, call) => {
+      if (call === 2) await held.opened;
+      return call === 1
+        ? new Response("v1", { headers: { "cache-control": "max-age=60", etag: '"v1"' } })
+        : new Response(null, { status: 304, headers: { etag: '"v1"' } });
+    });
+    await (await t.get("/a")).text();
+    await waitFor("the first download to land", () => t.pipeline.inFlight() === 0);
+    t.clock.advance(61_000);
+    t.index.refresh = () => {
+      throw new Error("database or disk is full");
+    };
+    const failure = (p: Promise<Response>) =>
+      p.then(
+        () => undefined,
+        (err: Error) => err.message,
+      );
+    const leader = failure(t.get("/a"));
+    await waitFor("the conditional request to go out", () => t.upstream.calls() === 2);
+    const waiting = failure(t.get("/a"));
+    await waitFor("the second request to wait on the first", () => t.pipeline.waiting() === 1);
+    held.open();
+    expect(await leader).toBe("database or disk is full");
+    expect(await within(2000, "the waiting request", waiting)).toBe("database or disk is full");
+    expect(t.pipeline.inFlight()).toBe(0);
+  });
+});
+
+describe("a body whose end cannot be proven", () => {
+  test("a close-delimited response over TLS is relayed whole but not stored (RFC 9112 §9.8)", async () => {
+    const t = await setup(() => {
+      const res = new Response("manifest", { headers: { "cache-control": "max-age=60" } });
+      markEndUnproven(res);
+      return res;
+    });
+    const first = await t.get("/m.json");
+    expect([first.headers.get("x-cache"), await first.text()]).toEqual(["MISS", "manifest"]);
+    expect(t.index.lookup(`${U}/m.json`, new Headers())).toBeUndefined();
+    expect((await t.get("/m.json")).headers.get("x-cache")).toBe("MISS");
+  });
+});
