@@ -1,9 +1,6 @@
 import { describe, expect, test } from "bun:test";
-import { sizeLimit } from "../../src/cache/eviction.ts";
-import { createCachePipeline } from "../../src/cache/pipeline.ts";
-import { silentLogger } from "../../src/log.ts";
 import { markEndUnproven } from "../../src/upstream/client.ts";
-import { fakeUpstream, openCacheParts } from "../support/cache-core.ts";
+import { pipelineOver } from "../support/cache-core.ts";
 import { cleanupAfterEach } from "../support/cleanup.ts";
 import { gate, waitFor, within } from "../support/wait.ts";
 
@@ -16,20 +13,8 @@ const defer = cleanupAfterEach();
 const U = "http://origin.test";
 
 async function setup(answer: (req: Request, call: number) => Response | Promise<Response>) {
-  const parts = await openCacheParts(defer);
-  const upstream = fakeUpstream(answer);
-  const pipeline = createCachePipeline({
-    index: parts.index,
-    store: parts.store,
-    fetchUpstream: upstream.fetch,
-    ttlRules: () => [],
-    eviction: sizeLimit(() => Infinity),
-    log: silentLogger,
-    now: parts.clock.now,
-  });
-  defer(() => pipeline.stop());
-  const get = (path: string) => pipeline.handle(new Request(U + path));
-  return { ...parts, upstream, pipeline, get };
+  const parts = await pipelineOver(defer, answer);
+  return { ...parts, get: (path: string) => parts.pipeline.handle(new Request(U + path)) };
 }
 
 describe("a leader that fails after the response head", () => {

@@ -1,11 +1,8 @@
 import { describe, expect, test } from "bun:test";
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
-import { sizeLimit } from "../../src/cache/eviction.ts";
-import { createCachePipeline } from "../../src/cache/pipeline.ts";
 import { GatewayError } from "../../src/errors.ts";
-import { silentLogger } from "../../src/log.ts";
-import { fakeUpstream, openCacheParts } from "../support/cache-core.ts";
+import { pipelineOver } from "../support/cache-core.ts";
 import { cleanupAfterEach } from "../support/cleanup.ts";
 import { filesUnder } from "../support/data-dir.ts";
 import { gate, waitFor } from "../support/wait.ts";
@@ -19,18 +16,8 @@ const FRESH = { "cache-control": "max-age=60" };
 
 /** A pipeline over fresh cache parts whose upstream answers with `answer`; `maxBytes` limits the cache. */
 async function setup(answer: (req: Request, call: number) => Response | Promise<Response>, maxBytes = Infinity) {
-  const parts = await openCacheParts(defer);
-  const upstream = fakeUpstream(answer);
-  const pipeline = createCachePipeline({
-    index: parts.index,
-    store: parts.store,
-    fetchUpstream: upstream.fetch,
-    ttlRules: () => [],
-    eviction: sizeLimit(() => maxBytes),
-    log: silentLogger,
-    now: parts.clock.now,
-  });
-  defer(() => pipeline.stop());
+  const parts = await pipelineOver(defer, answer, maxBytes);
+  const { pipeline } = parts;
   const get = async (path: string, headers: Record<string, string> = {}) => {
     const res = await pipeline.handle(new Request(U + path, { headers }));
     // A body left unread (a failed assertion) would hold its file open past the test.
@@ -41,7 +28,7 @@ async function setup(answer: (req: Request, call: number) => Response | Promise<
   const idle = () => waitFor("downloads to land", () => pipeline.inFlight() === 0);
   const stored = (path: string, headers: Record<string, string> = {}) =>
     parts.index.lookup(U + path, new Headers(headers));
-  return { ...parts, upstream, pipeline, get, idle, stored };
+  return { ...parts, get, idle, stored };
 }
 
 /** What an agent sees of a small response: its X-Cache label and its body. */

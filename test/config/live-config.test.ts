@@ -2,22 +2,13 @@ import { describe, expect, test } from "bun:test";
 import { LiveConfig } from "../../src/config/live-config.ts";
 import type { JsonObject } from "../../src/config/merge-patch.ts";
 import { GatewayError } from "../../src/errors.ts";
+import { refusal } from "../support/refusal.ts";
 import { gate, within } from "../support/wait.ts";
 
 function live(env: JsonObject = {}, overrides: JsonObject = {}) {
   const saved: JsonObject[] = [];
   const config = new LiveConfig({ env, overrides, save: (o) => saved.push(structuredClone(o)) });
   return { config, saved };
-}
-
-async function refusal(p: Promise<unknown>): Promise<GatewayError> {
-  try {
-    await p;
-  } catch (err) {
-    expect(err).toBeInstanceOf(GatewayError);
-    return err as GatewayError;
-  }
-  throw new Error("expected the patch to be refused");
 }
 
 describe("layers and sources", () => {

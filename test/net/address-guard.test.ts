@@ -1,12 +1,12 @@
 import { describe, expect, test } from "bun:test";
 import { networkInterfaces } from "node:os";
-import { GatewayError } from "../../src/errors.ts";
 import {
   type AddressClass,
   classifyAddress,
   createAddressGuard,
   type GuardOptions,
 } from "../../src/net/address-guard.ts";
+import { refusal } from "../support/refusal.ts";
 
 type Answer = { address: string; family: number };
 
@@ -28,16 +28,6 @@ function guard(table: Record<string, Answer[]>, opts: Partial<GuardOptions> = {}
     ...opts,
   });
   return { check, lookups };
-}
-
-async function refusal(p: Promise<unknown>): Promise<GatewayError> {
-  try {
-    await p;
-  } catch (err) {
-    expect(err).toBeInstanceOf(GatewayError);
-    return err as GatewayError;
-  }
-  throw new Error("expected the guard to refuse, but it accepted");
 }
 
 describe("classifyAddress", () => {

@@ -2,7 +2,10 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type CacheIndex, createCacheIndex, type NewEntry } from "../../src/cache/cache-index.ts";
+import { sizeLimit } from "../../src/cache/eviction.ts";
+import { createCachePipeline } from "../../src/cache/pipeline.ts";
 import { type Db, openDb } from "../../src/db/client.ts";
+import { silentLogger } from "../../src/log.ts";
 import { type BlobStore, createBlobStore } from "../../src/store/blob-store.ts";
 import { manualClock } from "./clock.ts";
 
@@ -79,4 +82,28 @@ export function fakeUpstream(answer: (req: Request, call: number) => Response | 
       return answer(req, requests.length);
     },
   };
+}
+
+/**
+ * A cache pipeline over fresh parts whose upstream answers with `answer`
+ * (see fakeUpstream); `maxBytes` limits the cache. Stopped after the test.
+ */
+export async function pipelineOver(
+  defer: (fn: () => unknown) => void,
+  answer: (req: Request, call: number) => Response | Promise<Response>,
+  maxBytes = Infinity,
+) {
+  const parts = await openCacheParts(defer);
+  const upstream = fakeUpstream(answer);
+  const pipeline = createCachePipeline({
+    index: parts.index,
+    store: parts.store,
+    fetchUpstream: upstream.fetch,
+    ttlRules: () => [],
+    eviction: sizeLimit(() => maxBytes),
+    log: silentLogger,
+    now: parts.clock.now,
+  });
+  defer(() => pipeline.stop());
+  return { ...parts, upstream, pipeline };
 }
