@@ -97,7 +97,14 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const via = `cachegate-${randomBytes(3).toString("hex")}`;
   const fetchUpstream = createUpstreamFetch({ guard, via, onBody: stats.upstream });
 
-  const cacheOptions = { fetchUpstream, ttlRules: () => current().cache.ttlRules, onResume: stats.resumed, log, now };
+  const cacheOptions = {
+    serveStaleOnError: () => current().cache.serveStaleOnError,
+    fetchUpstream,
+    ttlRules: () => current().cache.ttlRules,
+    onResume: stats.resumed,
+    log,
+    now,
+  };
   const main = await openCache(runtime.dataDir, {
     ...cacheOptions,
     db,

@@ -57,6 +57,7 @@ function prometheus(s: Full): string {
     ['{cache="COALESCED"}', s.coalesced],
     ['{cache="REVALIDATED"}', s.revalidated],
     ['{cache="STALE"}', s.stale],
+    ['{cache="UPDATING"}', s.updating],
     ['{cache="BYPASS"}', s.bypass],
   ]);
   metric("cachegate_served_bytes_total", "counter", "Body bytes sent to agents.", [["", s.bytesServed]]);

@@ -4,11 +4,12 @@ import { endUnproven } from "../upstream/client.ts";
 import type { CacheIndex, StoredEntry } from "./cache-index.ts";
 import { contentLength, type createFiller, storedHeaders } from "./fill.ts";
 import type { Flights, LeadFlight } from "./flights.ts";
-import { matchTtlRule, mayServeStale, type ResponseTiming, storability, type TtlRule } from "./freshness.ts";
+import { freshness, matchTtlRule, type ResponseTiming, storability, type TtlRule } from "./freshness.ts";
 import { parseVary, variantOf } from "./key.ts";
 import { type Representation, respond, type XCache } from "./respond.ts";
 import { createRevalidation, upstreamRequest } from "./revalidate.ts";
 import { labelled, type ServeEntry } from "./serve.ts";
+import { mayServeOnError } from "./stale.ts";
 
 export interface FetchDeps {
   index: CacheIndex;
@@ -18,6 +19,7 @@ export interface FetchDeps {
   fetchUpstream: (req: Request) => Promise<Response>;
   pass: (req: Request, label: XCache) => Promise<Response>;
   ttlRules: () => readonly TtlRule[];
+  serveStaleOnError?: () => boolean;
   log: Logger;
   now: () => number;
 }
@@ -32,6 +34,12 @@ export interface FetchDeps {
 export function createFetch(deps: FetchDeps) {
   const { index, log, now } = deps;
   const revalidation = createRevalidation(deps);
+
+  /** RFC 9111 §4.2.4, RFC 5861 §4: may this stale entry stand in for an origin that failed? */
+  const mayStandIn = (stale: StoredEntry, req: Request, url: string) => {
+    const f = freshness({ headers: new Headers() }, stale, stale, url, deps.ttlRules(), now());
+    return mayServeOnError(stale, req, f.age - f.lifetime, deps.serveStaleOnError?.() ?? true);
+  };
 
   return async function lead(req: Request, url: string, stale: StoredEntry | undefined): Promise<Response> {
     const flight = deps.flights.begin(url);
@@ -53,7 +61,7 @@ export function createFetch(deps: FetchDeps) {
       const error = err instanceof Error ? err : new Error(String(err));
       // A policy refusal (403) is not an origin failure: it must not be papered over with a stale copy.
       const refused = error instanceof GatewayError && error.status === 403;
-      if (stale && mayServeStale(stale) && !refused) {
+      if (stale && !refused && mayStandIn(stale, req, url)) {
         log.warn("upstream unreachable; serving stale", { url, error });
         return (await revalidation.serveStale(req, flight, stale)) ?? Promise.reject(error);
       }
@@ -63,7 +71,7 @@ export function createFetch(deps: FetchDeps) {
     const timing: ResponseTiming = { requestTime, responseTime: now() };
 
     if (stale && res.status === 304) return revalidation.freshen(req, flight, stale, res, timing);
-    if (stale && res.status >= 500 && mayServeStale(stale)) {
+    if (stale && res.status >= 500 && mayStandIn(stale, req, url)) {
       // RFC 9111 §4.2.4 allows a stale response when the origin fails, unless the response forbids it.
       void res.body?.cancel();
       log.warn("upstream failed revalidation; serving stale", { url, status: res.status });
@@ -103,7 +111,7 @@ export function createFetch(deps: FetchDeps) {
       flight.settle({ kind: "pass" });
       return labelled(res, "BYPASS");
     }
-    flight.settle({ kind: "download", download, rep, vary, variant, responseTime: timing.responseTime });
+    flight.settle({ kind: "download", download, rep, vary, variant, ...timing });
     const meta = { url, vary, status: res.status, headers: rep.headers, ...timing };
     void deps.filler.run(download, res, upstreamReq, meta, req.headers, flight.land);
     return respond(req, rep, () => download.retain(), "MISS");

@@ -10,6 +10,7 @@ export type FlightHead =
       rep: Representation;
       variant: string;
       vary: string[] | null;
+      requestTime: number;
       responseTime: number;
     }
   | { kind: "entry"; entry: StoredEntry; stale: boolean } // revalidated (304), or stale served on an origin failure
@@ -18,10 +19,17 @@ export type FlightHead =
 
 export interface Flight {
   readonly head: Promise<FlightHead>;
+  /**
+   * The head once it arrived. Requests already waiting when it came share it
+   * (collapsed forwarding); a request arriving later is judged on freshness,
+   * like a stored response (RFC 9111 §4).
+   */
+  readonly settled: FlightHead | undefined;
 }
 
 /** The leader's side of a flight. */
 export interface LeadFlight extends Flight {
+  settled: FlightHead | undefined;
   /** Tells the waiting requests what upstream answered. Anything but a download also lands the flight. */
   settle(head: FlightHead): void;
   /** The leader failed before it could settle: the waiting requests get the error, nobody waits forever. */
@@ -44,16 +52,16 @@ export function createFlights() {
 
     begin(url: string): LeadFlight {
       const { promise, resolve } = Promise.withResolvers<FlightHead>();
-      let settled = false;
       const flight: LeadFlight = {
         head: promise,
+        settled: undefined,
         settle(head) {
-          settled = true;
+          flight.settled = head;
           resolve(head);
           if (head.kind !== "download") flight.land();
         },
         abandon(error) {
-          if (!settled) flight.settle({ kind: "error", error });
+          if (!flight.settled) flight.settle({ kind: "error", error });
         },
         land() {
           if (flights.get(url) === flight) flights.delete(url);

@@ -15,6 +15,8 @@ export interface TtlRule {
   min: number;
   lmFactor: number;
   max: number;
+  /** Seconds past freshness during which a stale entry is served while it revalidates (nginx's background update). */
+  staleWhileRevalidate?: number;
 }
 
 export type Storability = { storable: true } | { storable: false; reason: string };
@@ -36,6 +38,9 @@ export type Verdict = "fresh" | "stale";
  *   pinned in the cache and replayed to the whole fleet.
  */
 export const HEURISTICALLY_CACHEABLE: ReadonlySet<number> = new Set([200, 203, 204, 300, 301, 308, 404, 405, 410, 414]);
+
+/** Status codes whose caching rules this cache implements (for must-understand, RFC 9111 §5.2.2.3). */
+const UNDERSTOOD: ReadonlySet<number> = new Set([...HEURISTICALLY_CACHEABLE, 302, 303, 307]);
 
 /** A field name is a token (RFC 9110 §5.1, §5.6.2). */
 const FIELD_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
@@ -71,7 +76,7 @@ function unquote(value: string): string {
 }
 
 /** RFC 9111 §1.2.2: delta-seconds = 1*DIGIT; anything else is invalid (undefined). */
-function deltaSeconds(value: string | true | undefined): number | undefined {
+export function deltaSeconds(value: string | true | undefined): number | undefined {
   if (typeof value !== "string" || !/^\d+$/.test(value)) return undefined;
   return Math.min(Number(value), DELTA_SECONDS_CAP);
 }
@@ -101,7 +106,7 @@ export function storability(
   const resCc = parseCacheControl(res.headers.get("cache-control"));
   const reason =
     messageRejection(req.method, res.status) ??
-    directiveRejection(req.headers, res.headers, resCc) ??
+    directiveRejection(req.headers, res.headers, resCc, res.status) ??
     (canAssignFreshness(res, resCc, hasTtlRule) ? undefined : `status ${res.status} has no freshness information`);
   return reason === undefined ? { storable: true } : { storable: false, reason };
 }
@@ -119,11 +124,20 @@ function messageRejection(method: string, status: number): string | undefined {
 }
 
 /** Directives and fields that forbid storing. Returns a reason to refuse, if any. */
-function directiveRejection(reqHeaders: Headers, resHeaders: Headers, resCc: Directives): string | undefined {
+function directiveRejection(
+  reqHeaders: Headers,
+  resHeaders: Headers,
+  resCc: Directives,
+  status: number,
+): string | undefined {
   const reqCc = parseCacheControl(reqHeaders.get("cache-control"));
   // RFC 9111 §3, §5.2.1.5, §5.2.2.5: no-store in either message.
   if (reqCc.has("no-store")) return "request Cache-Control: no-store";
-  if (resCc.has("no-store")) return "response Cache-Control: no-store";
+  // §5.2.2.3: must-understand overrides no-store for a status code whose caching rules the cache implements,
+  // and forbids storing one it does not.
+  if (resCc.has("must-understand")) {
+    if (!UNDERSTOOD.has(status)) return `must-understand, and status ${status} is not one this cache implements`;
+  } else if (resCc.has("no-store")) return "response Cache-Control: no-store";
   // RFC 9111 §5.2.2.7: a shared cache must not store private responses; the
   // qualified form private="field" is treated the same (conservative).
   if (resCc.has("private")) return "response Cache-Control: private";
@@ -217,7 +231,7 @@ export function currentAge(headers: Headers, timing: ResponseTiming, now: number
 }
 
 /** Request directives; RFC 9111 §5.4: Pragma: no-cache counts only without Cache-Control. */
-function requestDirectives(headers: Headers): Directives {
+export function requestDirectives(headers: Headers): Directives {
   const cc = headers.get("cache-control");
   const pragmaNoCache = cc === null && parseCacheControl(headers.get("pragma")).has("no-cache");
   return pragmaNoCache ? new Map([["no-cache", true]]) : parseCacheControl(cc);
@@ -249,14 +263,6 @@ export function freshness(
   // RFC 9111 §4.2: fresh iff the freshness lifetime exceeds the current age.
   const fresh = lifetime > age && requestAccepts(requestDirectives(req.headers), lifetime, age);
   return { verdict: fresh ? "fresh" : "stale", age, lifetime };
-}
-
-/** May a stale copy be served when the origin cannot be reached? RFC 9111 §4.2.4. */
-export function mayServeStale(res: { headers: Headers }): boolean {
-  const cc = parseCacheControl(res.headers.get("cache-control"));
-  // §5.2.2.2 must-revalidate, §5.2.2.8 proxy-revalidate, §5.2.2.4 no-cache;
-  // §5.2.2.10: s-maxage implies proxy-revalidate for shared caches.
-  return !["must-revalidate", "proxy-revalidate", "no-cache", "s-maxage"].some((d) => cc.has(d));
 }
 
 /** Headers a 304 must not overwrite: framing fields and hop-by-hop fields. */

@@ -17,8 +17,26 @@ export function cacheKey(url: string | URL): string {
  */
 export function variantOf(vary: readonly string[] | null, headers: Headers): string {
   if (vary === null || vary.length === 0) return "";
-  return vary.map((name) => `${name}:${(headers.get(name) ?? "").trim().replace(/\s+/g, " ")}`).join("\n");
+  return vary.map((name) => `${name}:${(NORMALISE[name] ?? collapse)(headers.get(name) ?? "")}`).join("\n");
 }
+
+const collapse = (value: string) => value.trim().replace(/\s+/g, " ");
+
+/**
+ * Header values whose meaning does not depend on order, case or spacing,
+ * normalised as Varnish normalises Accept-Encoding, so agents that send
+ * `gzip, deflate` and `Deflate,gzip` share one stored variant.
+ */
+const NORMALISE: Record<string, (value: string) => string> = {
+  "accept-encoding": (value) =>
+    value
+      .toLowerCase()
+      .split(",")
+      .map((coding) => coding.replace(/\s+/g, ""))
+      .filter((coding) => coding !== "")
+      .sort()
+      .join(","),
+};
 
 /** The lower-cased, sorted header names of a Vary header; null when absent. `*` is handled by storability. */
 export function parseVary(value: string | null): string[] | null {

@@ -1,6 +1,6 @@
 import type { Logger } from "../log.ts";
 import type { BlobStore } from "../store/blob-store.ts";
-import type { CacheIndex } from "./cache-index.ts";
+import type { CacheIndex, StoredEntry } from "./cache-index.ts";
 import type { EvictionPolicy } from "./eviction.ts";
 import { createFetch } from "./fetch.ts";
 import { createFiller } from "./fill.ts";
@@ -9,11 +9,12 @@ import { currentAge, parseCacheControl, type TtlRule } from "./freshness.ts";
 import { cacheKey, variantOf } from "./key.ts";
 import { lookup } from "./lookup.ts";
 import { respond, type XCache } from "./respond.ts";
+import { freshenFromHead } from "./revalidate.ts";
 import { createEntryServer, labelled } from "./serve.ts";
 
 /**
- * The cache pipeline: lookup → (hit | busy | stale | miss) → serve, wait,
- * or fetch → store → serve.
+ * The cache pipeline: lookup → (hit | updating | busy | stale | miss) →
+ * serve, wait, or fetch → store → serve.
  *
  * It takes a Fetch API Request and returns a Response, so it does not care
  * how the request arrived (plain HTTP proxy, or decrypted from a TLS tunnel).
@@ -32,6 +33,8 @@ export interface PipelineDeps {
   now?: () => number;
   /** Upstream sends nothing for this long mid-body → the download fails. */
   idleTimeoutMs?: number;
+  /** Serve a stale entry when the origin fails and no stale-if-error says otherwise (cache.serveStaleOnError). */
+  serveStaleOnError?: () => boolean;
 }
 
 export interface CachePipeline {
@@ -52,7 +55,11 @@ export function createCachePipeline(deps: PipelineDeps): CachePipeline {
   const flights = createFlights();
   const serveEntry = createEntryServer({ index, store: deps.store, log });
   const filler = createFiller({ ...deps, now, idleTimeoutMs: deps.idleTimeoutMs ?? 60_000 });
-  const pass = async (req: Request, label: XCache) => labelled(await deps.fetchUpstream(req), label);
+  const pass = async (req: Request, label: XCache) => {
+    const res = await deps.fetchUpstream(req);
+    if (req.method === "HEAD" && res.status === 200) await freshenFromHead(index, req, res, now);
+    return labelled(res, label);
+  };
   const lead = createFetch({ ...deps, flights, filler, serveEntry, pass, now });
   const lookupDeps = { index, flights, ttlRules: deps.ttlRules, now };
 
@@ -63,12 +70,19 @@ export function createCachePipeline(deps: PipelineDeps): CachePipeline {
 
     const found = lookup(req, url, lookupDeps);
     switch (found.kind) {
-      case "hit": {
-        const hit = await serveEntry(req, found.entry, "HIT", found.age);
-        if (hit) return hit;
+      case "hit":
+      case "updating": {
+        if (found.kind === "updating" && found.refresh) refreshInBackground(req, url, found.entry);
+        const label = found.kind === "hit" ? "HIT" : "UPDATING";
+        const served = await serveEntry(req, found.entry, label, found.age);
+        if (served) return served;
         // Its blob vanished from disk (and the entry is gone now): as a miss.
         const again = lookup(req, url, lookupDeps, { entry: false });
         return again.kind === "busy" ? join(req, again.flight) : lead(req, url, undefined);
+      }
+      case "hit-downloading": {
+        const { head } = found;
+        return respond(req, head.rep, () => head.download.retain(), "HIT", found.age);
       }
       case "busy":
         return join(req, found.flight);
@@ -77,6 +91,19 @@ export function createCachePipeline(deps: PipelineDeps): CachePipeline {
       case "miss":
         return lead(req, url, undefined);
     }
+  }
+
+  /**
+   * RFC 5861 §3: one revalidation of a stale entry while it is served; it
+   * becomes the URL's flight, so concurrent requests neither wait nor start
+   * another. Nobody waits for its answer, so it is dropped once it lands.
+   */
+  function refreshInBackground(req: Request, url: string, entry: StoredEntry): void {
+    const background = new Request(req.url, { method: "GET", headers: req.headers });
+    void lead(background, url, entry).then(
+      (res) => res.body?.cancel().catch(() => {}),
+      (error) => log.warn("background revalidation failed; the stale entry stays", { url, error }),
+    );
   }
 
   /** Waits on another request's fetch and serves what it brought. */

@@ -9,7 +9,7 @@ export interface Representation {
   size: number | undefined;
 }
 
-export type XCache = "HIT" | "MISS" | "REVALIDATED" | "COALESCED" | "STALE" | "BYPASS";
+export type XCache = "HIT" | "MISS" | "REVALIDATED" | "COALESCED" | "STALE" | "UPDATING" | "BYPASS";
 
 /**
  * Builds the agent's response from a stored or downloading body: a 304 for

@@ -1,6 +1,7 @@
 import type { CacheIndex, StoredEntry } from "./cache-index.ts";
 import type { LeadFlight } from "./flights.ts";
 import { currentAge, mergeNotModified, type ResponseTiming } from "./freshness.ts";
+import { cacheKey } from "./key.ts";
 import type { XCache } from "./respond.ts";
 import type { ServeEntry } from "./serve.ts";
 
@@ -53,6 +54,8 @@ export function createRevalidation(deps: RevalidationDeps) {
     ): Promise<Response> {
       void notModified.body?.cancel();
       const headers = mergeNotModified(stale.headers, notModified.headers);
+      // Product rule, as for storing (freshness.ts): the fleet's copy never carries one client's cookie.
+      headers.delete("set-cookie");
       const fresh = deps.index.refresh(stale, headers, timing.requestTime, timing.responseTime);
       flight.settle({ kind: "entry", entry: fresh, stale: false });
       return (await deps.serveEntry(req, fresh, "REVALIDATED", ageOf(fresh))) ?? deps.pass(req, "MISS");
@@ -67,4 +70,28 @@ export function createRevalidation(deps: RevalidationDeps) {
       return deps.serveEntry(req, stale, "STALE", ageOf(stale));
     },
   };
+}
+
+/**
+ * RFC 9111 §4.3.5: a 200 to a HEAD request that went upstream updates the
+ * stored GET response it could stand for, when the validators it carries
+ * (ETag, Last-Modified) and its Content-Length match; otherwise that stored
+ * response is out of date, and is dropped.
+ */
+export async function freshenFromHead(index: CacheIndex, req: Request, head: Response, now: () => number) {
+  const url = cacheKey(req.url);
+  const stored = index.lookup(url, req.headers);
+  if (!stored) return;
+  const same = (name: string) => !head.headers.has(name) || head.headers.get(name) === stored.headers.get(name);
+  const length = head.headers.get("content-length");
+  const matches =
+    (head.headers.has("etag") || head.headers.has("last-modified")) &&
+    same("etag") &&
+    same("last-modified") &&
+    (length === null || Number(length) === stored.size);
+  if (!matches) return void (await index.remove(stored));
+  const headers = mergeNotModified(stored.headers, head.headers);
+  headers.delete("set-cookie"); // as for a 304: the fleet's copy never carries one client's cookie
+  const at = now();
+  index.refresh(stored, headers, at, at);
 }

@@ -87,6 +87,12 @@ export const TtlRule = v.pipe(
     min: Seconds,
     lmFactor: v.pipe(v.number(), v.minValue(0), v.maxValue(10)),
     max: Seconds,
+    /**
+     * Seconds past freshness during which a stale entry of a matching URL is served at once while one
+     * revalidation runs in the background (nginx's proxy_cache_background_update), for origins that send no
+     * stale-while-revalidate of their own. A response's must-revalidate or no-cache still forbids it.
+     */
+    staleWhileRevalidate: v.optional(Seconds),
   }),
   v.check((r) => r.min <= r.max, "min must not be greater than max"),
 );
@@ -238,6 +244,12 @@ const ConfigObject = v.strictObject({
         highWatermark: v.optional(HighWatermark, 0.95),
         lowWatermark: v.optional(LowWatermark, 0.9),
         ttlRules: v.optional(v.array(TtlRule), DEFAULT_TTL_RULES),
+        /**
+         * When the origin fails (5xx, unreachable) during revalidation and the response carries no
+         * stale-if-error, serve the stale entry anyway (RFC 9111 §4.2.4 allows it unless must-revalidate,
+         * no-cache or s-maxage forbid it). With stale-if-error=N (RFC 5861 §4), N decides instead.
+         */
+        serveStaleOnError: v.optional(v.boolean("must be true or false"), true),
       }),
       v.forward(
         v.check((c) => c.lowWatermark < c.highWatermark, "must be lower than cache.highWatermark"),

@@ -21,9 +21,10 @@ const LABEL_COUNTER: Record<string, string> = {
   COALESCED: "coalesced",
   REVALIDATED: "revalidated",
   STALE: "stale",
+  UPDATING: "updating",
   BYPASS: "bypass",
 };
-const FROM_CACHE = new Set(["HIT", "COALESCED", "REVALIDATED", "STALE"]);
+const FROM_CACHE = new Set(["HIT", "COALESCED", "REVALIDATED", "STALE", "UPDATING"]);
 const COUNTERS = [
   "requests",
   "refused",
@@ -32,6 +33,7 @@ const COUNTERS = [
   "coalesced",
   "revalidated",
   "stale",
+  "updating",
   "bypass",
   "bytes_served",
   "bytes_from_cache",
@@ -202,6 +204,7 @@ export function createStats(db: Db, opts: StatsOptions) {
         coalesced: totals.coalesced,
         revalidated: totals.revalidated,
         stale: totals.stale,
+        updating: totals.updating,
         bypass: totals.bypass,
         bytesServed: totals.bytes_served,
         bytesFromCache: totals.bytes_from_cache,

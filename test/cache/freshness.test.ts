@@ -5,12 +5,12 @@ import {
   freshnessLifetime,
   HEURISTICALLY_CACHEABLE,
   matchTtlRule,
-  mayServeStale,
   mergeNotModified,
   parseCacheControl,
   storability,
   type TtlRule,
 } from "../../src/cache/freshness";
+import { mayServeStale } from "../../src/cache/stale.ts";
 
 type Fields = Record<string, string> | [string, string][];
 

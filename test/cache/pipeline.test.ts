@@ -91,7 +91,7 @@ describe("single-flight", () => {
     await firstReader.read(); // the download is under way
 
     const late = await viaProxy(gw.proxyUrl, origin.url("/big.bin"));
-    expect(late.headers.get("x-cache")).toBe("COALESCED");
+    expect(late.headers.get("x-cache")).toBe("HIT"); // it came after the head: judged on freshness, served from the download (RFC 9111 §4);
     const lateReader = late.body!.getReader();
     const lateFirst = await within(5000, "the late joiner's first bytes", lateReader.read());
     // The origin still has three quarters of the body to send.
@@ -123,7 +123,7 @@ describe("single-flight", () => {
     expect(starter.headers.get("x-cache")).toBe("MISS");
     await starter.body!.getReader().read();
     const other = await viaProxy(gw.proxyUrl, origin.url("/patch.cab"));
-    expect(other.headers.get("x-cache")).toBe("COALESCED");
+    expect(other.headers.get("x-cache")).toBe("HIT");
 
     leaving.abort();
     const at = await sendUntilLetGo(gw, out, body, 10_000, 10_000);

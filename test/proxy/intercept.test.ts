@@ -164,19 +164,11 @@ describe("intercepted HTTPS downloads", () => {
       expect(r.status).toBe(200);
       expect(sha(r.body)).toBe(sha(bundle));
     }
-    const labels = results.map((r) => r.headers.get("x-cache")).sort();
-    expect(labels).toEqual([
-      "COALESCED",
-      "COALESCED",
-      "COALESCED",
-      "COALESCED",
-      "COALESCED",
-      "COALESCED",
-      "COALESCED",
-      "COALESCED",
-      "COALESCED",
-      "MISS",
-    ]);
+    // One leads; the others waited on it (COALESCED), or came after its head and were served the fresh
+    // response as it downloaded (HIT): which, depends on when each handshake finished.
+    const labels = results.map((r) => r.headers.get("x-cache"));
+    expect(labels.filter((l) => l === "MISS")).toHaveLength(1);
+    for (const label of labels.filter((l) => l !== "MISS")) expect(["COALESCED", "HIT"]).toContain(label ?? "none");
     expect(origin.count("/bundle.bin")).toBe(1);
 
     const later = await agent(origin.url("/bundle.bin"));
