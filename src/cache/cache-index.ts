@@ -5,7 +5,7 @@ import type { Db } from "../db/client.ts";
 import { blobs, type EntryRow, entries } from "../db/schema.ts";
 import { type Logger, silentLogger } from "../log.ts";
 import type { BlobStore } from "../store/blob-store.ts";
-import { variantOf } from "./key.ts";
+import { renormalise, variantOf } from "./key.ts";
 
 /** A cached response as the pipeline uses it. */
 export interface StoredEntry {
@@ -98,7 +98,7 @@ export function createCacheIndex(db: Db, store: BlobStore, now: () => number, lo
   const toEntry = (row: EntryRow): StoredEntry => ({
     id: row.id,
     url: row.url,
-    variant: row.variant,
+    variant: renormalise(row.variant),
     vary: row.vary === null ? null : (JSON.parse(row.vary) as string[]),
     sha256: row.sha256,
     size: sizeOf.get({ sha: row.sha256 })?.size ?? 0,
@@ -201,19 +201,26 @@ export function createCacheIndex(db: Db, store: BlobStore, now: () => number, lo
           lastAccess: at,
         };
         const previous = tx
-          .select({ sha256: entries.sha256 })
+          .select()
           .from(entries)
           .where(and(eq(entries.url, e.url), eq(entries.variant, variant)))
           .get();
+        // RFC 9111 §4: the most recent response wins. A slow download that lands after a newer one for the
+        // same variant (stored by a request that could not wait for it) does not replace it.
+        if (previous && previous.responseTime > e.responseTime) return { inserted: previous, previous, kept: true };
         const inserted = tx
           .insert(entries)
           .values(values)
           .onConflictDoUpdate({ target: [entries.url, entries.variant], set: { ...values, hits: 0 } })
           .returning()
           .get();
-        return { inserted, previous };
+        return { inserted, previous, kept: false };
       });
       memo.delete(e.url);
+      if (row.kept) {
+        collectInBackground([e.sha256]); // the older body's blob, unless another entry shares it
+        return toEntry(row.inserted);
+      }
       if (row.previous && row.previous.sha256 !== e.sha256) collectInBackground([row.previous.sha256]);
       return { ...e, id: row.inserted.id, variant };
     },

@@ -129,6 +129,11 @@ export class Download implements BodySource {
     this.wake();
   }
 
+  /** Resolves once the download is complete or failed. */
+  async whenSettled(): Promise<void> {
+    while (!this.settled) await this.changed();
+  }
+
   retain() {
     this.refs++;
     return this;

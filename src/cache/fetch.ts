@@ -3,13 +3,23 @@ import type { Logger } from "../log.ts";
 import { endUnproven } from "../upstream/client.ts";
 import type { CacheIndex, StoredEntry } from "./cache-index.ts";
 import { contentLength, type createFiller, storedHeaders } from "./fill.ts";
-import type { Flights, LeadFlight } from "./flights.ts";
-import { freshness, matchTtlRule, type ResponseTiming, storability, type TtlRule } from "./freshness.ts";
+import type { FlightHead, Flights, LeadFlight } from "./flights.ts";
+import {
+  currentAge,
+  freshness,
+  matchTtlRule,
+  mergeNotModified,
+  type ResponseTiming,
+  storability,
+  type TtlRule,
+} from "./freshness.ts";
 import { parseVary, variantOf } from "./key.ts";
 import { type Representation, respond, type XCache } from "./respond.ts";
 import { createRevalidation, upstreamRequest } from "./revalidate.ts";
 import { labelled, type ServeEntry } from "./serve.ts";
 import { mayServeOnError } from "./stale.ts";
+
+type DownloadHead = Extract<FlightHead, { kind: "download" }>;
 
 export interface FetchDeps {
   index: CacheIndex;
@@ -41,18 +51,34 @@ export function createFetch(deps: FetchDeps) {
     return mayServeOnError(stale, req, f.age - f.lifetime, deps.serveStaleOnError?.() ?? true);
   };
 
-  return async function lead(req: Request, url: string, stale: StoredEntry | undefined): Promise<Response> {
+  /**
+   * `stale`: the stored response to revalidate; `downloading`: a response still
+   * downloading that is not fresh for this request, revalidated with its own
+   * validators so a 304 is served from it rather than downloaded again.
+   */
+  return async function lead(
+    req: Request,
+    url: string,
+    stale: StoredEntry | undefined,
+    downloading?: DownloadHead,
+  ): Promise<Response> {
     const flight = deps.flights.begin(url);
     try {
-      return await fetchFor(flight, req, url, stale);
+      return await fetchFor(flight, req, url, stale, downloading);
     } catch (err) {
       flight.abandon(err instanceof Error ? err : new Error(String(err)));
       throw err;
     }
   };
 
-  async function fetchFor(flight: LeadFlight, req: Request, url: string, stale: StoredEntry | undefined) {
-    const upstreamReq = upstreamRequest(req, url, stale);
+  async function fetchFor(
+    flight: LeadFlight,
+    req: Request,
+    url: string,
+    stale: StoredEntry | undefined,
+    downloading: DownloadHead | undefined,
+  ) {
+    const upstreamReq = upstreamRequest(req, url, stale ?? downloading?.rep);
     const requestTime = now();
     let res: Response;
     try {
@@ -71,6 +97,7 @@ export function createFetch(deps: FetchDeps) {
     const timing: ResponseTiming = { requestTime, responseTime: now() };
 
     if (stale && res.status === 304) return revalidation.freshen(req, flight, stale, res, timing);
+    if (downloading && res.status === 304) return revalidated(req, flight, downloading, res, timing);
     if (stale && res.status >= 500 && mayStandIn(stale, req, url)) {
       // RFC 9111 §4.2.4 allows a stale response when the origin fails, unless the response forbids it.
       void res.body?.cancel();
@@ -87,6 +114,31 @@ export function createFetch(deps: FetchDeps) {
       return labelled(res, "MISS");
     }
     return store(req, upstreamReq, url, flight, res, timing);
+  }
+
+  /**
+   * A 304 for a response still downloading (RFC 9111 §4.3.4, applied to it):
+   * its headers and timing are renewed for this flight, which serves the same
+   * download until it ends; nothing is downloaded twice.
+   */
+  function revalidated(
+    req: Request,
+    flight: LeadFlight,
+    downloading: DownloadHead,
+    notModified: Response,
+    timing: ResponseTiming,
+  ): Promise<Response> {
+    void notModified.body?.cancel();
+    const headers = mergeNotModified(downloading.rep.headers, notModified.headers);
+    headers.delete("set-cookie"); // the fleet's copy never carries one client's cookie
+    const head: DownloadHead = { ...downloading, rep: { ...downloading.rep, headers }, ...timing };
+    const download = downloading.download.retain(); // held for this flight's readers until the download ends
+    flight.settle(head);
+    void download.whenSettled().then(() => {
+      flight.land();
+      download.release();
+    });
+    return respond(req, head.rep, () => download.retain(), "REVALIDATED", currentAge(headers, timing, now()));
   }
 
   /** Stores the response while streaming it to this agent and every waiting one. */

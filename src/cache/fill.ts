@@ -210,6 +210,8 @@ export function createFiller(deps: FillDeps) {
   return {
     begin,
     run,
+    /** Downloads running (a flight replaced by a newer one still counts until its download ends). */
+    active: () => active.size,
     /** Shutdown: every download in progress fails (nothing half-written is indexed). */
     stop() {
       stopping = true;

@@ -81,8 +81,12 @@ export function createFlights() {
       }
     },
 
-    /** Fetches in progress. */
-    size: () => flights.size,
+    /** Fetches whose response head has not arrived yet. */
+    pending: () => {
+      let n = 0;
+      for (const flight of flights.values()) if (!flight.settled) n++;
+      return n;
+    },
     /** Requests waiting on another request's fetch for its response head. */
     waiting: () => waiting,
   };

@@ -294,6 +294,9 @@ export function mergeNotModified(stored: Headers, notModified: Headers): Headers
     replaced.add(name);
     merged.append(name, value);
   }
+  // The stored Age described the stored response when it arrived; counted again from the 304's arrival it
+  // would age the refreshed response twice (§4.2.3). The 304's own Age, if any, was merged above.
+  if (!notModified.has("age")) merged.delete("age");
   return merged;
 }
 

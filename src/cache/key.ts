@@ -47,3 +47,19 @@ export function parseVary(value: string | null): string[] | null {
     .filter((s) => s !== "");
   return names.length === 0 ? null : [...new Set(names)].sort();
 }
+
+/**
+ * A variant stored under an earlier normalisation, as variantOf would write
+ * it now: entries stored before a normaliser existed keep matching.
+ */
+export function renormalise(variant: string): string {
+  if (variant === "") return variant;
+  return variant
+    .split("\n")
+    .map((line) => {
+      const colon = line.indexOf(":");
+      const normalise = NORMALISE[line.slice(0, colon)];
+      return normalise ? `${line.slice(0, colon)}:${normalise(line.slice(colon + 1))}` : line;
+    })
+    .join("\n");
+}

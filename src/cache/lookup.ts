@@ -16,6 +16,8 @@ type DownloadHead = Extract<FlightHead, { kind: "download" }>;
  *   none runs yet, start it);
  * - busy: a fetch in progress whose head has not arrived: wait on it;
  * - stale: a stored response that must be revalidated first;
+ * - stale-downloading: a response still downloading that is not fresh for
+ *   this request: revalidated with its validators, not downloaded again;
  * - miss: nothing.
  */
 export type Lookup =
@@ -24,6 +26,7 @@ export type Lookup =
   | { kind: "updating"; entry: StoredEntry; age: number; refresh: boolean }
   | { kind: "busy"; flight: Flight }
   | { kind: "stale"; entry: StoredEntry }
+  | { kind: "stale-downloading"; head: DownloadHead }
   | { kind: "miss" };
 
 export interface LookupDeps {
@@ -44,10 +47,12 @@ export function lookup(req: Request, url: string, deps: LookupDeps, opts: { entr
 
   const flight = deps.flights.get(url);
   const head = flight?.settled;
+  let downloading: DownloadHead | undefined;
   if (head?.kind === "download" && head.variant === variantOf(head.vary, req.headers)) {
     const timing = { requestTime: head.requestTime, responseTime: head.responseTime };
     const f = freshness(req, head.rep, timing, url, rules, now);
     if (f.verdict === "fresh") return { kind: "hit-downloading", head, age: f.age };
+    downloading = head;
   }
   if (entry && stored) {
     // Stale by time (not merely refused by the request's own directives), and within its window.
@@ -60,5 +65,6 @@ export function lookup(req: Request, url: string, deps: LookupDeps, opts: { entr
   // A fetch whose head has not come yet is waited on; one whose head came before this request and
   // cannot serve it is not: this request asks upstream itself.
   if (flight && !head) return { kind: "busy", flight };
+  if (downloading) return { kind: "stale-downloading", head: downloading };
   return entry ? { kind: "stale", entry } : { kind: "miss" };
 }

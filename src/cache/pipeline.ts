@@ -88,6 +88,8 @@ export function createCachePipeline(deps: PipelineDeps): CachePipeline {
         return join(req, found.flight);
       case "stale":
         return lead(req, url, found.entry);
+      case "stale-downloading":
+        return lead(req, url, undefined, found.head);
       case "miss":
         return lead(req, url, undefined);
     }
@@ -113,7 +115,7 @@ export function createCachePipeline(deps: PipelineDeps): CachePipeline {
       case "download": {
         // RFC 9111 §4.1: a response that varies is shared only with requests of its variant.
         if (head.variant !== variantOf(head.vary, req.headers)) return pass(req, "MISS");
-        const age = Math.max(0, Math.floor((now() - head.responseTime) / 1000));
+        const age = currentAge(head.rep.headers, head, now()); // RFC 9111 §4.2.3, as for a stored response
         return respond(req, head.rep, () => head.download.retain(), "COALESCED", age);
       }
       case "entry": {
@@ -133,11 +135,12 @@ export function createCachePipeline(deps: PipelineDeps): CachePipeline {
     async invalidate(url) {
       await index.purge({ url: cacheKey(url) });
     },
-    inFlight: flights.size,
+    // Fetches waiting for their head, and downloads still running (also those of a replaced flight).
+    inFlight: () => flights.pending() + filler.active(),
     waiting: flights.waiting,
     async stop() {
       filler.stop();
-      for (let waited = 0; flights.size() > 0 && waited < 5000; waited += 20) await Bun.sleep(20);
+      for (let waited = 0; flights.pending() + filler.active() > 0 && waited < 5000; waited += 20) await Bun.sleep(20);
     },
   };
 }

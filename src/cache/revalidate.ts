@@ -1,6 +1,6 @@
 import type { CacheIndex, StoredEntry } from "./cache-index.ts";
 import type { LeadFlight } from "./flights.ts";
-import { currentAge, mergeNotModified, type ResponseTiming } from "./freshness.ts";
+import { currentAge, mergeNotModified, parseCacheControl, type ResponseTiming, storability } from "./freshness.ts";
 import { cacheKey } from "./key.ts";
 import type { XCache } from "./respond.ts";
 import type { ServeEntry } from "./serve.ts";
@@ -20,7 +20,7 @@ const CLIENT_CONDITIONALS = [
  * on the validators of what the cache holds (RFC 9111 §4.3.1), never on the
  * agent's own (its Range or If-None-Match are answered from the cache).
  */
-export function upstreamRequest(req: Request, url: string, stale: StoredEntry | undefined): Request {
+export function upstreamRequest(req: Request, url: string, stale: { headers: Headers } | undefined): Request {
   const headers = new Headers(req.headers);
   // A GET without a body: the agent's own framing fields do not describe this request.
   for (const name of [...CLIENT_CONDITIONALS, "content-length", "transfer-encoding"]) headers.delete(name);
@@ -58,7 +58,10 @@ export function createRevalidation(deps: RevalidationDeps) {
       headers.delete("set-cookie");
       const fresh = deps.index.refresh(stale, headers, timing.requestTime, timing.responseTime);
       flight.settle({ kind: "entry", entry: fresh, stale: false });
-      return (await deps.serveEntry(req, fresh, "REVALIDATED", ageOf(fresh))) ?? deps.pass(req, "MISS");
+      const served = (await deps.serveEntry(req, fresh, "REVALIDATED", ageOf(fresh))) ?? deps.pass(req, "MISS");
+      // Served this once; if its new headers forbid keeping it (private, no-store), it goes now.
+      if (!storableAs(fresh, headers)) await deps.index.remove(fresh);
+      return served;
     },
 
     /**
@@ -90,8 +93,16 @@ export async function freshenFromHead(index: CacheIndex, req: Request, head: Res
     same("last-modified") &&
     (length === null || Number(length) === stored.size);
   if (!matches) return void (await index.remove(stored));
+  // §5.2.1.5: nothing of a response to a no-store request is stored, this update included.
+  if (parseCacheControl(req.headers.get("cache-control")).has("no-store")) return;
   const headers = mergeNotModified(stored.headers, head.headers);
   headers.delete("set-cookie"); // as for a 304: the fleet's copy never carries one client's cookie
+  if (!storableAs(stored, headers)) return void (await index.remove(stored));
   const at = now();
   index.refresh(stored, headers, at, at);
+}
+
+/** Whether a stored response with updated headers may still be kept (they may now say private, or no-store). */
+function storableAs(stored: StoredEntry, headers: Headers): boolean {
+  return storability({ method: "GET", headers: new Headers() }, { status: stored.status, headers }, true).storable;
 }

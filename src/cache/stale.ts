@@ -21,18 +21,20 @@ export function mayServeStale(res: { headers: Headers }): boolean {
  * while one revalidation runs in the background: its stale-while-revalidate,
  * else the operator's TTL rule for the URL (nginx's proxy_cache_background_update).
  * 0 when the response forbids stale, or the request wants a fresh or
- * validated answer (no-cache, max-age: §5.2.1).
+ * validated answer (no-cache, max-age, min-fresh: §5.2.1).
  */
 export function revalidateWindow(
-  res: { headers: Headers },
+  res: { status: number; headers: Headers },
   req: { headers: Headers },
   rule: TtlRule | undefined,
 ): number {
   if (!mayServeStale(res)) return 0;
   const asked = requestDirectives(req.headers);
-  if (asked.has("no-cache") || asked.has("max-age")) return 0;
+  if (["no-cache", "max-age", "min-fresh"].some((d) => asked.has(d))) return 0;
   const cc = parseCacheControl(res.headers.get("cache-control"));
-  return deltaSeconds(cc.get("stale-while-revalidate")) ?? rule?.staleWhileRevalidate ?? 0;
+  // Operator rules speak for successful downloads only, as for heuristic freshness: never a stale 404.
+  const byRule = res.status === 200 ? rule?.staleWhileRevalidate : undefined;
+  return deltaSeconds(cc.get("stale-while-revalidate")) ?? byRule ?? 0;
 }
 
 /**

@@ -57,9 +57,11 @@ export async function writeResponse(res: ServerResponse, response: Response): Pr
 }
 
 /**
- * A cached body goes from disk to the socket through one buffer per agent:
- * Bun's res.write copies what it is given, so the buffer is reused, and 50
- * agents reading a 1 GB file cost 50 buffers, not a stream of garbage.
+ * A cached body goes from disk to the socket a chunk at a time, with
+ * backpressure, so a slow agent holds one chunk, not the object. Each chunk
+ * is a buffer of its own: Bun's res.write may keep a reference to what it is
+ * given (measured: a chunked response inside a TLS tunnel), so reusing one
+ * buffer could send later bytes in place of earlier ones.
  */
 async function writeFileBody(res: ServerResponse, file: BodyCursor): Promise<number> {
   const length = file.end === undefined ? undefined : file.end - file.pos;
@@ -72,10 +74,11 @@ async function writeFileBody(res: ServerResponse, file: BodyCursor): Promise<num
   // A download in progress may take a while to reach this agent's bytes (a Range
   // far ahead, a slow upstream): send the status line now rather than with them.
   if (!file.source.settled) res.flushHeaders();
-  const buf = Buffer.allocUnsafe(Math.max(1, Math.min(FILE_CHUNK, length ?? FILE_CHUNK)));
+  const size = Math.max(1, Math.min(FILE_CHUNK, length ?? FILE_CHUNK));
   let sent = 0;
   try {
     for (;;) {
+      const buf = Buffer.allocUnsafe(size);
       const n = await file.read(buf);
       if (n === 0) break;
       if (res.destroyed) return sent;

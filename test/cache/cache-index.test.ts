@@ -245,4 +245,15 @@ describe("cache index: list", () => {
       `${U}/x/3`,
     ]);
   });
+
+  test("a response older than the stored one for its variant does not replace it (RFC 9111 §4)", async () => {
+    const parts = await openCacheParts(defer);
+    const at = parts.clock.now();
+    await putEntry(parts, `${U}/race`, Buffer.from("newer"), { responseTime: at + 5000, requestTime: at + 4000 });
+    const older = await putEntry(parts, `${U}/race`, Buffer.from("older"), { responseTime: at, requestTime: at });
+    const kept = parts.index.lookup(`${U}/race`, new Headers());
+    expect(kept?.size).toBe(5);
+    expect(older.responseTime).toBe(at + 5000); // insert answers with the entry that stayed
+    await waitFor("the older body's blob to be collected", () => parts.index.blobHashes().length === 1);
+  });
 });

@@ -1,4 +1,5 @@
 import { describe, expect, test } from "bun:test";
+import { freshenFromHead } from "../../src/cache/revalidate.ts";
 import { markEndUnproven } from "../../src/upstream/client.ts";
 import { pipelineOver } from "../support/cache-core.ts";
 import { cleanupAfterEach } from "../support/cleanup.ts";
@@ -70,5 +71,32 @@ describe("a body whose end cannot be proven", () => {
     expect([first.headers.get("x-cache"), await first.text()]).toEqual(["MISS", "manifest"]);
     expect(t.index.lookup(`${U}/m.json`, new Headers())).toBeUndefined();
     expect((await t.get("/m.json")).headers.get("x-cache")).toBe("MISS");
+  });
+});
+
+describe("RFC 9111 §4.3.5: a HEAD response and the stored GET response", () => {
+  const storedAnd = async (head: Record<string, string>, requestHeaders: Record<string, string> = {}) => {
+    const t = await setup(
+      () => new Response("body", { headers: { etag: '"v1"', "cache-control": "max-age=60", "x-meta": "a" } }),
+    );
+    await (await t.get("/m.json")).text();
+    await waitFor("the body to be stored", () => t.pipeline.inFlight() === 0);
+    const req = new Request(`${U}/m.json`, { method: "HEAD", headers: requestHeaders });
+    await freshenFromHead(t.index, req, new Response(null, { headers: head }), t.clock.now);
+    return t.index.lookup(`${U}/m.json`, new Headers());
+  };
+
+  test("matching validators and length update the stored response's fields", async () => {
+    const entry = await storedAnd({ etag: '"v1"', "content-length": "4", "x-meta": "b" });
+    expect(entry?.headers.get("x-meta")).toBe("b");
+  });
+
+  test("a response that now says private is no longer kept", async () => {
+    expect(await storedAnd({ etag: '"v1"', "cache-control": "private" })).toBeUndefined();
+  });
+
+  test("another validator, or another length, means the stored response is out of date: it goes", async () => {
+    expect(await storedAnd({ etag: '"v2"' })).toBeUndefined();
+    expect(await storedAnd({ etag: '"v1"', "content-length": "5" })).toBeUndefined();
   });
 });

@@ -81,6 +81,30 @@ describe("§4, §4.2: a response is reused only while fresh, also while it is st
     await gw.idle();
   });
 
+  test("a download not fresh for a later request is revalidated with its validators, not downloaded again (§4.3)", async () => {
+    const release = gate();
+    const { origin, gw, get } = await setup((req) => {
+      if (req.headers.get("if-none-match") === '"d1"') {
+        return new Response(null, { status: 304, headers: { etag: '"d1"', "cache-control": "max-age=0" } });
+      }
+      const body = pushedBody();
+      body.push(new TextEncoder().encode("first part;"));
+      void release.opened.then(() => {
+        body.push(new TextEncoder().encode("rest"));
+        body.end();
+      });
+      return new Response(body.stream, { headers: { etag: '"d1"', "cache-control": "max-age=0" } });
+    });
+    const first = await get("/data");
+    const later = [await get("/data"), await get("/data"), await get("/data")];
+    expect(later.map(label)).toEqual(["REVALIDATED", "REVALIDATED", "REVALIDATED"]);
+    release.open();
+    for (const res of [first, ...later]) expect(await res.text()).toBe("first part;rest");
+    const conditional = origin.requests.filter((r) => r.headers.get("if-none-match") === '"d1"');
+    expect([origin.count(), conditional.length]).toEqual([4, 3]); // one download, three 304s
+    await gw.idle();
+  });
+
   test("requests already waiting when the head arrives share it, even a zero-lifetime one (collapsed forwarding, §4)", async () => {
     const head = gate();
     const { origin, gw, get } = await setup(async () => {
@@ -156,10 +180,10 @@ describe("§4.3.5: a HEAD response freshens the stored GET response", () => {
     return t;
   }
 
-  test("with the same validator its fields update the stored response", async () => {
+  test("with the same validator, a HEAD sent with no-store leaves the stored response as it was (§5.2.1.5)", async () => {
     const t = await storedThenHead({ etag: '"v1"', "x-meta": "b", "content-length": "4" });
     const hit = await t.get("/m.json");
-    expect([label(hit), hit.headers.get("x-meta"), await hit.text()]).toEqual(["HIT", "b", "body"]);
+    expect([label(hit), hit.headers.get("x-meta"), await hit.text()]).toEqual(["HIT", "a", "body"]);
     expect(t.origin.count()).toBe(2);
   });
 
