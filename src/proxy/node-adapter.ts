@@ -58,10 +58,11 @@ export async function writeResponse(res: ServerResponse, response: Response): Pr
 
 /**
  * A cached body goes from disk to the socket a chunk at a time, with
- * backpressure, so a slow agent holds one chunk, not the object. Each chunk
- * is a buffer of its own: Bun's res.write may keep a reference to what it is
- * given (measured: a chunked response inside a TLS tunnel), so reusing one
- * buffer could send later bytes in place of earlier ones.
+ * backpressure, so a slow agent holds one chunk, not the object. Bun's
+ * res.write keeps a reference to what it is given until it is flushed, also
+ * when it returns true (measured: writableLength stays above 0), so a buffer
+ * is reused only once nothing is pending; otherwise the next chunk gets a
+ * buffer of its own, or later bytes could be sent in place of earlier ones.
  */
 async function writeFileBody(res: ServerResponse, file: BodyCursor): Promise<number> {
   const length = file.end === undefined ? undefined : file.end - file.pos;
@@ -75,10 +76,11 @@ async function writeFileBody(res: ServerResponse, file: BodyCursor): Promise<num
   // far ahead, a slow upstream): send the status line now rather than with them.
   if (!file.source.settled) res.flushHeaders();
   const size = Math.max(1, Math.min(FILE_CHUNK, length ?? FILE_CHUNK));
+  let buf = Buffer.allocUnsafe(size);
   let sent = 0;
   try {
     for (;;) {
-      const buf = Buffer.allocUnsafe(size);
+      if (res.writableLength > 0) buf = Buffer.allocUnsafe(size); // the last chunk may still be referenced
       const n = await file.read(buf);
       if (n === 0) break;
       if (res.destroyed) return sent;
