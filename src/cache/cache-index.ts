@@ -200,23 +200,39 @@ export function createCacheIndex(db: Db, store: BlobStore, now: () => number, lo
           responseTime: e.responseTime,
           lastAccess: at,
         };
-        const previous = tx
+        // Rows of the same variant: the current one, and any stored under an earlier normalisation (key.ts).
+        const same = tx
           .select()
           .from(entries)
-          .where(and(eq(entries.url, e.url), eq(entries.variant, variant)))
-          .get();
+          .where(eq(entries.url, e.url))
+          .all()
+          .filter((r) => renormalise(r.variant) === variant);
+        const previous = same.sort((a, b) => b.responseTime - a.responseTime)[0];
         // RFC 9111 §4: the most recent response wins. A slow download that lands after a newer one for the
         // same variant (stored by a request that could not wait for it) does not replace it.
-        if (previous && previous.responseTime > e.responseTime) return { inserted: previous, previous, kept: true };
+        if (previous && previous.responseTime > e.responseTime)
+          return { inserted: previous, previous, kept: true, gone: [] };
+        const gone = same.filter((r) => r.variant !== variant);
+        if (gone.length > 0)
+          tx.delete(entries)
+            .where(
+              inArray(
+                entries.id,
+                gone.map((r) => r.id),
+              ),
+            )
+            .run();
         const inserted = tx
           .insert(entries)
           .values(values)
           .onConflictDoUpdate({ target: [entries.url, entries.variant], set: { ...values, hits: 0 } })
           .returning()
           .get();
-        return { inserted, previous, kept: false };
+        return { inserted, previous, kept: false, gone };
       });
       memo.delete(e.url);
+      for (const r of row.gone) touched.delete(r.id);
+      if (row.gone.length > 0) collectInBackground(row.gone.map((r) => r.sha256));
       if (row.kept) {
         collectInBackground([e.sha256]); // the older body's blob, unless another entry shares it
         return toEntry(row.inserted);

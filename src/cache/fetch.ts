@@ -78,7 +78,8 @@ export function createFetch(deps: FetchDeps) {
     stale: StoredEntry | undefined,
     downloading: DownloadHead | undefined,
   ) {
-    const upstreamReq = upstreamRequest(req, url, stale ?? downloading?.rep);
+    // The download is newer than any stored entry: its validators go upstream; the entry stays for stale-if-error.
+    const upstreamReq = upstreamRequest(req, url, downloading?.rep ?? stale);
     const requestTime = now();
     let res: Response;
     try {
@@ -96,8 +97,8 @@ export function createFetch(deps: FetchDeps) {
     }
     const timing: ResponseTiming = { requestTime, responseTime: now() };
 
-    if (stale && res.status === 304) return revalidation.freshen(req, flight, stale, res, timing);
     if (downloading && res.status === 304) return revalidated(req, flight, downloading, res, timing);
+    if (stale && res.status === 304) return revalidation.freshen(req, flight, stale, res, timing);
     if (stale && res.status >= 500 && mayStandIn(stale, req, url)) {
       // RFC 9111 §4.2.4 allows a stale response when the origin fails, unless the response forbids it.
       void res.body?.cancel();
@@ -131,14 +132,34 @@ export function createFetch(deps: FetchDeps) {
     void notModified.body?.cancel();
     const headers = mergeNotModified(downloading.rep.headers, notModified.headers);
     headers.delete("set-cookie"); // the fleet's copy never carries one client's cookie
-    const head: DownloadHead = { ...downloading, rep: { ...downloading.rep, headers }, ...timing };
-    const download = downloading.download.retain(); // held for this flight's readers until the download ends
-    flight.settle(head);
-    void download.whenSettled().then(() => {
+    const { download } = downloading;
+    const rep = { ...downloading.rep, headers };
+    const age = currentAge(headers, timing, now());
+    // Not shared when the download broke or stopped being stored, when the 304 now forbids storing
+    // (private, no-store), or when it changes Vary: this request is answered alone.
+    const shareable =
+      !download.error &&
+      !download.spilled &&
+      headers.get("vary") === downloading.rep.headers.get("vary") &&
+      storability({ method: "GET", headers: new Headers() }, rep, true).storable;
+    if (!shareable) {
+      flight.settle({ kind: "pass" });
+      if (download.error) return deps.pass(req, "MISS");
+      return respond(req, rep, () => download.retain(), "REVALIDATED", age);
+    }
+    download.retain(); // held for this flight's readers until the download ends
+    const done = () => {
       flight.land();
       download.release();
-    });
-    return respond(req, head.rep, () => download.retain(), "REVALIDATED", currentAge(headers, timing, now()));
+    };
+    const spill = download.onSpill;
+    download.onSpill = () => {
+      spill?.();
+      flight.land(); // no new readers for a download that is no longer stored
+    };
+    flight.settle({ ...downloading, rep, ...timing });
+    void download.whenSettled().then(done);
+    return respond(req, rep, () => download.retain(), "REVALIDATED", age);
   }
 
   /** Stores the response while streaming it to this agent and every waiting one. */

@@ -26,7 +26,7 @@ export type Lookup =
   | { kind: "updating"; entry: StoredEntry; age: number; refresh: boolean }
   | { kind: "busy"; flight: Flight }
   | { kind: "stale"; entry: StoredEntry }
-  | { kind: "stale-downloading"; head: DownloadHead }
+  | { kind: "stale-downloading"; head: DownloadHead; entry: StoredEntry | undefined }
   | { kind: "miss" };
 
 export interface LookupDeps {
@@ -65,6 +65,6 @@ export function lookup(req: Request, url: string, deps: LookupDeps, opts: { entr
   // A fetch whose head has not come yet is waited on; one whose head came before this request and
   // cannot serve it is not: this request asks upstream itself.
   if (flight && !head) return { kind: "busy", flight };
-  if (downloading) return { kind: "stale-downloading", head: downloading };
+  if (downloading) return { kind: "stale-downloading", head: downloading, entry };
   return entry ? { kind: "stale", entry } : { kind: "miss" };
 }

@@ -88,8 +88,11 @@ export function createCachePipeline(deps: PipelineDeps): CachePipeline {
         return join(req, found.flight);
       case "stale":
         return lead(req, url, found.entry);
-      case "stale-downloading":
-        return lead(req, url, undefined, found.head);
+      case "stale-downloading": {
+        // Held while the conditional request is out: the download may end, and its readers leave, meanwhile.
+        const download = found.head.download.retain();
+        return lead(req, url, found.entry, found.head).finally(() => download.release());
+      }
       case "miss":
         return lead(req, url, undefined);
     }

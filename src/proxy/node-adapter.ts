@@ -61,10 +61,8 @@ export async function writeResponse(res: ServerResponse, response: Response): Pr
  * backpressure, so a slow agent holds one chunk, not the object. Bun's
  * res.write keeps a reference to what it is given until it is flushed, also
  * when it returns true (measured: writableLength stays above 0), so a buffer
- * is reused only once nothing is pending; otherwise the next chunk takes
- * another, or later bytes could be sent in place of earlier ones. The
- * buffers an agent used come back once its response has flushed, so each
- * agent holds a few (backpressure bounds what is pending), not a stream of garbage.
+ * is reused only once nothing is pending; otherwise the next chunk gets a
+ * buffer of its own, or later bytes could be sent in place of earlier ones.
  */
 async function writeFileBody(res: ServerResponse, file: BodyCursor): Promise<number> {
   const length = file.end === undefined ? undefined : file.end - file.pos;
@@ -78,14 +76,11 @@ async function writeFileBody(res: ServerResponse, file: BodyCursor): Promise<num
   // far ahead, a slow upstream): send the status line now rather than with them.
   if (!file.source.settled) res.flushHeaders();
   const size = Math.max(1, Math.min(FILE_CHUNK, length ?? FILE_CHUNK));
-  const free: Buffer[] = [];
-  const pending: Buffer[] = [];
+  let buf = Buffer.allocUnsafe(size);
   let sent = 0;
   try {
     for (;;) {
-      if (res.writableLength === 0) free.push(...pending.splice(0)); // all flushed: every buffer is free again
-      const buf = free.pop() ?? Buffer.allocUnsafe(size);
-      pending.push(buf);
+      if (res.writableLength > 0) buf = Buffer.allocUnsafe(size); // the last chunk may still be referenced
       const n = await file.read(buf);
       if (n === 0) break;
       if (res.destroyed) return sent;

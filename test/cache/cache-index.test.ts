@@ -1,6 +1,8 @@
 import { describe, expect, test } from "bun:test";
 import { randomBytes } from "node:crypto";
+import { eq } from "drizzle-orm";
 import { createCacheIndex } from "../../src/cache/cache-index.ts";
+import { entries } from "../../src/db/schema.ts";
 import { type CacheParts, openCacheParts, putBlob, putEntry } from "../support/cache-core.ts";
 import { cleanupAfterEach } from "../support/cleanup.ts";
 import { filesUnder } from "../support/data-dir.ts";
@@ -255,5 +257,26 @@ describe("cache index: list", () => {
     expect(kept?.size).toBe(5);
     expect(older.responseTime).toBe(at + 5000); // insert answers with the entry that stayed
     await waitFor("the older body's blob to be collected", () => parts.index.blobHashes().length === 1);
+  });
+
+  test("a row stored under an earlier Vary normalisation is replaced by the new one, not shadowing it", async () => {
+    const parts = await openCacheParts(defer);
+    const at = parts.clock.now();
+    const ae = { "accept-encoding": "gzip, deflate" };
+    const old = await putEntry(
+      parts,
+      `${U}/v`,
+      Buffer.from("old"),
+      {
+        vary: ["accept-encoding"],
+        responseTime: at - 100_000,
+        requestTime: at - 100_000,
+      },
+      ae,
+    );
+    parts.db.update(entries).set({ variant: "accept-encoding:gzip, deflate" }).where(eq(entries.id, old.id)).run();
+    const fresh = await putEntry(parts, `${U}/v`, Buffer.from("newer"), { vary: ["accept-encoding"] }, ae);
+    expect(parts.index.lookup(`${U}/v`, new Headers(ae))?.id).toBe(fresh.id);
+    expect(urls(parts)).toEqual([`${U}/v`]);
   });
 });

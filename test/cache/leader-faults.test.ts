@@ -3,6 +3,7 @@ import { freshenFromHead } from "../../src/cache/revalidate.ts";
 import { markEndUnproven } from "../../src/upstream/client.ts";
 import { pipelineOver } from "../support/cache-core.ts";
 import { cleanupAfterEach } from "../support/cleanup.ts";
+import { pushedBody } from "../support/origin.ts";
 import { gate, waitFor, within } from "../support/wait.ts";
 
 /**
@@ -98,5 +99,54 @@ describe("RFC 9111 §4.3.5: a HEAD response and the stored GET response", () => 
   test("another validator, or another length, means the stored response is out of date: it goes", async () => {
     expect(await storedAnd({ etag: '"v2"' })).toBeUndefined();
     expect(await storedAnd({ etag: '"v1"', "content-length": "5" })).toBeUndefined();
+  });
+});
+
+describe("revalidating a response that is still downloading", () => {
+  test("a 304 that arrives after the download ended and its readers left still serves the whole body", async () => {
+    const bodyGate = gate();
+    const conditionalGate = gate();
+    const t = await setup(async (req) => {
+      if (req.headers.get("if-none-match") === '"d1"') {
+        await conditionalGate.opened;
+        return new Response(null, { status: 304, headers: { etag: '"d1"', "cache-control": "max-age=0" } });
+      }
+      const body = pushedBody();
+      body.push(new TextEncoder().encode("first part;"));
+      void bodyGate.opened.then(() => {
+        body.push(new TextEncoder().encode("rest"));
+        body.end();
+      });
+      return new Response(body.stream, { headers: { etag: '"d1"', "cache-control": "max-age=0" } });
+    });
+    const first = await t.get("/data");
+    const later = t.get("/data"); // the download is not fresh for it: a conditional request goes out
+    await waitFor("the conditional request to go out", () => t.upstream.calls() === 2);
+    bodyGate.open();
+    expect(await first.text()).toBe("first part;rest");
+    await waitFor("the download to land", () => t.pipeline.inFlight() === 1); // only the conditional request
+    conditionalGate.open();
+    const res = await later;
+    expect([res.headers.get("x-cache"), await res.text()]).toEqual(["REVALIDATED", "first part;rest"]);
+  });
+
+  test("a 304 that now says private answers its own request, and is not shared with the next one", async () => {
+    const release = gate();
+    const t = await setup(async (req) => {
+      if (req.headers.get("if-none-match") === '"d1"') {
+        return new Response(null, { status: 304, headers: { etag: '"d1"', "cache-control": "private, max-age=60" } });
+      }
+      const body = pushedBody();
+      body.push(new TextEncoder().encode("part;"));
+      void release.opened.then(() => body.end());
+      return new Response(body.stream, { headers: { etag: '"d1"', "cache-control": "max-age=0" } });
+    });
+    const first = await t.get("/data");
+    const second = await t.get("/data");
+    expect(second.headers.get("x-cache")).toBe("REVALIDATED");
+    const third = await t.get("/data");
+    expect(third.headers.get("x-cache")).not.toBe("HIT");
+    release.open();
+    for (const res of [first, second, third]) expect(await res.text()).toBe("part;");
   });
 });
