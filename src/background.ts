@@ -6,7 +6,7 @@ import type { Logger } from "./log.ts";
  * and retried on the next tick, and the failure is logged once per episode,
  * not once per tick, with its recovery.
  */
-export function guarded(log: Logger, what: string) {
+function guarded(log: Logger, what: string) {
   let failing = false;
   return function attempt(task: () => void): boolean {
     try {
@@ -22,10 +22,14 @@ export function guarded(log: Logger, what: string) {
   };
 }
 
-/** Runs `task` every `ms` (guarded, unref'd so it never holds the process open); stop() ends it. */
-export function every(ms: number, task: () => void, log: Logger, what: string): { stop(): void } {
+/**
+ * Runs `task` every `ms` (guarded, unref'd so it never holds the process
+ * open). `now()` runs it at once under the same guard (one episode, whoever
+ * runs it); `stop()` ends the timer.
+ */
+export function every(ms: number, task: () => void, log: Logger, what: string): { now(): boolean; stop(): void } {
   const attempt = guarded(log, what);
   const timer = setInterval(() => attempt(task), ms);
   timer.unref();
-  return { stop: () => clearInterval(timer) };
+  return { now: () => attempt(task), stop: () => clearInterval(timer) };
 }

@@ -1,4 +1,5 @@
 import type { FileHandle } from "node:fs/promises";
+import type { Refetched } from "./refetch.ts";
 
 /**
  * Where a response body is read from: a complete blob, a small blob kept in
@@ -17,7 +18,7 @@ export interface BodySource {
   /** Resolves when more bytes arrive, or the source completes or fails. */
   changed(): Promise<void>;
   /** For a reader that fell behind what the source still holds: bytes [from, to) from upstream. */
-  refetch?: (from: number, to: number | undefined) => Promise<{ body: ReadableStream<Uint8Array>; end: number }>;
+  refetch?: (from: number, to: number | undefined) => Promise<Refetched>;
   /** A source that grows (a download) tracks its readers' positions, and may cut one loose; see download.ts. */
   attach?(reader: { pos: number; cut?: Error }): void;
   detach?(reader: { pos: number; cut?: Error }): void;

@@ -1,6 +1,6 @@
 import { and, asc, eq, gt, inArray, sql } from "drizzle-orm";
 import { LRUCache } from "lru-cache";
-import { every, guarded } from "../background.ts";
+import { every } from "../background.ts";
 import type { Db } from "../db/client.ts";
 import { blobs, type EntryRow, entries } from "../db/schema.ts";
 import { type Logger, silentLogger } from "../log.ts";
@@ -171,7 +171,6 @@ export function createCacheIndex(db: Db, store: BlobStore, now: () => number, lo
   };
   // Touches wait in memory while a flush fails (disk full): LRU order is only a little older meanwhile.
   const flusher = every(TOUCH_FLUSH_MS, flush, log, "writing cache hits to the index database");
-  const safeFlush = guarded(log, "writing cache hits to the index database");
 
   return {
     lookup(url, requestHeaders) {
@@ -291,15 +290,15 @@ export function createCacheIndex(db: Db, store: BlobStore, now: () => number, lo
 
     isPinned: (sha) => pins.has(sha),
 
-    flush: () => void safeFlush(flush),
+    flush: () => void flusher.now(),
     close() {
       flusher.stop();
-      safeFlush(flush);
+      flusher.now();
     },
     knowsBlob: (sha) => sizeOf.get({ sha }) !== undefined,
 
     list({ prefix, after = 0, limit }) {
-      safeFlush(flush);
+      flusher.now();
       const where = prefix === undefined ? gt(entries.id, after) : and(gt(entries.id, after), prefixed(prefix));
       return db
         .select()

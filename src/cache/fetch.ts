@@ -3,23 +3,13 @@ import type { Logger } from "../log.ts";
 import { endUnproven } from "../upstream/client.ts";
 import type { CacheIndex, StoredEntry } from "./cache-index.ts";
 import { contentLength, type createFiller, storedHeaders } from "./fill.ts";
-import type { FlightHead, Flights, LeadFlight } from "./flights.ts";
-import {
-  currentAge,
-  freshness,
-  matchTtlRule,
-  mergeNotModified,
-  type ResponseTiming,
-  storability,
-  type TtlRule,
-} from "./freshness.ts";
+import type { DownloadHead, Flights, LeadFlight } from "./flights.ts";
+import { freshness, matchTtlRule, type ResponseTiming, storability, type TtlRule } from "./freshness.ts";
 import { parseVary, variantOf } from "./key.ts";
 import { type Representation, respond, type XCache } from "./respond.ts";
 import { createRevalidation, upstreamRequest } from "./revalidate.ts";
 import { labelled, type ServeEntry } from "./serve.ts";
 import { mayServeOnError } from "./stale.ts";
-
-type DownloadHead = Extract<FlightHead, { kind: "download" }>;
 
 export interface FetchDeps {
   index: CacheIndex;
@@ -97,7 +87,7 @@ export function createFetch(deps: FetchDeps) {
     }
     const timing: ResponseTiming = { requestTime, responseTime: now() };
 
-    if (downloading && res.status === 304) return revalidated(req, flight, downloading, res, timing);
+    if (downloading && res.status === 304) return revalidation.freshenDownload(req, flight, downloading, res, timing);
     if (stale && res.status === 304) return revalidation.freshen(req, flight, stale, res, timing);
     if (stale && res.status >= 500 && mayStandIn(stale, req, url)) {
       // RFC 9111 §4.2.4 allows a stale response when the origin fails, unless the response forbids it.
@@ -115,51 +105,6 @@ export function createFetch(deps: FetchDeps) {
       return labelled(res, "MISS");
     }
     return store(req, upstreamReq, url, flight, res, timing);
-  }
-
-  /**
-   * A 304 for a response still downloading (RFC 9111 §4.3.4, applied to it):
-   * its headers and timing are renewed for this flight, which serves the same
-   * download until it ends; nothing is downloaded twice.
-   */
-  function revalidated(
-    req: Request,
-    flight: LeadFlight,
-    downloading: DownloadHead,
-    notModified: Response,
-    timing: ResponseTiming,
-  ): Promise<Response> {
-    void notModified.body?.cancel();
-    const headers = mergeNotModified(downloading.rep.headers, notModified.headers);
-    headers.delete("set-cookie"); // the fleet's copy never carries one client's cookie
-    const { download } = downloading;
-    const rep = { ...downloading.rep, headers };
-    const age = currentAge(headers, timing, now());
-    // Not shared when the download broke or stopped being stored, when the 304 now forbids storing
-    // (private, no-store), or when it changes Vary: this request is answered alone.
-    const shareable =
-      !download.error &&
-      !download.spilled &&
-      headers.get("vary") === downloading.rep.headers.get("vary") &&
-      storability({ method: "GET", headers: new Headers() }, rep, true).storable;
-    if (!shareable) {
-      flight.settle({ kind: "pass" });
-      if (download.error) return deps.pass(req, "MISS");
-      return respond(req, rep, () => download.retain(), "REVALIDATED", age);
-    }
-    download.retain(); // held for this flight's readers until the download ends
-    const done = () => {
-      flight.land();
-      download.release();
-    };
-    const spill = download.onSpill;
-    download.onSpill = () => {
-      spill?.();
-      flight.land(); // no new readers for a download that is no longer stored
-    };
-    flight.settle({ ...downloading, rep, ...timing });
-    void download.whenSettled().then(done);
-    return respond(req, rep, () => download.retain(), "REVALIDATED", age);
   }
 
   /** Stores the response while streaming it to this agent and every waiting one. */

@@ -17,6 +17,9 @@ export type FlightHead =
   | { kind: "pass" } // not shareable (private, no-store, …): each waiting request asks upstream itself
   | { kind: "error"; error: Error };
 
+/** A flight whose response is being stored: requests may read the body as it arrives. */
+export type DownloadHead = Extract<FlightHead, { kind: "download" }>;
+
 export interface Flight {
   readonly head: Promise<FlightHead>;
   /**

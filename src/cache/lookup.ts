@@ -1,10 +1,8 @@
 import type { CacheIndex, StoredEntry } from "./cache-index.ts";
-import type { Flight, FlightHead, Flights } from "./flights.ts";
+import type { DownloadHead, Flight, Flights } from "./flights.ts";
 import { freshness, matchTtlRule, type TtlRule } from "./freshness.ts";
 import { variantOf } from "./key.ts";
 import { revalidateWindow } from "./stale.ts";
-
-type DownloadHead = Extract<FlightHead, { kind: "download" }>;
 
 /**
  * What the cache holds for a request, in Varnish's terms:

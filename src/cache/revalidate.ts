@@ -1,8 +1,8 @@
 import type { CacheIndex, StoredEntry } from "./cache-index.ts";
-import type { LeadFlight } from "./flights.ts";
+import type { DownloadHead, LeadFlight } from "./flights.ts";
 import { currentAge, mergeNotModified, parseCacheControl, type ResponseTiming, storability } from "./freshness.ts";
 import { cacheKey } from "./key.ts";
-import type { XCache } from "./respond.ts";
+import { respond, type XCache } from "./respond.ts";
 import type { ServeEntry } from "./serve.ts";
 
 /** Request headers that would make upstream answer something other than the full, current body. */
@@ -53,15 +53,52 @@ export function createRevalidation(deps: RevalidationDeps) {
       timing: ResponseTiming,
     ): Promise<Response> {
       void notModified.body?.cancel();
-      const headers = mergeNotModified(stale.headers, notModified.headers);
-      // Product rule, as for storing (freshness.ts): the fleet's copy never carries one client's cookie.
-      headers.delete("set-cookie");
+      const { headers, keep } = renewed(stale, notModified.headers);
       const fresh = deps.index.refresh(stale, headers, timing.requestTime, timing.responseTime);
       flight.settle({ kind: "entry", entry: fresh, stale: false });
       const served = (await deps.serveEntry(req, fresh, "REVALIDATED", ageOf(fresh))) ?? deps.pass(req, "MISS");
       // Served this once; if its new headers forbid keeping it (private, no-store), it goes now.
-      if (!storableAs(fresh, headers)) await deps.index.remove(fresh);
+      if (!keep) await deps.index.remove(fresh);
       return served;
+    },
+
+    /**
+     * The same for a response still downloading: its headers and timing are
+     * renewed for this flight, which serves the same download until it ends;
+     * nothing is downloaded twice. It is not shared when the download broke
+     * or stopped being stored, when the 304 forbids storing, or when it
+     * changes Vary: then it answers this request alone.
+     */
+    freshenDownload(
+      req: Request,
+      flight: LeadFlight,
+      downloading: DownloadHead,
+      notModified: Response,
+      timing: ResponseTiming,
+    ): Promise<Response> {
+      void notModified.body?.cancel();
+      const { headers, keep } = renewed(downloading.rep, notModified.headers);
+      const { download } = downloading;
+      const rep = { ...downloading.rep, headers };
+      const age = currentAge(headers, timing, deps.now());
+      const sameVary = headers.get("vary") === downloading.rep.headers.get("vary");
+      if (download.error || download.spilled || !sameVary || !keep) {
+        flight.settle({ kind: "pass" });
+        if (download.error) return deps.pass(req, "MISS");
+        return respond(req, rep, () => download.retain(), "REVALIDATED", age);
+      }
+      download.retain(); // held for this flight's readers until the download ends
+      const spill = download.onSpill;
+      download.onSpill = () => {
+        spill?.();
+        flight.land(); // no new readers for a download that is no longer stored
+      };
+      flight.settle({ ...downloading, rep, ...timing });
+      void download.whenSettled().then(() => {
+        flight.land();
+        download.release();
+      });
+      return respond(req, rep, () => download.retain(), "REVALIDATED", age);
     },
 
     /**
@@ -95,14 +132,26 @@ export async function freshenFromHead(index: CacheIndex, req: Request, head: Res
   if (!matches) return void (await index.remove(stored));
   // §5.2.1.5: nothing of a response to a no-store request is stored, this update included.
   if (parseCacheControl(req.headers.get("cache-control")).has("no-store")) return;
-  const headers = mergeNotModified(stored.headers, head.headers);
-  headers.delete("set-cookie"); // as for a 304: the fleet's copy never carries one client's cookie
-  if (!storableAs(stored, headers)) return void (await index.remove(stored));
+  const { headers, keep } = renewed(stored, head.headers);
+  if (!keep) return void (await index.remove(stored));
   const at = now();
   index.refresh(stored, headers, at, at);
 }
 
-/** Whether a stored response with updated headers may still be kept (they may now say private, or no-store). */
-function storableAs(stored: StoredEntry, headers: Headers): boolean {
-  return storability({ method: "GET", headers: new Headers() }, { status: stored.status, headers }, true).storable;
+/**
+ * A stored (or downloading) response renewed by a 304 or a HEAD's 200
+ * (RFC 9111 §3.2, §4.3.4): its headers merged with the update's, except the
+ * update's Set-Cookie (product rule, as for storing: the fleet's copy never
+ * carries one client's cookie), and whether it may still be kept now that
+ * they may say private or no-store.
+ */
+function renewed(stored: { status: number; headers: Headers }, update: Headers): { headers: Headers; keep: boolean } {
+  const headers = mergeNotModified(stored.headers, update);
+  headers.delete("set-cookie");
+  const keep = storability(
+    { method: "GET", headers: new Headers() },
+    { status: stored.status, headers },
+    true,
+  ).storable;
+  return { headers, keep };
 }

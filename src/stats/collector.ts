@@ -1,5 +1,5 @@
 import { desc, gte, sql } from "drizzle-orm";
-import { every, guarded } from "../background.ts";
+import { every } from "../background.ts";
 import type { KindRuleConfig } from "../config/schema.ts";
 import type { Db } from "../db/client.ts";
 import { clients, counters, dailyAgents, dailyStats, entries } from "../db/schema.ts";
@@ -125,10 +125,7 @@ export function createStats(db: Db, opts: StatsOptions) {
     pendingClients.clear();
   }
   // A flush that fails (disk full) keeps what is pending for the next one; requests are never affected.
-  const log = opts.log ?? silentLogger;
-  const attempt = guarded(log, "writing the stats to the index database");
-  const safeFlush = () => attempt(flush);
-  const timer = every(FLUSH_MS, flush, log, "writing the stats to the index database");
+  const flusher = every(FLUSH_MS, flush, opts.log ?? silentLogger, "writing the stats to the index database");
 
   return {
     /** Called once per response the proxy finished sending. */
@@ -163,7 +160,7 @@ export function createStats(db: Db, opts: StatsOptions) {
 
     /** Everything GET /api/stats reports (cache figures are the caller's). */
     snapshot(days = 30) {
-      safeFlush(); // if it cannot be written now, the figures on disk are still the truth so far
+      flusher.now(); // if it cannot be written now, the figures on disk are still the truth so far
       const totals = Object.fromEntries(COUNTERS.map((c) => [c, 0])) as Record<(typeof COUNTERS)[number], number>;
       for (const row of db.select().from(counters).all())
         if (row.name in totals) totals[row.name as keyof typeof totals] = row.value;
@@ -218,8 +215,8 @@ export function createStats(db: Db, opts: StatsOptions) {
     },
 
     stop(): void {
-      timer.stop();
-      safeFlush();
+      flusher.stop();
+      flusher.now();
     },
   };
 }

@@ -1,5 +1,5 @@
 import { createServer, type ServerResponse } from "node:http";
-import type { AddressInfo, Socket } from "node:net";
+import { listenOnLoopback } from "./listen.ts";
 import type { PatternBody } from "./patch.ts";
 
 export interface FaultyRoute {
@@ -34,7 +34,6 @@ export async function startFaultyOrigin(routes: Record<string, FaultyRoute>): Pr
   const counts = new Map<string, number>();
   const ranges = new Map<string, string[]>();
   const sent = new Map<string, number>();
-  const sockets = new Set<Socket>();
   const server = createServer(async (req, res) => {
     const path = new URL(req.url ?? "/", "http://origin").pathname;
     counts.set(path, (counts.get(path) ?? 0) + 1);
@@ -60,22 +59,13 @@ export async function startFaultyOrigin(routes: Record<string, FaultyRoute>): Pr
     res.writeHead(partial ? 206 : 200, headers);
     await send(res, body, start, route.breakEvery, (n) => sent.set(path, (sent.get(path) ?? 0) + n));
   });
-  server.on("connection", (s: Socket) => {
-    sockets.add(s);
-    s.on("close", () => sockets.delete(s));
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const port = (server.address() as AddressInfo).port;
+  const { port, stop } = await listenOnLoopback(server);
   return {
     url: (path) => `http://localhost:${port}${path}`,
     count: (path) => counts.get(path) ?? 0,
     ranges: (path) => ranges.get(path) ?? [],
     bytesSent: (path) => sent.get(path) ?? 0,
-    stop: () =>
-      new Promise<void>((resolve) => {
-        for (const s of sockets) s.destroy();
-        server.close(() => resolve());
-      }),
+    stop,
   };
 }
 

@@ -2,13 +2,13 @@ import { randomBytes } from "node:crypto";
 import { statfsSync } from "node:fs";
 import { mkdir, mkdtemp, rm } from "node:fs/promises";
 import { createServer } from "node:http";
-import type { AddressInfo, Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { drained } from "../../src/proxy/node-adapter.ts";
 import { admin } from "./admin.ts";
 import { countRows, filesUnder } from "./data-dir.ts";
 import { startTestGateway, type TestGateway, type TestGatewayOptions } from "./gateway.ts";
+import { listenOnLoopback } from "./listen.ts";
 import { waitFor } from "./wait.ts";
 
 /**
@@ -280,7 +280,6 @@ export async function startPatternOrigin(routes: Record<string, PatternRoute>): 
   const counts = new Map<string, number>();
   const sent = new Map<string, number>();
   const abandoned = new Set<string>();
-  const sockets = new Set<Socket>();
   const server = createServer(async (req, res) => {
     const path = new URL(req.url ?? "/", "http://origin").pathname;
     counts.set(path, (counts.get(path) ?? 0) + 1);
@@ -310,23 +309,14 @@ export async function startPatternOrigin(routes: Record<string, PatternRoute>): 
     finished = true;
     res.end();
   });
-  server.on("connection", (s: Socket) => {
-    sockets.add(s);
-    s.on("close", () => sockets.delete(s));
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const port = (server.address() as AddressInfo).port;
+  const { port, stop } = await listenOnLoopback(server);
   return {
     port,
     url: (path) => `http://127.0.0.1:${port}${path}`,
     count: (path) => (path === undefined ? [...counts.values()].reduce((a, b) => a + b, 0) : (counts.get(path) ?? 0)),
     sent: (path) => sent.get(path) ?? 0,
     abandoned,
-    stop: () =>
-      new Promise<void>((resolve) => {
-        for (const s of sockets) s.destroy();
-        server.close(() => resolve());
-      }),
+    stop,
   };
 }
 
