@@ -14,6 +14,10 @@ import type { CacheIndex } from "./cache/cache-index.ts";
 import { allOf, diskWatermarks, sizeLimit } from "./cache/eviction.ts";
 import { openCache } from "./cache/open-cache.ts";
 import type { CachePipeline } from "./cache/pipeline.ts";
+import type { Downloads } from "./cluster/messages.ts";
+import { createRelayClient, startRelayServer } from "./cluster/relay.ts";
+import type { Supervisor } from "./cluster/supervisor.ts";
+import type { WorkerLink } from "./cluster/worker-link.ts";
 import type { RuntimeSettings } from "./config/env.ts";
 import { LiveConfig } from "./config/live-config.ts";
 import type { JsonObject } from "./config/merge-patch.ts";
@@ -43,17 +47,26 @@ export interface GatewayOptions {
   proxyPort?: number;
   /** Overrides runtime.adminPort (tests listen on port 0). */
   adminPort?: number;
+  /**
+   * One part of a gateway run as several processes (src/cluster/): the
+   * primary holds the admin API and no agents; a worker serves agents and no
+   * admin API. Without it, one process is the whole gateway.
+   */
+  cluster?: { role: "primary"; workers: Supervisor } | { role: "worker"; link: WorkerLink };
 }
 
 export interface Gateway {
   readonly proxyPort: number;
   adminPort: number;
+  via: string;
   adminToken: string;
   config: LiveConfig;
   index: CacheIndex;
   pipeline: CachePipeline;
   patch: PatchCache;
   stats: Stats;
+  /** Removes what a process that died (a worker) was downloading into the caches' temp dirs. */
+  sweepDownloadsOf(pid: number): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -74,6 +87,8 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const log = opts.log ?? createLogger();
   const now = opts.now ?? Date.now;
   const { runtime } = opts;
+  const primary = opts.cluster?.role === "primary" ? opts.cluster.workers : undefined;
+  const worker = opts.cluster?.role === "worker" ? opts.cluster.link : undefined;
   const started = now();
   await ownerOnly(runtime.dataDir, log);
   const db = openDb(join(runtime.dataDir, "index.sqlite"));
@@ -93,9 +108,12 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
 
   // The ports this gateway listens on, as the listeners bind them: requests through it must not loop back.
   const ownPorts = new Set<number>();
+  if (worker) ownPorts.add(worker.adminPort);
   const guard = createAddressGuard({ allowPrivate: runtime.allowPrivateUpstreams, ownPorts });
-  const via = `cachegate-${randomBytes(3).toString("hex")}`;
+  const via = worker?.via ?? `cachegate-${randomBytes(3).toString("hex")}`;
   const fetchUpstream = createUpstreamFetch({ guard, via, onBody: stats.upstream });
+  // A worker sends what it cannot answer from the store to the URL's owner worker.
+  const relay = worker && createRelayClient({ self: worker.slot, secret: worker.secret, peers: worker.peers, log });
 
   const cacheOptions = {
     serveStaleOnError: () => current().cache.serveStaleOnError,
@@ -104,9 +122,12 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     onResume: stats.resumed,
     log,
     now,
+    // Workers start while their siblings download: what looks like a leftover may be in progress.
+    sweep: !worker,
   };
   const main = await openCache(runtime.dataDir, {
     ...cacheOptions,
+    owner: relay?.route("platform"),
     db,
     eviction: allOf(
       sizeLimit(() => current().cache.maxSizeBytes),
@@ -116,7 +137,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       })),
     ),
   });
-  const patch = createPatchCache({ ...cacheOptions, config: current });
+  const patch = createPatchCache({ ...cacheOptions, owner: relay?.route("patch"), config: current });
   await patch.start(config.current);
 
   const agents = createAgentStore(db, now);
@@ -142,7 +163,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     minVersion: () => TLS_VERSIONS[current().tls.minVersion],
   });
   const tunnel = createTunnelHandler({ config: current, guard, log, interceptor, agents: agentGate });
-  agents.onRevoke((username) => tunnel.closeAgent(username));
+  agents.onRevoke((username) => (primary ? primary.revoke(username) : tunnel.closeAgent(username)));
   const listener = createAgentListener({
     build: async (c: Config) =>
       createProxyServer({ ...handlerOptions, connect: tunnel, tls: await tls.agentListenerOptions(c) }),
@@ -151,14 +172,24 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     log,
   });
 
+  // What this process downloads, after writing its pending counters; with workers, what all of them do.
+  const local = (): Downloads => {
+    stats.flush();
+    main.index.flush();
+    return { platform: main.pipeline.inFlight(), patch: patch.cache()?.pipeline.inFlight() ?? 0 };
+  };
+  const downloads = primary ? primary.report : async () => local();
+
   const adminApp = createAdminApp({
     log,
     token: adminToken,
-    health: () => ({
+    health: async () => ({
       cacheMode: current().cacheMode.enabled,
       patchMode: current().patchMode.enabled,
       uptimeSeconds: Math.floor((now() - started) / 1000),
-      downloads: main.pipeline.inFlight(),
+      downloads: (await downloads()).platform,
+      // With workers, agents are served once all started, and then while at least one runs.
+      ...(primary ? { workers: primary.workers(), status: primary.unavailable() ?? "ok" } : {}),
     }),
     routes: [
       configRoutes({ config, log }),
@@ -166,7 +197,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
         stats,
         index: main.index,
         maxBytes: () => current().cache.maxSizeBytes,
-        inFlight: main.pipeline.inFlight,
+        downloads,
         patchDisk: patch.usage,
       }),
       cacheRoutes({ index: main.index, verifier: main.verifier, ttlRules: () => current().cache.ttlRules, now, log }),
@@ -174,19 +205,37 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       agentRoutes({ agents, log }),
     ],
   });
-  const adminPort = opts.adminPort ?? runtime.adminPort;
-  const admin = Bun.serve({ hostname: runtime.adminHost, port: adminPort, fetch: adminApp.fetch });
-  ownPorts.add(admin.port!);
-  const proxyPort = await listener.start(config.current, opts.proxyPort);
+  // One admin listener per gateway: a worker has none (its primary answers).
+  const admin = worker
+    ? undefined
+    : Bun.serve({ hostname: runtime.adminHost, port: opts.adminPort ?? runtime.adminPort, fetch: adminApp.fetch });
+  if (admin) ownPorts.add(admin.port!);
+  // The primary holds no agent connections: its workers do.
+  const proxyPort = primary ? 0 : await listener.start(config.current, opts.proxyPort);
+  const relayServer =
+    worker &&
+    (await startRelayServer({
+      secret: worker.secret,
+      pipelines: { platform: () => main.pipeline, patch: patch.pipeline },
+      via,
+      log,
+    }));
+  if (relayServer) ownPorts.add(relayServer.port);
 
   // Appliers run before a change is committed; any of them may refuse it.
   config.onApply(tls.reload);
   config.onApply(patch.apply);
-  config.onApply(listener.apply);
+  if (primary) config.onApply(primary.applyConfig);
+  else config.onApply(listener.apply);
 
-  log.info("cachegate listening", {
-    proxy: `${runtime.host}:${proxyPort}`,
-    admin: `${runtime.adminHost}:${admin.port}`,
+  worker?.serve(
+    { config: (doc) => config.adopt(doc), revoke: tunnel.closeAgent, report: local },
+    { proxyPort, relayPort: relayServer!.port },
+  );
+  log.info(worker ? "cachegate worker serving" : "cachegate listening", {
+    ...(worker ? { worker: worker.slot } : {}),
+    proxy: `${runtime.host}:${primary ? current().cacheMode.port : proxyPort}`,
+    ...(admin ? { admin: `${runtime.adminHost}:${admin.port}` } : {}),
     cacheMode: config.current.cacheMode.enabled,
     patchMode: config.current.patchMode.enabled,
     dataDir: runtime.dataDir,
@@ -198,20 +247,28 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
 
   return {
     get proxyPort() {
-      return listener.port();
+      return primary ? current().cacheMode.port : listener.port();
     },
-    adminPort: admin.port!,
+    adminPort: admin?.port ?? 0,
+    via,
     adminToken,
     config,
     index: main.index,
     pipeline: main.pipeline,
     patch,
     stats,
+    async sweepDownloadsOf(pid) {
+      await main.store.sweepTempsOf(pid);
+      await patch.cache()?.store.sweepTempsOf(pid);
+    },
     async stop() {
       tunnel.closeAll();
       await listener.stop();
-      await admin.stop(true);
+      await admin?.stop(true);
+      await relayServer?.stop();
       await Promise.all([main.pipeline.stop(), patch.cache()?.pipeline.stop()]);
+      relay?.close();
+      fetchUpstream.close();
       stats.stop();
       patch.close();
       main.close();

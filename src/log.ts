@@ -10,9 +10,10 @@ export interface Logger {
   error(msg: string, fields?: Fields): void;
 }
 
-export function createLogger(write: (line: string) => void = (l) => process.stdout.write(l)): Logger {
+/** `base`: fields on every line of this logger (a worker's slot, say). */
+export function createLogger(write: (line: string) => void = (l) => process.stdout.write(l), base?: Fields): Logger {
   const emit = (level: string) => (msg: string, fields?: Fields) =>
-    write(`${JSON.stringify({ time: new Date().toISOString(), level, msg, ...fields }, errorsAsText)}\n`);
+    write(`${JSON.stringify({ time: new Date().toISOString(), level, msg, ...base, ...fields }, errorsAsText)}\n`);
   return { info: emit("info"), warn: emit("warn"), error: emit("error") };
 }
 

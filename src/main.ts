@@ -1,20 +1,69 @@
+import cluster from "node:cluster";
+import { randomBytes } from "node:crypto";
+import { createSupervisor } from "./cluster/supervisor.ts";
+import { linkToPrimary, WORKER_ENV } from "./cluster/worker-link.ts";
 import { configFromEnv, configInputFromEnv, runtimeFromEnv } from "./config/env.ts";
 import { GatewayError } from "./errors.ts";
-import { startGateway } from "./gateway.ts";
+import { type Gateway, startGateway } from "./gateway.ts";
 import { createLogger } from "./log.ts";
 
-const log = createLogger();
+const slot = process.env[WORKER_ENV.slot];
+const log = createLogger(undefined, cluster.isWorker ? { worker: Number(slot) } : undefined);
+
+/**
+ * One process (`CACHEGATE_WORKERS=1`), or a primary that holds the admin API
+ * and starts that many workers sharing the agent port, the data dir and one
+ * download per URL (src/cluster/). node:cluster runs this same file in each
+ * worker.
+ */
+async function start(): Promise<() => Promise<void>> {
+  configFromEnv(process.env); // reports bad CACHEGATE_* values by their variable names
+  const runtime = runtimeFromEnv(process.env);
+  const base = { config: configInputFromEnv(process.env), runtime, log };
+  if (cluster.isWorker) {
+    const link = linkToPrimary(process.env, log);
+    const gateway = await startGateway({ ...base, cluster: { role: "worker", link } });
+    return () => gateway.stop();
+  }
+  if (runtime.workers === 1) {
+    const gateway = await startGateway(base);
+    return () => gateway.stop();
+  }
+
+  let gateway: Gateway | undefined;
+  const secret = randomBytes(24).toString("hex");
+  const workers = createSupervisor({
+    count: runtime.workers,
+    env: () => ({
+      [WORKER_ENV.secret]: secret,
+      [WORKER_ENV.via]: gateway!.via,
+      [WORKER_ENV.adminPort]: String(gateway!.adminPort),
+    }),
+    log,
+    config: () => gateway!.config.current,
+    onDeath: (pid) => gateway!.sweepDownloadsOf(pid),
+  });
+  // The primary first: it brings the database up to date, sweeps, and makes the CA, before any worker opens them.
+  gateway = await startGateway({ ...base, cluster: { role: "primary", workers } });
+  try {
+    await workers.start();
+  } catch (err) {
+    await workers.stop();
+    await gateway.stop();
+    throw err;
+  }
+  log.info("cachegate workers serving", { workers: runtime.workers });
+  return async () => {
+    await workers.stop();
+    await gateway.stop();
+  };
+}
 
 try {
-  configFromEnv(process.env); // reports bad CACHEGATE_* values by their variable names
-  const gateway = await startGateway({
-    config: configInputFromEnv(process.env),
-    runtime: runtimeFromEnv(process.env),
-    log,
-  });
+  const stop = await start();
   const shutdown = async (signal: string) => {
     log.info("shutting down", { signal });
-    await gateway.stop();
+    await stop();
     process.exit(0);
   };
   process.once("SIGTERM", () => void shutdown("SIGTERM"));

@@ -7,8 +7,8 @@ import { adminAuth } from "./auth.ts";
 export interface AdminDeps {
   log: Logger;
   token: string;
-  /** Facts for /healthz: cheap, no I/O. */
-  health: () => Record<string, unknown>;
+  /** Facts for /healthz: cheap (with workers, one question to each). A `status` other than "ok" answers 503. */
+  health: () => Promise<Record<string, unknown>>;
   /** Route groups by concern (config, stats, cache…), mounted behind the token. */
   routes: Hono[];
 }
@@ -22,7 +22,10 @@ export interface AdminDeps {
 export function createAdminApp(deps: AdminDeps) {
   const app = new Hono();
   app.use(adminAuth({ token: deps.token, log: deps.log, open: ["/healthz"] }));
-  app.get("/healthz", (c) => c.json({ status: "ok", ...deps.health() }));
+  app.get("/healthz", async (c) => {
+    const health = { status: "ok", ...(await deps.health()) };
+    return c.json(health, health.status === "ok" ? 200 : 503);
+  });
   for (const routes of deps.routes) app.route("/", routes);
 
   app.notFound((c) => {

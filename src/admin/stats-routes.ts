@@ -1,12 +1,14 @@
 import { Hono } from "hono";
 import type { CacheIndex } from "../cache/cache-index.ts";
+import type { Downloads } from "../cluster/messages.ts";
 import type { Stats, StatsSnapshot } from "../stats/collector.ts";
 
 export interface StatsDeps {
   stats: Stats;
   index: CacheIndex;
   maxBytes: () => number;
-  inFlight: () => number;
+  /** Writes every serving process's pending counters, then says what they are downloading. */
+  downloads: () => Promise<Downloads>;
   /** The patch disk's size, free space and what the patch cache holds. */
   patchDisk: () => Record<string, unknown>;
 }
@@ -14,7 +16,8 @@ export interface StatsDeps {
 /** GET /api/stats (JSON) and GET /metrics (Prometheus text): the same figures. */
 export function statsRoutes(deps: StatsDeps) {
   const app = new Hono();
-  const snapshot = () => {
+  const snapshot = async () => {
+    const downloads = await deps.downloads(); // first: the counters it flushes are part of the snapshot
     const s = deps.stats.snapshot();
     return {
       ...s,
@@ -22,18 +25,19 @@ export function statsRoutes(deps: StatsDeps) {
         entries: s.entries,
         bytes: deps.index.totalBytes(),
         maxBytes: deps.maxBytes(),
-        downloadsInFlight: deps.inFlight(),
+        downloadsInFlight: downloads.platform,
       },
+      patchDisk: { ...deps.patchDisk(), ...(downloads.patch > 0 ? { downloadsInFlight: downloads.patch } : {}) },
     };
   };
 
-  app.get("/api/stats", (c) => {
-    const { entries: _, ...rest } = snapshot();
-    return c.json({ ...rest, patchDisk: deps.patchDisk() });
+  app.get("/api/stats", async (c) => {
+    const { entries: _, ...rest } = await snapshot();
+    return c.json(rest);
   });
 
-  app.get("/metrics", (c) =>
-    c.text(prometheus(snapshot()), 200, { "content-type": "text/plain; version=0.0.4; charset=utf-8" }),
+  app.get("/metrics", async (c) =>
+    c.text(prometheus(await snapshot()), 200, { "content-type": "text/plain; version=0.0.4; charset=utf-8" }),
   );
   return app;
 }

@@ -69,7 +69,8 @@ export function createAgentStore(db: Db, now: () => number = Date.now) {
     verify(username: string, password: string): Promise<string | null> {
       const key = keyOf(username, password);
       const hit = verified.get(key);
-      if (hit && hit.until > now()) return Promise.resolve(hit.username);
+      // Asked of the database each time: another process (a worker) may have revoked it a moment ago.
+      if (hit && hit.until > now() && this.exists(hit.username)) return Promise.resolve(hit.username);
       // Agents sharing one credential arrive together (after a restart, at a patch window):
       // they wait on one hash instead of each starting their own.
       let check = checking.get(key);

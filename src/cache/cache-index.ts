@@ -65,6 +65,8 @@ const TOUCH_FLUSH_MS = 1000;
 /** Lookups are served from memory; this bounds how many URLs are remembered (least recently used go). */
 const MEMO_URLS = 20_000;
 const MEMO_BYTES = 64 * 1024 * 1024;
+/** Entries of the change log kept behind the newest; a process that fell further behind forgets its whole memo. */
+const CHANGES_KEPT = 10_000;
 
 export function createCacheIndex(db: Db, store: BlobStore, now: () => number, log: Logger = silentLogger): CacheIndex {
   const memo = new LRUCache<string, StoredEntry[]>({
@@ -75,11 +77,29 @@ export function createCacheIndex(db: Db, store: BlobStore, now: () => number, lo
   });
   const touched = new Map<number, number>(); // entry id → hit count since last flush
   const pins = new Map<string, number>();
-  let total =
-    db
-      .select({ n: sql<number>`coalesce(sum(${blobs.size}), 0)` })
-      .from(blobs)
-      .get()?.n ?? 0;
+  // Raw statements on tables the migrations keep by triggers (0003_shared_index.sql), outside drizzle's schema.
+  const totalBytes = db.$client.prepare<{ bytes: number }, []>("SELECT bytes FROM blob_total WHERE id = 1");
+  const lastChange = db.$client.prepare<{ seq: number }, []>("SELECT max(seq) AS seq FROM entry_changes");
+  const changesSince = db.$client.prepare<{ seq: number; url: string }, [number]>(
+    "SELECT seq, url FROM entry_changes WHERE seq > ? ORDER BY seq",
+  );
+  const trimChanges = db.$client.prepare<unknown, [number]>("DELETE FROM entry_changes WHERE seq <= ?");
+  let seen = lastChange.get()?.seq ?? 0;
+
+  /**
+   * Other processes (workers) change the same index: before the memo answers,
+   * drop what changed since this process last looked. One indexed read of the
+   * log's last number per lookup; the URLs only when it moved. A log trimmed
+   * past what this process saw leaves no way to tell what changed: forget all.
+   */
+  const catchUp = () => {
+    const last = lastChange.get()?.seq ?? 0;
+    if (last === seen) return;
+    const changes = changesSince.all(seen);
+    if (changes[0] === undefined || changes[0].seq !== seen + 1) memo.clear();
+    else for (const c of changes) memo.delete(c.url);
+    seen = last;
+  };
 
   const byUrl = db
     .select()
@@ -109,6 +129,7 @@ export function createCacheIndex(db: Db, store: BlobStore, now: () => number, lo
   });
 
   const variantsOf = (url: string): StoredEntry[] => {
+    catchUp();
     let list = memo.get(url);
     if (!list) {
       list = byUrl.all({ url }).map(toEntry);
@@ -124,10 +145,7 @@ export function createCacheIndex(db: Db, store: BlobStore, now: () => number, lo
       const ref = db.select({ id: entries.id }).from(entries).where(eq(entries.sha256, sha)).limit(1).get();
       if (ref) continue;
       const gone = db.delete(blobs).where(eq(blobs.sha256, sha)).returning({ size: blobs.size }).get();
-      if (gone) {
-        total -= gone.size;
-        await store.remove(sha);
-      }
+      if (gone) await store.remove(sha);
     }
   };
 
@@ -157,6 +175,8 @@ export function createCacheIndex(db: Db, store: BlobStore, now: () => number, lo
   };
 
   const flush = () => {
+    // Keep the change log short: every process reads it at least this often, by far.
+    if (seen > CHANGES_KEPT) trimChanges.run(seen - CHANGES_KEPT);
     if (touched.size === 0) return;
     const at = now();
     db.transaction((tx) => {
@@ -181,13 +201,7 @@ export function createCacheIndex(db: Db, store: BlobStore, now: () => number, lo
       const variant = variantOf(e.vary, requestHeaders);
       const at = now();
       const row = db.transaction((tx) => {
-        const added = tx
-          .insert(blobs)
-          .values({ sha256: e.sha256, size: e.size, createdAt: at })
-          .onConflictDoNothing()
-          .returning()
-          .get();
-        if (added) total += e.size;
+        tx.insert(blobs).values({ sha256: e.sha256, size: e.size, createdAt: at }).onConflictDoNothing().run();
         const values = {
           url: e.url,
           variant,
@@ -277,7 +291,7 @@ export function createCacheIndex(db: Db, store: BlobStore, now: () => number, lo
       collectInBackground([sha]);
     },
 
-    totalBytes: () => total,
+    totalBytes: () => totalBytes.get()?.bytes ?? 0,
 
     leastRecentlyUsed: (limit, offset) =>
       db

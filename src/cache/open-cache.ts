@@ -21,6 +21,11 @@ export type CacheOptions = Omit<PipelineDeps, "index" | "store" | "now"> & {
   now: () => number;
   /** The database to keep the index in; by default the cache opens (and closes) its own in `dir`. */
   db?: Db;
+  /**
+   * Sweep leftovers at open (default). A worker process started while its
+   * siblings run must not: their downloads in progress look like leftovers.
+   */
+  sweep?: boolean;
 };
 
 /**
@@ -33,8 +38,10 @@ export async function openCache(dir: string, opts: CacheOptions): Promise<Cache>
   const db = opts.db ?? openDb(join(dir, "index.sqlite"));
   const store = await createBlobStore(dir);
   const index = createCacheIndex(db, store, opts.now, opts.log);
-  const swept = await store.sweep(index.knowsBlob);
-  if (swept.temps + swept.orphans > 0) opts.log.info("swept leftovers of interrupted downloads", { dir, ...swept });
+  if (opts.sweep !== false) {
+    const swept = await store.sweep(index.knowsBlob);
+    if (swept.temps + swept.orphans > 0) opts.log.info("swept leftovers of interrupted downloads", { dir, ...swept });
+  }
   const pipeline = createCachePipeline({ ...opts, index, store });
   return {
     dir,

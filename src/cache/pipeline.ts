@@ -35,10 +35,24 @@ export interface PipelineDeps {
   idleTimeoutMs?: number;
   /** Serve a stale entry when the origin fails and no stale-if-error says otherwise (cache.serveStaleOnError). */
   serveStaleOnError?: () => boolean;
+  /**
+   * With several worker processes, one owns each URL's downloads: what this
+   * process cannot answer from the shared store goes to the owner, so the
+   * machine fetches each object once. None in a single process.
+   */
+  owner?: OwnerRoute;
+}
+
+/** How a worker reaches the process that owns a URL (see src/cluster/). */
+export interface OwnerRoute {
+  mine(url: string): boolean;
+  /** The owner's response to the request, or undefined when the owner cannot be reached (then this process fetches). */
+  relay(req: Request, url: string): Promise<Response | undefined>;
 }
 
 export interface CachePipeline {
-  handle(req: Request): Promise<Response>;
+  /** `relayed`: another process sent it here as the URL's owner; it is answered here, never sent on. */
+  handle(req: Request, relayed?: boolean): Promise<Response>;
   /** RFC 9111 §4.4: a successful unsafe request invalidates the stored responses of its URL. */
   invalidate(url: string): Promise<void>;
   /** Downloads in progress (for graceful shutdown and stats). */
@@ -63,12 +77,17 @@ export function createCachePipeline(deps: PipelineDeps): CachePipeline {
   const lead = createFetch({ ...deps, flights, filler, serveEntry, pass, now });
   const lookupDeps = { index, flights, ttlRules: deps.ttlRules, now };
 
-  async function handle(req: Request): Promise<Response> {
+  async function handle(req: Request, relayed = false): Promise<Response> {
     const url = cacheKey(req.url);
     // RFC 9111 §5.2.1.5: no-store in the request: neither store nor reuse for it.
     if (parseCacheControl(req.headers.get("cache-control")).has("no-store")) return pass(req, "MISS");
 
     const found = lookup(req, url, lookupDeps);
+    // A fresh stored response is served by whichever process holds the agent; the rest is the owner's to do.
+    if (found.kind !== "hit" && !relayed && deps.owner && !deps.owner.mine(url)) {
+      const answer = await deps.owner.relay(req, url);
+      if (answer) return answer;
+    }
     switch (found.kind) {
       case "hit":
       case "updating": {

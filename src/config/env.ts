@@ -1,3 +1,4 @@
+import { availableParallelism } from "node:os";
 import * as v from "valibot";
 import { type FieldError, GatewayError } from "../errors.ts";
 import { toFieldErrors } from "./issues.ts";
@@ -12,7 +13,12 @@ export interface RuntimeSettings {
   adminToken: string | undefined;
   /** Lab and tests only: let upstreams resolve to loopback/private addresses. */
   allowPrivateUpstreams: boolean;
+  /** Processes serving agents on the one agent port (CACHEGATE_WORKERS); 1 keeps everything in one process. */
+  workers: number;
 }
+
+/** More workers than this buys nothing but memory on any appliance we know. */
+export const MAX_WORKERS = 64;
 
 type Env = Record<string, string | undefined>;
 
@@ -74,24 +80,32 @@ function envNames(errors: FieldError[]): FieldError[] {
   });
 }
 
+const Workers = v.pipe(
+  v.number("must be a whole number"),
+  v.integer("must be a whole number"),
+  v.minValue(1, "must be at least 1 (1 runs everything in one process)"),
+  v.maxValue(MAX_WORKERS, `must be at most ${MAX_WORKERS}`),
+);
+
+/** A start-up-only number: its default when unset, else parsed or reported under its variable's name. */
+function startupNumber(env: Env, name: string, schema: typeof Port | typeof Workers, fallback: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw.trim() === "") return fallback;
+  const parsed = v.safeParse(schema, int(raw));
+  if (parsed.success) return parsed.output;
+  throw envError([{ path: name, value: raw, rule: "range", message: `${name} ${parsed.issues[0]?.message}` }]);
+}
+
 export function runtimeFromEnv(env: Env): RuntimeSettings {
-  const adminPort = env.CACHEGATE_ADMIN_PORT === undefined ? 9090 : v.safeParse(Port, int(env.CACHEGATE_ADMIN_PORT));
-  if (typeof adminPort === "object" && !adminPort.success) {
-    throw envError([
-      {
-        path: "CACHEGATE_ADMIN_PORT",
-        value: env.CACHEGATE_ADMIN_PORT,
-        rule: "port",
-        message: `CACHEGATE_ADMIN_PORT ${adminPort.issues[0]?.message}`,
-      },
-    ]);
-  }
+  const adminPort = startupNumber(env, "CACHEGATE_ADMIN_PORT", Port, 9090);
+  const workers = startupNumber(env, "CACHEGATE_WORKERS", Workers, availableParallelism());
   return {
     dataDir: env.CACHEGATE_DATA_DIR || "./data",
     host: env.CACHEGATE_HOST || "0.0.0.0",
     adminHost: env.CACHEGATE_ADMIN_HOST || "127.0.0.1",
-    adminPort: typeof adminPort === "number" ? adminPort : adminPort.output,
+    adminPort,
     adminToken: env.CACHEGATE_ADMIN_TOKEN || undefined,
     allowPrivateUpstreams: flag(env.CACHEGATE_ALLOW_PRIVATE_UPSTREAMS),
+    workers: Math.min(workers, MAX_WORKERS),
   };
 }

@@ -75,6 +75,22 @@ export class LiveConfig {
     return run;
   }
 
+  /**
+   * A worker process takes a change its primary validated and saved: it is
+   * validated again (a message is input too), applied here, not saved again.
+   */
+  adopt(doc: unknown): Promise<void> {
+    const run = this.queue.then(async () => {
+      const next = v.parse(ConfigSchema, doc);
+      const prev = this.current;
+      const changes = diff(prev, next);
+      for (const apply of this.appliers) await apply(next, prev, changes);
+      this.current = next;
+    });
+    this.queue = run.catch(() => {});
+    return run;
+  }
+
   private async apply(patch: Json): Promise<Change[]> {
     if (!isObject(patch)) {
       throw new GatewayError(

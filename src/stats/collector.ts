@@ -156,7 +156,8 @@ export function createStats(db: Db, opts: StatsOptions) {
       add("resumes", 1);
     },
 
-    flush,
+    /** Writes what is pending now; never throws (a failure is logged once and retried, as the timer's). */
+    flush: () => void flusher.now(),
 
     /** Everything GET /api/stats reports (cache figures are the caller's). */
     snapshot(days = 30) {

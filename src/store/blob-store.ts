@@ -18,8 +18,10 @@ export interface BlobStore {
   /** A small blob's bytes from memory (read once from disk, then kept in a bounded LRU); undefined for large ones. */
   small(sha256: string, size: number): Promise<Uint8Array | undefined>;
   remove(sha256: string): Promise<void>;
-  /** Start-up sweep: removes interrupted downloads and blobs no index row knows. */
+  /** Start-up sweep: removes interrupted downloads and blobs no index row knows. Only while no other process writes. */
   sweep(isKnown: (sha256: string) => boolean): Promise<{ temps: number; orphans: number }>;
+  /** Removes the interrupted downloads of one process that died (a worker); returns how many. */
+  sweepTempsOf(pid: number): Promise<number>;
   /** Re-reads a blob and returns the sha256 of what is on disk now. */
   rehash(sha256: string): Promise<string>;
 }
@@ -65,7 +67,8 @@ export async function createBlobStore(dir: string): Promise<BlobStore> {
     pathOf,
 
     async createTemp() {
-      const path = join(tmpDir, `${Date.now().toString(36)}-${randomBytes(6).toString("hex")}.part`);
+      // Named by the writing process, so one whose process died can be swept while other workers write theirs.
+      const path = join(tmpDir, `${process.pid}-${Date.now().toString(36)}-${randomBytes(6).toString("hex")}.part`);
       return new TempBlob(path, await open(path, "w+", 0o600));
     },
 
@@ -116,6 +119,12 @@ export async function createBlobStore(dir: string): Promise<BlobStore> {
         }
       }
       return { temps, orphans };
+    },
+
+    async sweepTempsOf(pid) {
+      const mine = (await readdir(tmpDir)).filter((name) => name.startsWith(`${pid}-`));
+      await Promise.all(mine.map((name) => rm(join(tmpDir, name), { force: true })));
+      return mine.length;
     },
 
     // Read through a file handle: each read yields to the event loop, so agents and the

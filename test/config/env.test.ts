@@ -1,4 +1,5 @@
 import { describe, expect, test } from "bun:test";
+import { availableParallelism } from "node:os";
 import { configFromEnv, configInputFromEnv, runtimeFromEnv } from "../../src/config/env.ts";
 import { GatewayError } from "../../src/errors.ts";
 
@@ -75,7 +76,19 @@ describe("runtime settings", () => {
       adminPort: 9090,
       adminToken: undefined,
       allowPrivateUpstreams: false,
+      workers: availableParallelism(),
     });
+  });
+
+  test("CACHEGATE_WORKERS sets the worker processes; 1 keeps one process", () => {
+    expect(runtimeFromEnv({ CACHEGATE_WORKERS: "3" }).workers).toBe(3);
+    expect(runtimeFromEnv({ CACHEGATE_WORKERS: "1" }).workers).toBe(1);
+  });
+
+  test.each(["0", "-1", "1.5", "two", "65"])("CACHEGATE_WORKERS=%p is refused under its name", (value) => {
+    const err = envError(() => runtimeFromEnv({ CACHEGATE_WORKERS: value }));
+    expect(err.details![0]!.path).toBe("CACHEGATE_WORKERS");
+    expect(err.message).toContain("CACHEGATE_WORKERS");
   });
 
   test("an empty CACHEGATE_ADMIN_TOKEN means none, so one is generated", () => {

@@ -47,6 +47,7 @@ export async function startTestGateway(opts: TestGatewayOptions = {}): Promise<T
       adminPort: 0,
       adminToken: opts.adminToken ?? "test-token",
       allowPrivateUpstreams: opts.allowPrivate ?? true,
+      workers: 1,
     },
     proxyPort: 0,
     adminPort: 0,

@@ -1,0 +1,32 @@
+/**
+ * What the primary and its workers tell each other over the cluster's IPC
+ * channel. Both ends are this program, but a message is still checked for
+ * its shape before it is acted on (`isMessage`).
+ */
+
+/** Downloads in progress in one worker, per cache. */
+export interface Downloads {
+  platform: number;
+  patch: number;
+}
+
+export type ToWorker =
+  /** The relay ports of the workers running now, by slot. */
+  | { t: "peers"; ports: [slot: number, port: number][] }
+  /** A configuration change the primary validated: apply it, then reply. */
+  | { t: "config"; id: number; config: unknown }
+  /** An agent's credentials were revoked: close its tunnels now. */
+  | { t: "revoke"; username: string }
+  /** Write pending counters to the database, then reply with the downloads in progress. */
+  | { t: "report"; id: number };
+
+export type FromWorker =
+  /** Serving: the agent port it listens on, and its relay port. */
+  | { t: "ready"; slot: number; proxyPort: number; relayPort: number }
+  | { t: "reply"; id: number; error?: { status: number; code: string; message: string }; value?: unknown };
+
+const KINDS = new Set(["peers", "config", "revoke", "report", "ready", "reply"]);
+
+export function isMessage<T extends { t: string }>(m: unknown): m is T {
+  return typeof m === "object" && m !== null && KINDS.has((m as { t?: unknown }).t as string);
+}

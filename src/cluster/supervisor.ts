@@ -1,0 +1,205 @@
+import cluster, { type Worker } from "node:cluster";
+import type { Config } from "../config/schema.ts";
+import { GatewayError } from "../errors.ts";
+import type { Logger } from "../log.ts";
+import { type Downloads, type FromWorker, isMessage, type ToWorker } from "./messages.ts";
+import { WORKER_ENV } from "./worker-link.ts";
+
+export interface SupervisorOptions {
+  count: number;
+  /** Added to every worker's environment: what all of them must share (Via pseudonym, relay secret…). */
+  env: () => Record<string, string>;
+  log: Logger;
+  /** A worker died: its interrupted downloads are swept (by its pid) before a replacement starts. */
+  onDeath: (pid: number) => Promise<void>;
+  /** The configuration now: a worker that was starting while it changed is brought up to date once it serves. */
+  config: () => Config;
+}
+
+/** How long a worker may take to start serving; past this the start (or restart) has failed. */
+const START_MS = 30_000;
+/** A reply to the primary's question; a worker that does not answer in time is left out, and says so in the log. */
+const REPLY_MS = 5_000;
+/** Shutdown: workers finish what they serve; past this they are killed. */
+const STOP_MS = 15_000;
+/** A worker that dies within this of its start is in a crash loop: its restarts are spaced out, up to a ceiling. */
+const STABLE_MS = 10_000;
+const MAX_BACKOFF_MS = 30_000;
+
+interface Slot {
+  worker?: Worker;
+  relayPort?: number;
+  startedAt: number;
+  quickDeaths: number;
+}
+
+/**
+ * The primary process of a gateway with workers (`CACHEGATE_WORKERS` > 1):
+ * it holds the admin API and no agent connections. It starts one worker per
+ * slot, restarts one that dies (slot and URL ownership unchanged), keeps
+ * every worker told of the others' relay ports, and carries what the admin
+ * API changes to all of them: configuration, revocations, and the question
+ * "flush your counters and say what is downloading".
+ */
+export function createSupervisor(opts: SupervisorOptions) {
+  const { log } = opts;
+  const slots = new Map<number, Slot>();
+  const waiting = new Map<number, { resolve: (value: unknown) => void; reject: (err: Error) => void }>();
+  let nextId = 1;
+  let stopping = false;
+  let started = false;
+
+  const running = () => [...slots.values()].filter((s) => s.worker && s.relayPort !== undefined);
+
+  function broadcastPeers(): void {
+    const ports: [number, number][] = [];
+    for (const [slot, s] of slots) if (s.relayPort !== undefined) ports.push([slot, s.relayPort]);
+    for (const s of running()) send(s.worker!, { t: "peers", ports });
+  }
+
+  function send(worker: Worker, message: ToWorker): void {
+    try {
+      worker.send(message);
+    } catch (error) {
+      log.warn("a worker could not be told something (it is exiting)", { worker: worker.process.pid, error });
+    }
+  }
+
+  /** Sends a question to every running worker; resolves with their answers (a worker that fails to answer is skipped). */
+  async function ask(make: (id: number) => ToWorker, what: string): Promise<unknown[]> {
+    const answers = running().map((s) => {
+      const id = nextId++;
+      const reply = new Promise<unknown>((resolve, reject) => {
+        waiting.set(id, { resolve, reject });
+        setTimeout(() => reject(new Error(`no reply within ${REPLY_MS / 1000} s`)), REPLY_MS).unref();
+      }).finally(() => waiting.delete(id));
+      send(s.worker!, make(id));
+      return reply;
+    });
+    const settled = await Promise.allSettled(answers);
+    for (const r of settled)
+      if (r.status === "rejected" && !(r.reason instanceof GatewayError))
+        log.warn(`a worker did not answer: ${what}`, { error: r.reason });
+    const refused = settled.find((r) => r.status === "rejected" && r.reason instanceof GatewayError);
+    if (refused) throw (refused as PromiseRejectedResult).reason;
+    return settled.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
+  }
+
+  function onMessage(slot: number, message: unknown, started: () => void): void {
+    if (!isMessage<FromWorker>(message)) return;
+    if (message.t === "ready") {
+      slots.get(slot)!.relayPort = message.relayPort;
+      const worker = slots.get(slot)!.worker!;
+      log.info("worker serving", { slot, pid: worker.process.pid, port: message.proxyPort });
+      send(worker, { t: "config", id: 0, config: opts.config() });
+      broadcastPeers();
+      started();
+    } else if (message.t === "reply") {
+      const pending = waiting.get(message.id);
+      if (!pending) return;
+      if (message.error) {
+        const { status, code, message: text } = message.error;
+        pending.reject(new GatewayError(status, code as never, text));
+      } else pending.resolve(message.value);
+    }
+  }
+
+  /** Starts the worker of a slot; resolves once it serves, rejects if it exits first or takes too long. */
+  function fork(slot: number): Promise<void> {
+    const s = slots.get(slot) ?? { startedAt: 0, quickDeaths: 0 };
+    slots.set(slot, s);
+    s.startedAt = Date.now();
+    s.relayPort = undefined;
+    const worker = cluster.fork({ ...opts.env(), [WORKER_ENV.slot]: String(slot) });
+    s.worker = worker;
+    // A send to a worker that is exiting fails with an error event; its exit is handled below.
+    worker.on("error", (error) => log.warn("worker channel error", { slot, error }));
+    return new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(
+        () => reject(new Error(`worker ${slot} did not start within ${START_MS / 1000} s`)),
+        START_MS,
+      );
+      const started = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+      worker.on("message", (m) => onMessage(slot, m, started));
+      worker.once("exit", (code, signal) => {
+        clearTimeout(timer);
+        reject(new Error(`worker ${slot} exited (${signal ?? `code ${code}`}) before it was serving; see its log`));
+        void died(slot, worker, code, signal);
+      });
+    });
+  }
+
+  async function died(slot: number, worker: Worker, code: number | null, signal: string | null): Promise<void> {
+    const s = slots.get(slot)!;
+    if (s.worker !== worker) return;
+    s.worker = undefined;
+    s.relayPort = undefined;
+    if (stopping) return;
+    broadcastPeers();
+    const pid = worker.process.pid ?? 0;
+    const lived = Date.now() - s.startedAt;
+    s.quickDeaths = lived < STABLE_MS ? s.quickDeaths + 1 : 0;
+    const delay = s.quickDeaths === 0 ? 0 : Math.min(MAX_BACKOFF_MS, 500 * 2 ** (s.quickDeaths - 1));
+    log.error("worker died; starting a replacement", { slot, pid, code, signal, livedMs: lived, restartInMs: delay });
+    await opts.onDeath(pid).catch((error) => log.warn("sweeping a dead worker's downloads failed", { pid, error }));
+    await Bun.sleep(delay);
+    if (stopping) return;
+    fork(slot).catch((error) => log.error("replacement worker failed to start", { slot, error }));
+  }
+
+  return {
+    /** Starts every worker; resolves once all serve. A worker that cannot start fails the start. */
+    async start(): Promise<void> {
+      await Promise.all(Array.from({ length: opts.count }, (_, i) => fork(i + 1)));
+      started = true;
+    },
+
+    /** Config applier: every worker applies the change; one refusing it refuses it (the others go back). */
+    async applyConfig(next: Config, prev: Config): Promise<void> {
+      try {
+        await ask((id) => ({ t: "config", id, config: next }), "configuration change");
+      } catch (err) {
+        await ask((id) => ({ t: "config", id, config: prev }), "configuration rollback").catch(() => {});
+        throw err;
+      }
+    },
+
+    revoke(username: string): void {
+      for (const s of running()) send(s.worker!, { t: "revoke", username });
+    },
+
+    /** Every worker writes its pending counters; the sum of their downloads in progress. */
+    async report(): Promise<Downloads> {
+      const answers = (await ask((id) => ({ t: "report", id }), "report")) as Downloads[];
+      return answers.reduce((a, b) => ({ platform: a.platform + b.platform, patch: a.patch + b.patch }), {
+        platform: 0,
+        patch: 0,
+      });
+    },
+
+    workers: () => running().length,
+    /** Why agents cannot be served now, if they cannot: still starting, or no worker left running. */
+    unavailable: () => (!started ? "starting" : running().length === 0 ? "no worker serving" : undefined),
+
+    /** Graceful: each worker finishes (or aborts) what it serves and exits; stragglers are killed. */
+    async stop(): Promise<void> {
+      stopping = true;
+      const exits = [...slots.values()].flatMap((s) => {
+        const w = s.worker;
+        if (!w || w.isDead()) return [];
+        const exited = new Promise<void>((resolve) => w.once("exit", () => resolve()));
+        w.process.kill("SIGTERM");
+        return [exited];
+      });
+      const all = Promise.all(exits);
+      const late = await Promise.race([all.then(() => false), Bun.sleep(STOP_MS).then(() => true)]);
+      if (late) for (const s of slots.values()) if (s.worker && !s.worker.isDead()) s.worker.process.kill("SIGKILL");
+      await all;
+    },
+  };
+}
+
+export type Supervisor = ReturnType<typeof createSupervisor>;

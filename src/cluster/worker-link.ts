@@ -1,0 +1,86 @@
+import { asGatewayError } from "../errors.ts";
+import type { Logger } from "../log.ts";
+import { type Downloads, type FromWorker, isMessage, type ToWorker } from "./messages.ts";
+
+/** What a worker does when the primary asks. */
+export interface WorkerDuties {
+  /** Applies a configuration change (throws to refuse it). */
+  config(doc: unknown): Promise<void>;
+  revoke(username: string): void;
+  /** Writes pending counters; says what is downloading. */
+  report(): Downloads;
+}
+
+/** The worker's side of the cluster: who it is, what the primary shared, and the channel to it. */
+export interface WorkerLink {
+  slot: number;
+  /** Shared by all workers so only they can use each other's relay. */
+  secret: string;
+  /** The gateway's Via pseudonym: one for all workers, so a loop through any of them is seen. */
+  via: string;
+  /** The primary's admin port: upstream requests to it are loops too. */
+  adminPort: number;
+  /** Relay ports of the running workers, by slot; a new map whenever it changes. */
+  peers(): ReadonlyMap<number, number>;
+  /** Starts answering the primary, and tells it this worker serves. */
+  serve(duties: WorkerDuties, ports: { proxyPort: number; relayPort: number }): void;
+}
+
+/** Environment the primary gives each worker (src/cluster/supervisor.ts). */
+export const WORKER_ENV = {
+  slot: "CACHEGATE_WORKER_SLOT",
+  secret: "CACHEGATE_WORKER_SECRET",
+  via: "CACHEGATE_WORKER_VIA",
+  adminPort: "CACHEGATE_WORKER_ADMIN_PORT",
+} as const;
+
+export function linkToPrimary(env: Record<string, string | undefined>, log: Logger): WorkerLink {
+  const read = (name: string) => {
+    const value = env[name];
+    if (!value) throw new Error(`${name} is not set: workers are started by the primary process, not by hand`);
+    return value;
+  };
+  const slot = Number(read(WORKER_ENV.slot));
+  let peers: ReadonlyMap<number, number> = new Map();
+  // The primary may be gone (it is shutting down, or died): then there is nobody to tell.
+  const tell = (message: FromWorker) => {
+    if (process.connected) process.send?.(message, undefined, undefined, () => {});
+  };
+
+  return {
+    slot,
+    secret: read(WORKER_ENV.secret),
+    via: read(WORKER_ENV.via),
+    adminPort: Number(read(WORKER_ENV.adminPort)),
+    peers: () => peers,
+    serve(duties, ports) {
+      process.on("message", (message: unknown) => {
+        if (!isMessage<ToWorker>(message)) return;
+        switch (message.t) {
+          case "peers":
+            peers = new Map(message.ports);
+            return;
+          case "revoke":
+            return duties.revoke(message.username);
+          case "report":
+            try {
+              return tell({ t: "reply", id: message.id, value: duties.report() });
+            } catch (err) {
+              log.error("reporting to the primary failed", { error: err });
+              return; // the primary goes on without this worker's figures, and says so
+            }
+          case "config":
+            duties.config(message.config).then(
+              () => tell({ t: "reply", id: message.id }),
+              (err) => {
+                const e = asGatewayError(err);
+                log.error("configuration change refused in this worker", { error: err });
+                tell({ t: "reply", id: message.id, error: { status: e.status, code: e.code, message: e.message } });
+              },
+            );
+        }
+      });
+      tell({ t: "ready", slot, ...ports });
+    },
+  };
+}
