@@ -34,8 +34,9 @@ import { createProxyServer } from "./proxy/proxy-server.ts";
 import { createTunnelHandler } from "./proxy/tunnel.ts";
 import { createUpstreamFetch } from "./proxy/upstream.ts";
 import { createStats, type Stats } from "./stats/collector.ts";
-import { createTlsState } from "./tls/tls-state.ts";
+import type { LeafMinter } from "./tls/leaf-cache.ts";
 import { TLS_VERSIONS } from "./tls/versions.ts";
+import { createWorkerTls } from "./tls/worker-tls.ts";
 
 export interface GatewayOptions {
   /** The configuration as the environment sets it; admin API changes are layered over it. */
@@ -65,6 +66,8 @@ export interface Gateway {
   pipeline: CachePipeline;
   patch: PatchCache;
   stats: Stats;
+  /** The leaf certificates of intercepted tunnels (a primary mints them for its workers). */
+  minter: LeafMinter;
   /** Removes what a process that died (a worker) was downloading into the caches' temp dirs. */
   sweepDownloadsOf(pid: number): Promise<void>;
   stop(): Promise<void>;
@@ -142,7 +145,11 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
 
   const agents = createAgentStore(db, now);
   const agentGate = createProxyAuth(agents, now);
-  const tls = await createTlsState(runtime.dataDir, config.current, log);
+  // The CA lives in the primary (or the one process); a worker asks it for leaves, and never loads X.509 code.
+  const ca = worker
+    ? undefined
+    : await (await import("./tls/tls-state.ts")).createTlsState(runtime.dataDir, config.current, log);
+  const tls = ca ?? createWorkerTls(worker!.leaf, now);
   const proxyApp = createProxyApp({
     config: current,
     pipelines: { platform: main.pipeline, patch: patch.pipeline },
@@ -180,35 +187,35 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   };
   const downloads = primary ? primary.report : async () => local();
 
-  const adminApp = createAdminApp({
-    log,
-    token: adminToken,
-    health: async () => ({
-      cacheMode: current().cacheMode.enabled,
-      patchMode: current().patchMode.enabled,
-      uptimeSeconds: Math.floor((now() - started) / 1000),
-      downloads: (await downloads()).platform,
-      // With workers, agents are served once all started, and then while at least one runs.
-      ...(primary ? { workers: primary.workers(), status: primary.unavailable() ?? "ok" } : {}),
-    }),
-    routes: [
-      configRoutes({ config, log }),
-      statsRoutes({
-        stats,
-        index: main.index,
-        maxBytes: () => current().cache.maxSizeBytes,
-        downloads,
-        patchDisk: patch.usage,
+  const adminApp = (caPem: () => string) =>
+    createAdminApp({
+      log,
+      token: adminToken,
+      health: async () => ({
+        cacheMode: current().cacheMode.enabled,
+        patchMode: current().patchMode.enabled,
+        uptimeSeconds: Math.floor((now() - started) / 1000),
+        downloads: (await downloads()).platform,
+        // With workers, agents are served once all started, and then while at least one runs.
+        ...(primary ? { workers: primary.workers(), status: primary.unavailable() ?? "ok" } : {}),
       }),
-      cacheRoutes({ index: main.index, verifier: main.verifier, ttlRules: () => current().cache.ttlRules, now, log }),
-      tlsRoutes({ caPem: tls.caPem }),
-      agentRoutes({ agents, log }),
-    ],
-  });
+      routes: [
+        configRoutes({ config, log }),
+        statsRoutes({
+          stats,
+          index: main.index,
+          maxBytes: () => current().cache.maxSizeBytes,
+          downloads,
+          patchDisk: patch.usage,
+        }),
+        cacheRoutes({ index: main.index, verifier: main.verifier, ttlRules: () => current().cache.ttlRules, now, log }),
+        tlsRoutes({ caPem }),
+        agentRoutes({ agents, log }),
+      ],
+    });
   // One admin listener per gateway: a worker has none (its primary answers).
-  const admin = worker
-    ? undefined
-    : Bun.serve({ hostname: runtime.adminHost, port: opts.adminPort ?? runtime.adminPort, fetch: adminApp.fetch });
+  const adminPort = opts.adminPort ?? runtime.adminPort;
+  const admin = ca && Bun.serve({ hostname: runtime.adminHost, port: adminPort, fetch: adminApp(ca.caPem).fetch });
   if (admin) ownPorts.add(admin.port!);
   // The primary holds no agent connections: its workers do.
   const proxyPort = primary ? 0 : await listener.start(config.current, opts.proxyPort);
@@ -257,6 +264,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     pipeline: main.pipeline,
     patch,
     stats,
+    minter: tls.minter,
     async sweepDownloadsOf(pid) {
       await main.store.sweepTempsOf(pid);
       await patch.cache()?.store.sweepTempsOf(pid);

@@ -42,6 +42,8 @@ async function start(): Promise<() => Promise<void>> {
     log,
     config: () => gateway!.config.current,
     onDeath: (pid) => gateway!.sweepDownloadsOf(pid),
+    // One host's leaf is cached and shared by every worker; the TLS agent port's own (several names) is not.
+    leaf: (names) => (names.length === 1 ? gateway!.minter.leafFor(names[0]!) : gateway!.minter.leafForNames(names)),
   });
   // The primary first: it brings the database up to date, sweeps, and makes the CA, before any worker opens them.
   gateway = await startGateway({ ...base, cluster: { role: "primary", workers } });

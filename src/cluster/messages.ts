@@ -4,6 +4,8 @@
  * its shape before it is acted on (`isMessage`).
  */
 
+import type { Leaf } from "../tls/leaf-cache.ts";
+
 /** Downloads in progress in one worker, per cache. */
 export interface Downloads {
   platform: number;
@@ -18,14 +20,18 @@ export type ToWorker =
   /** An agent's credentials were revoked: close its tunnels now. */
   | { t: "revoke"; username: string }
   /** Write pending counters to the database, then reply with the downloads in progress. */
-  | { t: "report"; id: number };
+  | { t: "report"; id: number }
+  /** The answer to a worker's question (`ask`). */
+  | { t: "answer"; id: number; value?: Leaf; error?: string };
 
 export type FromWorker =
   /** Serving: the agent port it listens on, and its relay port. */
   | { t: "ready"; slot: number; proxyPort: number; relayPort: number }
-  | { t: "reply"; id: number; error?: { status: number; code: string; message: string }; value?: unknown };
+  | { t: "reply"; id: number; error?: { status: number; code: string; message: string }; value?: unknown }
+  /** A certificate for these names, signed by the gateway CA (the primary holds it). */
+  | { t: "leaf"; id: number; names: string[] };
 
-const KINDS = new Set(["peers", "config", "revoke", "report", "ready", "reply"]);
+const KINDS = new Set(["peers", "config", "revoke", "report", "answer", "ready", "reply", "leaf"]);
 
 export function isMessage<T extends { t: string }>(m: unknown): m is T {
   return typeof m === "object" && m !== null && KINDS.has((m as { t?: unknown }).t as string);

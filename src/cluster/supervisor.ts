@@ -2,6 +2,7 @@ import cluster, { type Worker } from "node:cluster";
 import type { Config } from "../config/schema.ts";
 import { GatewayError } from "../errors.ts";
 import type { Logger } from "../log.ts";
+import type { Leaf } from "../tls/leaf-cache.ts";
 import { type Downloads, type FromWorker, isMessage, type ToWorker } from "./messages.ts";
 import { WORKER_ENV } from "./worker-link.ts";
 
@@ -14,6 +15,8 @@ export interface SupervisorOptions {
   onDeath: (pid: number) => Promise<void>;
   /** The configuration now: a worker that was starting while it changed is brought up to date once it serves. */
   config: () => Config;
+  /** Mints a leaf certificate a worker asks for (one host: cached, shared by all workers). */
+  leaf: (names: readonly string[]) => Promise<Leaf>;
 }
 
 /** How long a worker may take to start serving; past this the start (or restart) has failed. */
@@ -94,6 +97,13 @@ export function createSupervisor(opts: SupervisorOptions) {
       send(worker, { t: "config", id: 0, config: opts.config() });
       broadcastPeers();
       started();
+    } else if (message.t === "leaf") {
+      const worker = slots.get(slot)?.worker;
+      const { id, names } = message;
+      opts.leaf(names).then(
+        (value) => worker && send(worker, { t: "answer", id, value }),
+        (err) => worker && send(worker, { t: "answer", id, error: (err as Error).message }),
+      );
     } else if (message.t === "reply") {
       const pending = waiting.get(message.id);
       if (!pending) return;

@@ -1,5 +1,6 @@
 import { asGatewayError } from "../errors.ts";
 import type { Logger } from "../log.ts";
+import type { Leaf } from "../tls/leaf-cache.ts";
 import { type Downloads, type FromWorker, isMessage, type ToWorker } from "./messages.ts";
 
 /** What a worker does when the primary asks. */
@@ -24,7 +25,12 @@ export interface WorkerLink {
   peers(): ReadonlyMap<number, number>;
   /** Starts answering the primary, and tells it this worker serves. */
   serve(duties: WorkerDuties, ports: { proxyPort: number; relayPort: number }): void;
+  /** A leaf certificate from the primary's minter. */
+  leaf(names: readonly string[]): Promise<Leaf>;
 }
+
+/** The primary signs in a few milliseconds; past this it is not answering. */
+const LEAF_MS = 10_000;
 
 /** Environment the primary gives each worker (src/cluster/supervisor.ts). */
 export const WORKER_ENV = {
@@ -42,6 +48,16 @@ export function linkToPrimary(env: Record<string, string | undefined>, log: Logg
   };
   const slot = Number(read(WORKER_ENV.slot));
   let peers: ReadonlyMap<number, number> = new Map();
+  const asked = new Map<number, { resolve: (leaf: Leaf) => void; reject: (err: Error) => void }>();
+  let nextId = 1;
+  // Answers are listened for from the start: leaves are asked for before the worker serves (a TLS agent port).
+  process.on("message", (message: unknown) => {
+    if (!isMessage<ToWorker>(message) || message.t !== "answer") return;
+    const pending = asked.get(message.id);
+    asked.delete(message.id);
+    if (message.value) pending?.resolve(message.value);
+    else pending?.reject(new Error(`the primary could not mint a certificate: ${message.error}`));
+  });
   // The primary may be gone (it is shutting down, or died): then there is nobody to tell.
   const tell = (message: FromWorker) => {
     if (process.connected) process.send?.(message, undefined, undefined, () => {});
@@ -53,6 +69,23 @@ export function linkToPrimary(env: Record<string, string | undefined>, log: Logg
     via: read(WORKER_ENV.via),
     adminPort: Number(read(WORKER_ENV.adminPort)),
     peers: () => peers,
+    leaf(names) {
+      const id = nextId++;
+      return new Promise<Leaf>((resolve, reject) => {
+        const timer = setTimeout(() => {
+          asked.delete(id);
+          reject(new Error(`the primary did not send a certificate within ${LEAF_MS / 1000} s`));
+        }, LEAF_MS);
+        const settle =
+          <T>(f: (v: T) => void) =>
+          (v: T) => {
+            clearTimeout(timer);
+            f(v);
+          };
+        asked.set(id, { resolve: settle(resolve), reject: settle(reject) });
+        tell({ t: "leaf", id, names: [...names] });
+      });
+    },
     serve(duties, ports) {
       process.on("message", (message: unknown) => {
         if (!isMessage<ToWorker>(message)) return;

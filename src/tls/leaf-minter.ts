@@ -1,16 +1,9 @@
 import { isIP } from "node:net";
 import * as x509 from "@peculiar/x509";
-import { LRUCache } from "lru-cache";
 import { EC_P256, type GatewayCa, randomSerial } from "./ca.ts";
+import { type Leaf, type LeafMinter, leafCache } from "./leaf-cache.ts";
 
-export interface Leaf {
-  /** Leaf certificate followed by the CA chain, PEM. */
-  cert: string;
-  key: string;
-  notAfter: number;
-  /** Halfway through the leaf's own validity: from then on it is replaced. */
-  renewAt: number;
-}
+export type { Leaf, LeafMinter } from "./leaf-cache.ts";
 
 export interface MinterOptions {
   now?: () => number;
@@ -21,17 +14,13 @@ export interface MinterOptions {
 }
 
 /**
- * Mints per-host certificates signed by the gateway CA, on the fly.
- * Certificates are kept in a bounded LRU and concurrent requests for one
- * host share one minting, so a burst of agents costs one signature. All
- * leaves share one key pair (as mitmproxy does): minting is then a signature,
- * not a key generation.
+ * Mints per-host certificates signed by the gateway CA, on the fly, kept as
+ * leaf-cache.ts says. All leaves share one key pair (as mitmproxy does):
+ * minting is then a signature, not a key generation.
  */
-export function createLeafMinter(ca: GatewayCa, opts: MinterOptions = {}) {
+export function createLeafMinter(ca: GatewayCa, opts: MinterOptions = {}): LeafMinter {
   const now = opts.now ?? Date.now;
   const validityMs = opts.validityMs ?? 7 * 86400_000;
-  const capacity = opts.capacity ?? 1000;
-  const cache = new LRUCache<string, Promise<Leaf>>({ max: capacity });
   const keys = crypto.subtle.generateKey(EC_P256, true, ["sign", "verify"]) as Promise<CryptoKeyPair>;
   const keyPem = keys.then(async (k) =>
     x509.PemConverter.encode(await crypto.subtle.exportKey("pkcs8", k.privateKey), "PRIVATE KEY"),
@@ -66,28 +55,5 @@ export function createLeafMinter(ca: GatewayCa, opts: MinterOptions = {}) {
     return { cert: chain, key: await keyPem, notAfter, renewAt: t + (notAfter - t) / 2 };
   }
 
-  return {
-    /** The certificate for `host`, minted if absent or close to expiry. */
-    async leafFor(host: string): Promise<Leaf> {
-      const name = host.toLowerCase();
-      const cached = cache.get(name);
-      if (cached) {
-        const leaf = await cached.catch(() => undefined);
-        // Half of the leaf's own validity, not of validityMs: a leaf cut short by a CA that
-        // expires soon would otherwise be replaced at every handshake.
-        if (leaf && now() < leaf.renewAt) return leaf;
-        if (cache.get(name) === cached) cache.delete(name);
-        else return this.leafFor(name); // someone else already re-minted
-      }
-      const minting = mint([name]);
-      cache.set(name, minting);
-      minting.catch(() => cache.get(name) === minting && cache.delete(name));
-      return minting;
-    },
-    /** A certificate for several names, not cached (the TLS agent listener's own). */
-    leafForNames: (names: readonly string[]) => mint(names),
-    size: () => cache.size,
-  };
+  return leafCache(mint, { now, capacity: opts.capacity ?? 1000 });
 }
-
-export type LeafMinter = ReturnType<typeof createLeafMinter>;

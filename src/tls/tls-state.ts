@@ -1,11 +1,9 @@
-import { readFile } from "node:fs/promises";
-import type { ServerOptions } from "node:https";
 import type { Config } from "../config/schema.ts";
 import { GatewayError } from "../errors.ts";
 import type { Logger } from "../log.ts";
+import { agentListenerOptions } from "./agent-listener-options.ts";
 import { type GatewayCa, loadCa } from "./ca.ts";
 import { createLeafMinter, type LeafMinter } from "./leaf-minter.ts";
-import { TLS_VERSIONS } from "./versions.ts";
 
 /**
  * The gateway's TLS material as the configuration says: the CA (generated
@@ -24,7 +22,7 @@ export async function createTlsState(dataDir: string, config: Config, log: Logge
       leafFor: (host: string) => minter.leafFor(host),
       leafForNames: (n: readonly string[]) => minter.leafForNames(n),
       size: () => minter.size(),
-    } as LeafMinter,
+    } satisfies LeafMinter,
 
     /** Loads the CA a config change names; throws a 400 that says why if it cannot. */
     async reload(next: Config, prev: Config): Promise<void> {
@@ -46,17 +44,6 @@ export async function createTlsState(dataDir: string, config: Config, log: Logge
     },
 
     /** TLS options for the agent port, or undefined when it speaks plain HTTP. */
-    async agentListenerOptions(c: Config): Promise<ServerOptions | undefined> {
-      const l = c.tls.agentListener;
-      if (!l.enabled) return undefined;
-      let cert: string;
-      let key: string;
-      if (l.certFile && l.keyFile) {
-        [cert, key] = await Promise.all([readFile(l.certFile, "utf8"), readFile(l.keyFile, "utf8")]);
-      } else {
-        ({ cert, key } = await minter.leafForNames(l.names));
-      }
-      return { cert, key, minVersion: TLS_VERSIONS[c.tls.minVersion], ALPNProtocols: ["http/1.1"] };
-    },
+    agentListenerOptions: (c: Config) => agentListenerOptions(c, minter),
   };
 }
