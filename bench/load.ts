@@ -11,8 +11,11 @@ export interface Target {
 }
 
 /** fetch as an agent would: through the target's proxy (absolute-form) or straight to it, never via env proxies. */
-export function agentFetch(target: Target, url: string): Promise<Response> {
-  return fetch(url, { proxy: target.proxy === undefined ? false : { url: target.proxy, respectNoProxy: false } });
+export function agentFetch(target: Target, url: string, headers?: Record<string, string>): Promise<Response> {
+  return fetch(url, {
+    headers,
+    proxy: target.proxy === undefined ? false : { url: target.proxy, respectNoProxy: false },
+  });
 }
 
 /** Reads a body to the end without keeping it; calls `onFirstByte` when the first bytes arrive. */
@@ -123,16 +126,45 @@ export interface WrkResult {
 
 /**
  * Runs `wrk -t2 -c50 -dNs --latency`. Through a proxy wrk must send
- * absolute-form request lines, so a two-line Lua script sets the request
- * path to the full URL; wrk still builds the request once, not per call.
+ * absolute-form request lines, so a Lua script sets the request path to the
+ * full URL. With `ranges`, each request carries the next of them as its
+ * `Range` header, round robin; the requests are formatted once per wrk
+ * thread (init) and only picked per call, so wrk's own cost stays small.
  */
-export async function runWrk(target: Target, url: string, workDir: string, durationS: number): Promise<WrkResult> {
+export async function runWrk(
+  target: Target,
+  url: string,
+  workDir: string,
+  durationS: number,
+  ranges: readonly string[] = [],
+): Promise<WrkResult> {
   let wrkUrl = url;
-  const script: string[] = [];
+  const lua: string[] = [];
   if (target.proxy !== undefined) {
     wrkUrl = `${target.proxy}/`;
-    script.push("-s", join(workDir, "absolute-form.lua"));
-    await Bun.write(script[1]!, `wrk.path = "${url}"\nwrk.headers["Host"] = "${new URL(url).host}"\n`);
+    lua.push(`wrk.path = "${url}"`, `wrk.headers["Host"] = "${new URL(url).host}"`);
+  }
+  if (ranges.length > 0) {
+    lua.push(
+      `local ranges = { ${ranges.map((r) => `"${r}"`).join(", ")} }`,
+      "local requests = {}",
+      "local n = 0",
+      "function init(args)",
+      "  for i, r in ipairs(ranges) do",
+      '    wrk.headers["Range"] = r',
+      "    requests[i] = wrk.format()",
+      "  end",
+      "end",
+      "function request()",
+      "  n = n % #requests + 1",
+      "  return requests[n]",
+      "end",
+    );
+  }
+  const script: string[] = [];
+  if (lua.length > 0) {
+    script.push("-s", join(workDir, "wrk.lua"));
+    await Bun.write(script[1]!, `${lua.join("\n")}\n`);
   }
   const child = spawnChild(["wrk", "-t2", "-c50", `-d${durationS}s`, "--latency", ...script, wrkUrl], {
     stdout: "pipe",

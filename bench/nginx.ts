@@ -1,22 +1,7 @@
 import { copyFile, mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { freePort, makeTempDir, processTree, spawnChild, waitForHttp } from "./procs.ts";
-
-/** Installs Debian's nginx and wrk unless both are on PATH already. */
-export async function ensureTools(): Promise<void> {
-  const missing = ["nginx", "wrk"].filter(
-    (tool) => Bun.which(tool, { PATH: `${process.env.PATH}:/usr/sbin:/sbin` }) === null,
-  );
-  if (missing.length === 0) return;
-  console.error(`installing ${missing.join(", ")} with apt-get…`);
-  const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
-  const run = async (cmd: string[]) => {
-    const child = Bun.spawn(cmd, { env, stdin: "ignore", stdout: "inherit", stderr: "inherit" });
-    if ((await child.exited) !== 0) throw new Error(`${cmd.join(" ")} failed`);
-  };
-  await run(["apt-get", "update"]);
-  await run(["apt-get", "install", "-y", "--no-install-recommends", "nginx", "wrk"]);
-}
+import { toolPath } from "./tools.ts";
 
 export interface Nginx {
   /** Caching forward proxy (proxy_cache + proxy_cache_lock) in front of the origin. */
@@ -43,7 +28,7 @@ export async function startNginx(filesDir: string, originPort: number): Promise<
   const conf = join(prefix, "nginx.conf");
   await Bun.write(conf, nginxConf({ prefix, filesDir, originPort, proxyPort, filesPort }));
 
-  const nginx = Bun.which("nginx", { PATH: `${process.env.PATH}:/usr/sbin:/sbin` }) ?? "/usr/sbin/nginx";
+  const nginx = toolPath("nginx");
   const test = Bun.spawnSync([nginx, "-t", "-q", "-c", conf, "-p", prefix], { stderr: "pipe" });
   if (test.exitCode !== 0) throw new Error(`nginx rejected the generated config:\n${test.stderr.toString()}`);
   const child = spawnChild([nginx, "-c", conf, "-p", prefix], { stdout: "ignore", stderr: "inherit" });
@@ -82,7 +67,10 @@ http {
   access_log off;
   default_type application/octet-stream;
   sendfile on;
-  tcp_nopush on;
+  # Not tcp_nopush: with it (TCP_CORK), a sendfile body from an unaligned offset (a Range starting at byte 1234567)
+  # ends in a partial segment that waits for a delayed ACK, 40 ms on loopback: ~1.2k instead of ~60k req/s.
+  # Off, whole objects measure the same (within this machine's noise).
+  tcp_nopush off;
   # wrk keeps its 50 connections for the whole run; don't make it reconnect every 1000 requests.
   keepalive_requests 1000000;
 
@@ -115,6 +103,8 @@ http {
       # proxy_cache_lock_timeout and proxy_cache_lock_age keep their 5 s defaults.
       proxy_cache_lock on;
       proxy_cache_valid 200 1h;
+      # Serve byte ranges from the cache although the origin sends no Accept-Ranges (else: the whole body, 200).
+      proxy_force_ranges on;
       add_header X-Cache $upstream_cache_status always;
     }
   }

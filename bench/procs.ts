@@ -1,4 +1,4 @@
-import { readdirSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -34,16 +34,50 @@ export async function makeTempDir(prefix: string): Promise<string> {
   return dir;
 }
 
-/** Stops children (TERM, then KILL after a grace period) and removes temp dirs. Safe to call twice. */
+/**
+ * Stops children (TERM, then KILL after a grace period) and removes temp dirs. Safe to call twice.
+ * Their descendants (a gateway's forked workers, varnishd's cache process) are noted first and
+ * killed too if they outlive their parent, so no orphan keeps a port or a CPU busy after the run.
+ */
 export async function cleanup(): Promise<void> {
   const running = [...children];
+  const descendants = running.flatMap((child) => processTree(child.pid).slice(1).map(identify));
   for (const child of running) child.kill("SIGTERM");
   await Promise.race([Promise.all(running.map((c) => c.exited)), Bun.sleep(3000)]);
   for (const child of running) if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
   await Promise.all(running.map((c) => c.exited));
   children.clear();
+  const orphans = async () => descendants.filter((d) => d !== undefined && identify(d.pid)?.start === d.start);
+  for (let i = 0; i < 20 && (await orphans()).length > 0; i++) await Bun.sleep(100);
+  for (const orphan of await orphans()) {
+    try {
+      process.kill(orphan!.pid, "SIGKILL");
+    } catch {
+      // gone meanwhile
+    }
+  }
   await Promise.all([...tempDirs].map((dir) => rm(dir, { recursive: true, force: true })));
   tempDirs.clear();
+}
+
+/**
+ * A live process and its start time (field 22 of stat), so a pid the kernel
+ * reused for something else is never mistaken for it; undefined if it is gone or a zombie.
+ */
+function identify(pid: number): { pid: number; start: string } | undefined {
+  try {
+    const fields = statFields(pid);
+    return fields[0] === "Z" ? undefined : { pid, start: fields[19]! };
+  } catch {
+    return undefined;
+  }
+}
+
+/** The fields of /proc/<pid>/stat after the command name (field 3, the state, is [0]). Throws if the pid is gone. */
+function statFields(pid: number): string[] {
+  // The command name in field 2 is parenthesised and may hold spaces: parse after the last ')'.
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  return stat.slice(stat.lastIndexOf(")") + 2).split(" ");
 }
 
 let cleaningUp = false;
@@ -109,21 +143,56 @@ export function rssBytes(pid: number): number {
   }
 }
 
-/** `pid` and its direct children (nginx: the master and its workers, cache manager and loader). */
+/**
+ * `pid` and all its descendants, read afresh on every call: nginx's master and workers, varnishd's
+ * manager and cache process, the gateway's primary and the workers it forks (which it may restart).
+ * Reads /proc/<pid>/task/<tid>/children (a child is listed under the thread that forked it); where
+ * the kernel lacks those files, falls back to matching every process's parent pid.
+ */
 export function processTree(pid: number): number[] {
-  const pids = [pid];
+  const tree: number[] = [];
+  const queue = [pid];
+  for (let next = queue.shift(); next !== undefined; next = queue.shift()) {
+    tree.push(next);
+    queue.push(...childrenOf(next));
+  }
+  return tree;
+}
+
+/** Whether the kernel offers /proc/<pid>/task/<tid>/children (CONFIG_PROC_CHILDREN); checked on our own main thread. */
+const CHILDREN_FILES = existsSync(`/proc/${process.pid}/task/${process.pid}/children`);
+
+function childrenOf(pid: number): number[] {
+  if (!CHILDREN_FILES) return childrenByParent(pid);
+  let tasks: string[];
+  try {
+    tasks = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return []; // gone
+  }
+  const out: number[] = [];
+  for (const tid of tasks) {
+    try {
+      const text = readFileSync(`/proc/${pid}/task/${tid}/children`, "utf8").trim();
+      if (text !== "") out.push(...text.split(" ").map(Number));
+    } catch {
+      // the thread ended while we looked
+    }
+  }
+  return out;
+}
+
+function childrenByParent(pid: number): number[] {
+  const out: number[] = [];
   for (const name of readdirSync("/proc")) {
     if (!/^\d+$/.test(name)) continue;
     try {
-      // The command name in field 2 is parenthesised and may hold spaces: parse after the last ')'.
-      const stat = readFileSync(`/proc/${name}/stat`, "utf8");
-      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
-      if (ppid === pid) pids.push(Number(name));
+      if (Number(statFields(Number(name))[1]) === pid) out.push(Number(name));
     } catch {
       // exited while we looked
     }
   }
-  return pids;
+  return out;
 }
 
 export interface RssSampler {
@@ -151,11 +220,14 @@ export function sampleRss(pids: () => number[], intervalMs = 100): RssSampler {
   };
 }
 
+/** Summed RSS of `pids()` in bytes. */
+export const totalRss = (pids: () => number[]): number => pids().reduce((sum, pid) => sum + rssBytes(pid), 0);
+
 /** Summed RSS after a short quiet spell: the median of a few samples, so one spike does not count. */
-export async function idleRss(pids: number[]): Promise<number> {
+export async function idleRss(pids: () => number[]): Promise<number> {
   const values: number[] = [];
   for (let i = 0; i < 5; i++) {
-    values.push(pids.reduce((sum, pid) => sum + rssBytes(pid), 0));
+    values.push(totalRss(pids));
     await Bun.sleep(100);
   }
   return values.sort((a, b) => a - b)[2]!;
@@ -164,33 +236,43 @@ export async function idleRss(pids: number[]): Promise<number> {
 /** Kernel clock ticks per second, the unit of utime/stime in /proc/<pid>/stat. */
 const CLK_TCK = Number(Bun.spawnSync(["getconf", "CLK_TCK"]).stdout.toString().trim()) || 100;
 
-/** User + system CPU time a process has used, in seconds (undefined if it is gone). */
+/**
+ * User + system CPU time a process has used, in seconds, plus that of its
+ * children it has already reaped (cutime, cstime): a worker that exits and
+ * is replaced during a measurement keeps counting. Undefined if it is gone.
+ */
 export function cpuSeconds(pid: number): number | undefined {
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    // Fields 14 and 15 of stat (utime, stime) are 11 and 12 after the command name.
-    return (Number(fields[11]) + Number(fields[12])) / CLK_TCK;
+    // Fields 14–17 of stat (utime, stime, cutime, cstime) are 11–14 after the command name.
+    const [utime, stime, cutime, cstime] = statFields(pid).slice(11, 15).map(Number);
+    return (utime! + stime! + cutime! + cstime!) / CLK_TCK;
   } catch {
     return undefined;
   }
 }
 
 /**
- * CPU time `pids` use from now until stop(). Unlike requests/s it barely
+ * CPU time the processes use from now until stop(). Unlike requests/s it barely
  * moves when other work shares the CPUs, so it is the steadier figure for
  * comparing what a request costs each server.
+ *
+ * Given a function (a process tree), it is called again at stop(), so workers
+ * forked during the measurement count from their start, and those that exited
+ * count through their parent's reaped-children time. A fixed list is measured as is.
  */
-export function cpuMeter(pids: number[]): { stop(): number } {
-  const start = new Map(pids.map((pid) => [pid, cpuSeconds(pid)]));
+export function cpuMeter(pids: number[] | (() => number[])): { stop(): number } {
+  const list = typeof pids === "function" ? pids : () => pids;
+  const read = () => new Map(list().map((pid) => [pid, cpuSeconds(pid)]));
+  const before = read();
   return {
     stop() {
+      const after = read();
       let total = 0;
-      for (const [pid, before] of start) {
-        const after = cpuSeconds(pid);
-        if (before !== undefined && after !== undefined) total += after - before;
-      }
-      return total;
+      for (const [pid, now] of after) if (now !== undefined) total += now - (before.get(pid) ?? 0);
+      // One that left the tree was reaped by its parent, whose time above now holds its whole life: take
+      // off what it had used before the start. (A pid of a fixed list stays listed, gone or not.)
+      for (const [pid, then] of before) if (!after.has(pid) && then !== undefined) total -= then;
+      return Math.max(0, total);
     },
   };
 }

@@ -12,17 +12,18 @@ export interface Row<R> {
   result: R | undefined;
 }
 
+/** Which rows are divided by which: each of `of` by each of `to`, e.g. every cachegate by nginx and Varnish. */
+export interface Ratios {
+  of: string[];
+  to: string[];
+}
+
 /**
- * A markdown table: one row per target, then cachegate's figures divided by
- * those of nginx proxy_cache and of the ceiling. A ratio is left out ("—")
- * when either side is missing or the divisor is zero.
+ * A markdown table: one row per target, then a row per ratio: the figures of
+ * each `of` target divided by those of each `to` target of the same run. A
+ * ratio is left out ("—") when either side is missing or the divisor is zero.
  */
-export function scenarioTable<R>(
-  title: string,
-  columns: Column<R>[],
-  rows: Row<R>[],
-  ratios: { of: string; to: string[] },
-): string {
+export function scenarioTable<R>(title: string, columns: Column<R>[], rows: Row<R>[], ratios: Ratios): string {
   const cell = (col: Column<R>, result: R | undefined): string => {
     if (result === undefined) return "—";
     const v = col.value(result);
@@ -34,9 +35,9 @@ export function scenarioTable<R>(
     const v = result === undefined ? undefined : col.value(result);
     return typeof v === "number" && Number.isFinite(v) ? v : undefined;
   };
-  const ratioCell = (col: Column<R>, to: string): string => {
+  const ratioCell = (col: Column<R>, name: string, to: string): string => {
     if (col.ratio === false) return "—";
-    const a = numberOf(col, ratios.of);
+    const a = numberOf(col, name);
     const b = numberOf(col, to);
     if (a === undefined || b === undefined || b === 0) return "—";
     return `${(a / b).toFixed(a / b >= 10 ? 1 : 2)}×`;
@@ -44,7 +45,8 @@ export function scenarioTable<R>(
 
   const header = ["target", ...columns.map((c) => c.title)];
   const body = rows.map((r) => [r.name, ...columns.map((c) => cell(c, r.result))]);
-  for (const to of ratios.to) body.push([`*${ratios.of} ÷ ${to}*`, ...columns.map((c) => ratioCell(c, to))]);
+  for (const name of ratios.of)
+    for (const to of ratios.to) body.push([`*${name} ÷ ${to}*`, ...columns.map((c) => ratioCell(c, name, to))]);
   return [`### ${title}`, "", markdown(header, body)].join("\n");
 }
 
