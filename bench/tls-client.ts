@@ -27,6 +27,8 @@ export interface LoadSpec {
   path: string;
   /** PEM of the gateway CA (TLS modes). */
   ca?: string;
+  /** Default "cachegate-bench"; the warm-up sends its own (Squid logs only those). */
+  userAgent?: string;
   concurrency: number;
   warmupSeconds: number;
   seconds: number;
@@ -108,8 +110,9 @@ export class ResponseReader {
         const line = lines[i]!;
         const colon = line.indexOf(":");
         const name = line.slice(0, colon).trim().toLowerCase();
-        if (name === "content-length") length = Number(line.slice(colon + 1).trim());
-        else if (name === "x-cache") xcache = line.slice(colon + 1).trim();
+        const value = line.slice(colon + 1).trim();
+        if (name === "content-length") length = Number(value);
+        else if (name === "x-cache") xcache = value.split(" ")[0]!; // Squid: "HIT from <hostname>"
       }
       if (length < 0) {
         this.fail(new Error(`response without Content-Length: ${lines[0]}`));
@@ -150,12 +153,22 @@ const tlsTunnel = (spec: Pick<LoadSpec, "proxyPort" | "host" | "port">, ca: stri
 export interface Conn {
   request(): Promise<OneResponse>;
   close(): void;
+  /** What the TLS handshake agreed ("TLSv1.3 TLS_AES_256_GCM_SHA384 X25519"); undefined for plain. */
+  tls?: string;
+}
+
+function tlsSummary(socket: TLSSocket): string {
+  const key = socket.getEphemeralKeyInfo();
+  // Bun names no group for some (seen against Bun's own TLS server), perhaps a hybrid post-quantum one.
+  const group = key && "name" in key && key.name ? ` ${key.name}` : ", key exchange group not reported";
+  return `${socket.getProtocol()} ${socket.getCipher().standardName}${group}`;
 }
 
 function conn(socket: Socket | TLSSocket, request: string): Conn {
   const reader = new ResponseReader(socket);
   socket.on("error", () => {}); // reported through the reader
   return {
+    tls: "getProtocol" in socket ? tlsSummary(socket) : undefined,
     request() {
       socket.write(request);
       return withTimeout(reader.next(), "response", () => socket.destroy());
@@ -164,10 +177,12 @@ function conn(socket: Socket | TLSSocket, request: string): Conn {
   };
 }
 
-const plainRequest = (spec: Pick<LoadSpec, "host" | "port" | "path">) =>
-  `GET http://${spec.host}:${spec.port}${spec.path} HTTP/1.1\r\nHost: ${spec.host}:${spec.port}\r\nUser-Agent: cachegate-bench\r\n\r\n`;
-const originRequest = (spec: Pick<LoadSpec, "host" | "port" | "path">, close = false) =>
-  `GET ${spec.path} HTTP/1.1\r\nHost: ${spec.host}:${spec.port}\r\nUser-Agent: cachegate-bench\r\n${close ? "Connection: close\r\n" : ""}\r\n`;
+type Target = Pick<LoadSpec, "host" | "port" | "path" | "userAgent">;
+const head = (spec: Target) =>
+  `Host: ${spec.host}:${spec.port}\r\nUser-Agent: ${spec.userAgent ?? "cachegate-bench"}\r\n`;
+const plainRequest = (spec: Target) => `GET http://${spec.host}:${spec.port}${spec.path} HTTP/1.1\r\n${head(spec)}\r\n`;
+const originRequest = (spec: Target, close = false) =>
+  `GET ${spec.path} HTTP/1.1\r\n${head(spec)}${close ? "Connection: close\r\n" : ""}\r\n`;
 
 /** A keep-alive connection for `plain` (to the proxy) or `reuse` (a TLS tunnel through it). */
 export async function openConn(
