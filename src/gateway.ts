@@ -15,6 +15,7 @@ import { allOf, diskWatermarks, sizeLimit } from "./cache/eviction.ts";
 import { openCache } from "./cache/open-cache.ts";
 import type { CachePipeline } from "./cache/pipeline.ts";
 import type { Downloads } from "./cluster/messages.ts";
+import { assertPortFree } from "./cluster/port-check.ts";
 import { createRelayClient, startRelayServer } from "./cluster/relay.ts";
 import type { Supervisor } from "./cluster/supervisor.ts";
 import type { WorkerLink } from "./cluster/worker-link.ts";
@@ -106,6 +107,8 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     log.error("persisted admin settings no longer valid; started from the environment", { errors });
   }
   const current = () => config.current;
+  // Its workers will share the agent port with SO_REUSEPORT: first make sure nobody else has it.
+  if (primary) assertPortFree(runtime.host, config.current.cacheMode.port);
   const stats = createStats(db, { kinds: () => current().stats.kinds, now, log });
   const adminToken = await loadAdminToken(runtime.dataDir, runtime.adminToken, log);
 

@@ -34,6 +34,7 @@ async function start(): Promise<() => Promise<void>> {
   const secret = randomBytes(24).toString("hex");
   const workers = createSupervisor({
     count: runtime.workers,
+    host: runtime.host,
     env: () => ({
       [WORKER_ENV.secret]: secret,
       [WORKER_ENV.via]: gateway!.via,

@@ -4,10 +4,13 @@ import { GatewayError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { Leaf } from "../tls/leaf-cache.ts";
 import { type Downloads, type FromWorker, isMessage, type ToWorker } from "./messages.ts";
+import { assertPortFree } from "./port-check.ts";
 import { WORKER_ENV } from "./worker-link.ts";
 
 export interface SupervisorOptions {
   count: number;
+  /** Where workers bind the agent port. */
+  host: string;
   /** Added to every worker's environment: what all of them must share (Via pseudonym, relay secret…). */
   env: () => Record<string, string>;
   log: Logger;
@@ -169,6 +172,7 @@ export function createSupervisor(opts: SupervisorOptions) {
 
     /** Config applier: every worker applies the change; one refusing it refuses it (the others go back). */
     async applyConfig(next: Config, prev: Config): Promise<void> {
+      if (next.cacheMode.port !== prev.cacheMode.port) assertPortFree(opts.host, next.cacheMode.port);
       try {
         await ask((id) => ({ t: "config", id, config: next }), "configuration change");
       } catch (err) {

@@ -2,6 +2,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { readdir } from "node:fs/promises";
 import { request } from "node:http";
 import { join } from "node:path";
+import { freePort } from "../support/admin.ts";
 import { cleanupAfterEach } from "../support/cleanup.ts";
 import { killAllGatewayProcesses, startGatewayProcess } from "../support/gateway-process.ts";
 import { pushedBody, startOrigin } from "../support/origin.ts";
@@ -229,6 +230,35 @@ describe("worker processes on one cache", () => {
     await gw.idle();
     expect(new Set(await bodies())).toEqual(new Set(["version 2"]));
     expect(origin.count()).toBe(2);
+  }, 30_000);
+
+  test("a second gateway on the same agent port is refused at start, not given half the agents", async () => {
+    const gw = await startGatewayProcess({ env: WORKERS });
+    defer(() => gw.close());
+    const second = startGatewayProcess({ env: { ...WORKERS, CACHEGATE_PORT: String(gw.proxyPort) } });
+    await expect(second).rejects.toThrow(`cannot listen on port ${gw.proxyPort}`);
+    // Moving the agent port onto a port someone holds is refused too, and changes nothing.
+    const held = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+    defer(() => held.stop(true));
+    const res = await fetch(`${gw.adminUrl}/api/config`, {
+      method: "PATCH",
+      headers: { authorization: `Bearer ${gw.token}`, "content-type": "application/json" },
+      body: JSON.stringify({ cacheMode: { port: held.port } }),
+    });
+    expect(res.status).toBe(409);
+    expect((await gw.json("/api/config")).config.cacheMode.port).toBe(gw.proxyPort);
+  }, 30_000);
+
+  test("moving the agent port moves every worker", async () => {
+    const origin = startOrigin(() => new Response("ok", { headers: { "cache-control": "max-age=600" } }));
+    defer(() => origin.stop());
+    const gw = await startGatewayProcess({ env: WORKERS });
+    defer(() => gw.close());
+    const port = await freePort();
+    await gw.configure({ cacheMode: { port } });
+    const answers = await Promise.all(Array.from({ length: 20 }, () => agentGet(port, origin.url("/moved"))));
+    expect(new Set(answers.map((a) => a.status))).toEqual(new Set([200]));
+    await expect(agentGet(gw.proxyPort, origin.url("/moved"))).rejects.toThrow();
   }, 30_000);
 
   test("SIGTERM stops the primary and every worker; none is restarted", async () => {
