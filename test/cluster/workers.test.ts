@@ -35,10 +35,14 @@ interface AgentResponse {
   received(): number;
 }
 
-/** One agent: a new connection, an absolute-form GET, the response as it streams. */
-function agentGet(proxyPort: number, url: string): Promise<AgentResponse> {
+/** One agent: a new connection, an absolute-form GET, the response as it streams (held until `hold`, if given). */
+function agentGet(proxyPort: number, url: string, hold?: Promise<void>): Promise<AgentResponse> {
   return new Promise((resolve, reject) => {
     const req = request({ host: "127.0.0.1", port: proxyPort, path: url, agent: false }, (res) => {
+      if (hold) {
+        res.pause();
+        void hold.then(() => res.resume());
+      }
       const chunks: Buffer[] = [];
       let received = 0;
       const body = new Promise<Buffer>((done, fail) => {
@@ -61,6 +65,9 @@ function agentGet(proxyPort: number, url: string): Promise<AgentResponse> {
 /** Worker pids as the primary logged them when each started serving. */
 const workerPids = (output: string) =>
   [...output.matchAll(/"msg":"worker serving","slot":(\d+),"pid":(\d+)/g)].map((m) => Number(m[2]));
+
+const blobFiles = async (dataDir: string) =>
+  (await readdir(join(dataDir, "blobs"), { recursive: true })).filter((f) => f.length > 64);
 
 const alive = (pid: number) => {
   try {
@@ -230,6 +237,33 @@ describe("worker processes on one cache", () => {
     await gw.idle();
     expect(new Set(await bodies())).toEqual(new Set(["version 2"]));
     expect(origin.count()).toBe(2);
+  }, 30_000);
+
+  test("a purge while an agent on a worker is reading the object leaves that agent's bytes whole", async () => {
+    const body = pattern(16 * MiB, 11);
+    const origin = startOrigin(() => new Response(body, { headers: { "cache-control": "max-age=600" } }));
+    defer(() => origin.stop());
+    const gw = await startGatewayProcess({ env: WORKERS });
+    defer(() => gw.close());
+    await agentGet(gw.proxyPort, origin.url("/read-during-purge.bin")).then((r) => r.body);
+    await gw.idle();
+
+    const reading = gate();
+    const reader = await agentGet(gw.proxyPort, origin.url("/read-during-purge.bin"), reading.opened);
+    expect(reader.headers["x-cache"]).toBe("HIT");
+    const purge = await fetch(
+      `${gw.adminUrl}/api/cache/entries?url=${encodeURIComponent(origin.url("/read-during-purge.bin"))}`,
+      { method: "DELETE", headers: { authorization: `Bearer ${gw.token}` } },
+    );
+    expect(await purge.json()).toEqual({ purged: 1 });
+    // The blob file is gone from disk (the primary purged it), but the worker had it open: the agent reads on.
+    expect(await blobFiles(gw.dataDir)).toEqual([]);
+    expect(reader.received()).toBeLessThan(body.length);
+    reading.open();
+    expect(Buffer.compare(await reader.body, Buffer.from(body))).toBe(0);
+    const after = await agentGet(gw.proxyPort, origin.url("/read-during-purge.bin"));
+    expect(after.headers["x-cache"]).toBe("MISS");
+    expect(Buffer.compare(await after.body, Buffer.from(body))).toBe(0);
   }, 30_000);
 
   test("a second gateway on the same agent port is refused at start, not given half the agents", async () => {
