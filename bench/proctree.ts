@@ -1,6 +1,6 @@
-import { readdirSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import type { Subprocess } from "bun";
-import { rssBytes } from "./procs.ts";
+import { processTree, rssBytes } from "./procs.ts";
 
 /**
  * A server that forks (cachegate's workers, Squid's kids and their helpers)
@@ -8,38 +8,8 @@ import { rssBytes } from "./procs.ts";
  * at the moment of measuring.
  */
 
-/** Direct children of `pid`, from /proc/<pid>/task/<tid>/children (each thread lists the children it forked). */
-function childrenOf(pid: number): number[] {
-  let tids: string[];
-  try {
-    tids = readdirSync(`/proc/${pid}/task`);
-  } catch {
-    return []; // gone
-  }
-  const out: number[] = [];
-  for (const tid of tids) {
-    try {
-      const text = readFileSync(`/proc/${pid}/task/${tid}/children`, "utf8").trim();
-      if (text !== "") for (const child of text.split(" ")) out.push(Number(child));
-    } catch {
-      // the thread ended while we looked
-    }
-  }
-  return out;
-}
-
-/** `pid` and all its descendants, parents first. */
-export function treePids(pid: number): number[] {
-  const seen: number[] = [];
-  const queue = [pid];
-  while (queue.length > 0) {
-    const p = queue.shift()!;
-    if (seen.includes(p)) continue;
-    seen.push(p);
-    queue.push(...childrenOf(p));
-  }
-  return seen;
-}
+/** `pid` and all its descendants, parents first (procs.ts reads them). */
+export const treePids = processTree;
 
 const CLK_TCK = Number(Bun.spawnSync(["getconf", "CLK_TCK"]).stdout.toString().trim()) || 100;
 
