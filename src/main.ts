@@ -71,6 +71,8 @@ try {
   };
   process.once("SIGTERM", () => void shutdown("SIGTERM"));
   process.once("SIGINT", () => void shutdown("SIGINT"));
+  // A worker whose primary is gone (killed) would hold the agent port with nobody to run it: it leaves too.
+  if (cluster.isWorker) process.once("disconnect", () => void shutdown("primary gone"));
 } catch (err) {
   if (err instanceof GatewayError && err.details) {
     log.error("cachegate cannot start: fix these settings", { errors: err.details.map((e) => e.message) });

@@ -1,4 +1,5 @@
 import { afterAll, describe, expect, test } from "bun:test";
+import { readFileSync } from "node:fs";
 import { readdir } from "node:fs/promises";
 import { request } from "node:http";
 import { join } from "node:path";
@@ -293,6 +294,17 @@ describe("worker processes on one cache", () => {
     const answers = await Promise.all(Array.from({ length: 20 }, () => agentGet(port, origin.url("/moved"))));
     expect(new Set(answers.map((a) => a.status))).toEqual(new Set([200]));
     await expect(agentGet(gw.proxyPort, origin.url("/moved"))).rejects.toThrow();
+  }, 30_000);
+
+  test("workers whose primary was killed stop too, and free the agent port", async () => {
+    const gw = await startGatewayProcess({ env: WORKERS });
+    defer(() => gw.close());
+    const pids = workerPids(gw.output());
+    const primary = Number(readFileSync(`/proc/${pids[0]}/stat`, "utf8").split(") ")[1]!.split(" ")[1]);
+    process.kill(primary, "SIGKILL"); // the primary cannot tell anyone
+    await waitFor("the orphaned workers to exit", () => pids.every((pid) => !alive(pid)), 10_000);
+    const again = await startGatewayProcess({ env: { ...WORKERS, CACHEGATE_PORT: String(gw.proxyPort) } });
+    defer(() => again.close());
   }, 30_000);
 
   test("SIGTERM stops the primary and every worker; none is restarted", async () => {
