@@ -30,6 +30,7 @@ import { createAddressGuard } from "./net/address-guard.ts";
 import { createPatchCache, type PatchCache } from "./patch/patch-cache.ts";
 import { createAgentListener } from "./proxy/agent-listener.ts";
 import { createProxyApp, type ProxyBindings } from "./proxy/app.ts";
+import { createFastHit } from "./proxy/fast-hit.ts";
 import { createInterceptor } from "./proxy/intercept.ts";
 import { createProxyServer } from "./proxy/proxy-server.ts";
 import { createTunnelHandler } from "./proxy/tunnel.ts";
@@ -153,9 +154,10 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     ? undefined
     : await (await import("./tls/tls-state.ts")).createTlsState(runtime.dataDir, config.current, log);
   const tls = ca ?? createWorkerTls(worker!.leaf, now);
+  const pipelines = { platform: main.pipeline, patch: patch.pipeline };
   const proxyApp = createProxyApp({
     config: current,
-    pipelines: { platform: main.pipeline, patch: patch.pipeline },
+    pipelines,
     fetchUpstream,
     agents: agentGate,
     via,
@@ -163,6 +165,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   });
   const handlerOptions = {
     fetch: (req: Request, env: ProxyBindings) => proxyApp.fetch(req, env),
+    fastHit: createFastHit({ config: current, pipelines, agents: agentGate, via, log }),
     via,
     log,
     onServed: stats.served,

@@ -35,7 +35,7 @@ export interface LookupDeps {
 }
 
 /** Looks a request up; `entry: false` skips the index (its stored response turned out to be unreadable). */
-export function lookup(req: Request, url: string, deps: LookupDeps, opts: { entry?: false } = {}): Lookup {
+export function lookup(req: { headers: Headers }, url: string, deps: LookupDeps, opts: { entry?: false } = {}): Lookup {
   const rules = deps.ttlRules();
   const now = deps.now();
   const entry = opts.entry === false ? undefined : deps.index.lookup(url, req.headers);

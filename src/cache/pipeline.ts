@@ -2,6 +2,7 @@ import type { Logger } from "../log.ts";
 import type { BlobStore } from "../store/blob-store.ts";
 import type { CacheIndex, StoredEntry } from "./cache-index.ts";
 import type { EvictionPolicy } from "./eviction.ts";
+import { createMemoryHits, type MemoryHit } from "./fast-hit.ts";
 import { createFetch } from "./fetch.ts";
 import { createFiller } from "./fill.ts";
 import { createFlights, type Flight } from "./flights.ts";
@@ -53,6 +54,11 @@ export interface OwnerRoute {
 export interface CachePipeline {
   /** `relayed`: another process sent it here as the URL's owner; it is answered here, never sent on. */
   handle(req: Request, relayed?: boolean): Promise<Response>;
+  /**
+   * For the proxy's fast path: a fresh stored 200 held in memory for a plain GET or HEAD of `url`, judged as
+   * handle() judges a hit; undefined for everything handle() must decide (see fast-hit.ts).
+   */
+  freshInMemory(url: URL, headers: Headers): Promise<MemoryHit | undefined>;
   /** RFC 9111 §4.4: a successful unsafe request invalidates the stored responses of its URL. */
   invalidate(url: string): Promise<void>;
   /** Downloads in progress (for graceful shutdown and stats). */
@@ -154,6 +160,7 @@ export function createCachePipeline(deps: PipelineDeps): CachePipeline {
 
   return {
     handle,
+    freshInMemory: createMemoryHits({ index, store: deps.store, lookup: lookupDeps }),
     async invalidate(url) {
       await index.purge({ url: cacheKey(url) });
     },

@@ -31,3 +31,21 @@ export async function admitAgent(
   if (result.delayMs > 0) await Bun.sleep(result.delayMs);
   throw agentsOnly();
 }
+
+/**
+ * Patch Mode's "agents only" rule for one proxied request, as a plain
+ * function for the proxy app and the fast path alike: resolves with who the
+ * agent is, or throws the 407. A request inside a tunnel authorized at its
+ * CONNECT (`authenticated`) is checked again, so a revocation since then
+ * takes effect there too.
+ */
+export async function admitRequest(
+  gate: AgentGate,
+  networks: readonly string[],
+  who: { client: string; authenticated?: boolean },
+  header: string | undefined | null,
+): Promise<string> {
+  if (!who.authenticated) return admitAgent(gate, header, who.client, networks);
+  if (!gate.stillAdmitted(who.client, networks)) throw agentsOnly();
+  return who.client;
+}

@@ -1,13 +1,12 @@
 import { Hono } from "hono";
 import type { AgentGate } from "../agents/proxy-auth.ts";
-import type { CachePipeline } from "../cache/pipeline.ts";
 import type { Config } from "../config/schema.ts";
 import { GatewayError } from "../errors.ts";
 import type { Logger } from "../log.ts";
-import { admitAgent, agentsOnly } from "./agents-only.ts";
+import { admitRequest } from "./agents-only.ts";
 import { addVia, hasLooped } from "./hop-by-hop.ts";
-import { domainNotAllowed, reachOf } from "./policy.ts";
-import { refusalResponse } from "./refusal.ts";
+import { cacheFor, domainNotAllowed, type Pipelines, reachOf } from "./policy.ts";
+import { failedRequest } from "./refusal.ts";
 import type { UpstreamFetch } from "./upstream.ts";
 
 /** What the listener knows about each request beyond the Request itself. */
@@ -16,14 +15,13 @@ export interface ProxyBindings {
   client: string;
   /** origin-form (`GET /path`) means the client did not treat us as a proxy. */
   form: "absolute" | "origin";
-  /** Set for requests inside a tunnel whose CONNECT was already authorized. */
+  /** Set once Patch Mode admitted the agent: at a tunnel's CONNECT, or by the fast path (the app checks again). */
   authenticated?: boolean;
 }
 
 export interface ProxyAppOptions {
   config: () => Config;
-  /** The platform cache (data dir) and, while Patch Mode is on, the patch cache (patch disk). */
-  pipelines: { platform: CachePipeline; patch: () => CachePipeline | undefined };
+  pipelines: Pipelines;
   fetchUpstream: UpstreamFetch;
   agents: AgentGate;
   via: string;
@@ -58,13 +56,8 @@ export function createProxyApp(opts: ProxyAppOptions) {
   app.use(async function agentsOnlyInPatchMode(c, next) {
     const { patchMode } = opts.config();
     if (!patchMode.enabled) return next();
-    if (c.env.authenticated) {
-      // Inside a tunnel authorized at its CONNECT: a revocation since then takes effect here too.
-      if (!opts.agents.stillAdmitted(c.env.client, patchMode.clientNetworks)) throw agentsOnly();
-      return next();
-    }
     const header = c.req.header("proxy-authorization");
-    c.env.client = await admitAgent(opts.agents, header, c.env.client, patchMode.clientNetworks);
+    c.env.client = await admitRequest(opts.agents, patchMode.clientNetworks, c.env, header);
     c.env.authenticated = true;
     await next();
   });
@@ -76,12 +69,7 @@ export function createProxyApp(opts: ProxyAppOptions) {
     const reach = reachOf(url.hostname, config);
     if (reach === "denied") throw domainNotAllowed(url.hostname, config);
 
-    const pipeline =
-      reach === "platform" && config.cacheMode.enabled
-        ? opts.pipelines.platform
-        : reach === "patch"
-          ? opts.pipelines.patch()
-          : undefined;
+    const pipeline = cacheFor(reach, config, opts.pipelines);
     if (pipeline && (req.method === "GET" || req.method === "HEAD")) return pipeline.handle(req);
 
     const res = await opts.fetchUpstream(req);
@@ -92,8 +80,7 @@ export function createProxyApp(opts: ProxyAppOptions) {
   });
 
   app.onError(function renderError(err, c) {
-    if (!(err instanceof GatewayError)) opts.log.error("proxy request failed", { url: c.req.url, error: err });
-    return refusalResponse(err, opts.via);
+    return failedRequest(err, c.req.url, opts.via, opts.log);
   });
 
   return app;

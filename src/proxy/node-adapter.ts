@@ -4,14 +4,12 @@ import { type BodyCursor, claimCursor, FILE_CHUNK } from "../cache/body-source.t
 
 /**
  * The proxy port is a node:http server because only node:http hands over
- * the raw socket of a CONNECT. These two functions turn its messages into
- * Fetch API objects and back, so everything behind them (Hono routes, the
- * cache pipeline) speaks Request/Response.
+ * the raw socket of a CONNECT. toRequest and writeResponse turn its
+ * messages into Fetch API objects and back, so everything behind them (Hono
+ * routes, the cache pipeline) speaks Request/Response; the fast path
+ * (fast-hit.ts) uses only headersOf and nodeHeaders.
  */
-export function toRequest(req: IncomingMessage, url: string): Request {
-  const headers = new Headers();
-  const raw = req.rawHeaders;
-  for (let i = 0; i < raw.length; i += 2) headers.append(raw[i]!, raw[i + 1]!);
+export function toRequest(req: IncomingMessage, url: string, headers = headersOf(req)): Request {
   const hasBody = req.method !== "GET" && req.method !== "HEAD";
   return new Request(url, {
     method: req.method,
@@ -21,22 +19,40 @@ export function toRequest(req: IncomingMessage, url: string): Request {
   });
 }
 
+/** The request's header fields as a Fetch Headers, repeated fields joined as a Request would see them. */
+export function headersOf(req: IncomingMessage): Headers {
+  const headers = new Headers();
+  const raw = req.rawHeaders;
+  for (let i = 0; i < raw.length; i += 2) headers.append(raw[i]!, raw[i + 1]!);
+  return headers;
+}
+
+/**
+ * A response head for res.writeHead, in the order Headers iterates (sorted
+ * names); Set-Cookie stays a list, one field per cookie. Every response the
+ * proxy port writes goes through here, so a fast hit's head is the slow path's.
+ */
+export function nodeHeaders(fields: Headers): Record<string, string | string[]> {
+  const headers: Record<string, string | string[]> = {};
+  for (const [name, value] of fields) {
+    if (name === "set-cookie") continue;
+    headers[name] = value;
+  }
+  const cookies = fields.getSetCookie();
+  if (cookies.length > 0) headers["set-cookie"] = cookies;
+  return headers;
+}
+
 /**
  * Writes a Response to the agent, respecting backpressure so a slow agent
  * holds one chunk in memory, not the object. If the body fails midway the
  * socket is destroyed: the agent sees a broken transfer (short
  * Content-Length or a chunked body without its last chunk), never a
- * truncated body passed off as complete.
+ * truncated body passed off as complete. Resolves with the number of body
+ * bytes handed to the socket.
  */
-/** Resolves with the number of body bytes handed to the socket. */
 export async function writeResponse(res: ServerResponse, response: Response): Promise<number> {
-  const headers: Record<string, string | string[]> = {};
-  for (const [name, value] of response.headers) {
-    if (name === "set-cookie") continue;
-    headers[name] = value;
-  }
-  const cookies = response.headers.getSetCookie();
-  if (cookies.length > 0) headers["set-cookie"] = cookies;
+  const headers = nodeHeaders(response.headers);
   try {
     res.writeHead(response.status, response.statusText || undefined, headers);
   } catch (err) {

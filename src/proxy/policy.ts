@@ -1,3 +1,4 @@
+import type { CachePipeline } from "../cache/pipeline.ts";
 import { domainMatches } from "../config/domain-name.ts";
 import type { Config } from "../config/schema.ts";
 import { GatewayError } from "../errors.ts";
@@ -15,6 +16,22 @@ export function reachOf(host: string, config: Config): Reach {
   if (domainMatches(name, config.platformDomains)) return "platform";
   if (config.allowedDomains.enabled && domainMatches(name, config.allowedDomains.domains)) return "allowed";
   return config.patchMode.enabled ? "patch" : "denied";
+}
+
+/** The platform cache (data dir) and, while Patch Mode is on, the patch cache (patch disk). */
+export interface Pipelines {
+  platform: CachePipeline;
+  patch: () => CachePipeline | undefined;
+}
+
+/**
+ * The cache a reachable host's requests go through: platform hosts in
+ * Cache Mode, Patch Mode sources on the patch disk; none for the rest
+ * (passed through uncached).
+ */
+export function cacheFor(reach: Reach, config: Config, pipelines: Pipelines): CachePipeline | undefined {
+  if (reach === "platform") return config.cacheMode.enabled ? pipelines.platform : undefined;
+  return reach === "patch" ? pipelines.patch() : undefined;
 }
 
 /** The 403 for a host policy refuses: what was refused and which setting would allow it. */

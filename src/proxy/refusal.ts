@@ -1,6 +1,7 @@
 import { STATUS_CODES } from "node:http";
 import type { Duplex } from "node:stream";
-import { asGatewayError } from "../errors.ts";
+import { asGatewayError, GatewayError } from "../errors.ts";
+import type { Logger } from "../log.ts";
 import { addVia } from "./hop-by-hop.ts";
 
 /**
@@ -17,6 +18,12 @@ export function refusalResponse(err: unknown, via: string): Response {
   const headers = new Headers({ "content-type": "text/plain; charset=utf-8", ...e.headers });
   addVia(headers, via);
   return new Response(refusalText(e.message), { status: e.status, headers });
+}
+
+/** A proxied request that failed: a GatewayError is its refusal; anything else is a bug, logged, and a plain 500. */
+export function failedRequest(err: unknown, url: string, via: string, log: Logger): Response {
+  if (!(err instanceof GatewayError)) log.error("proxy request failed", { url, error: err });
+  return refusalResponse(err, via);
 }
 
 /** Answers a CONNECT the gateway will not tunnel, on the raw socket, and closes it. */

@@ -1,13 +1,16 @@
-import type { IncomingMessage, RequestListener } from "node:http";
+import type { IncomingMessage, RequestListener, ServerResponse } from "node:http";
 import { GatewayError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { Served } from "../stats/collector.ts";
 import type { ProxyBindings } from "./app.ts";
-import { toRequest, writeResponse } from "./node-adapter.ts";
+import type { FastHit } from "./fast-hit.ts";
+import { headersOf, toRequest, writeResponse } from "./node-adapter.ts";
 import { refusalResponse } from "./refusal.ts";
 
 export interface RequestHandlerOptions {
   fetch: (req: Request, env: ProxyBindings) => Response | Promise<Response>;
+  /** Answers small fresh hits without the app (fast-hit.ts); what it leaves goes to `fetch`. */
+  fastHit?: FastHit;
   log: Logger;
   /** This gateway's Via pseudonym, for the responses it makes itself. */
   via: string;
@@ -15,38 +18,69 @@ export interface RequestHandlerOptions {
   onServed?: (served: Served) => void;
 }
 
+/** What a request target means: on the proxy port an absolute URL; inside an intercepted tunnel a path on its host. */
+export type TargetOf = (req: IncomingMessage) => {
+  url: string;
+  form: ProxyBindings["form"];
+  agent: string;
+  authenticated?: boolean;
+};
+
 /**
- * Turns node:http requests into Fetch Requests for the proxy app and writes
- * the answers back. `urlOf` says what URL a request target means: on the
- * proxy port an absolute URL; inside an intercepted tunnel a path on the
- * tunnel's host.
+ * Answers node:http requests: a small fresh hit straight from memory (the
+ * fast path), everything else by turning it into a Fetch Request for the
+ * proxy app and writing the app's Response back. Either way each response
+ * is reported once to onServed.
  */
-export function createRequestHandler(
-  opts: RequestHandlerOptions,
-  urlOf: (req: IncomingMessage) => { url: string; form: ProxyBindings["form"]; agent: string; authenticated?: boolean },
-): RequestListener {
-  return (req, res) => {
-    const { url, form, agent, authenticated } = urlOf(req);
+export function createRequestHandler(opts: RequestHandlerOptions, urlOf: TargetOf): RequestListener {
+  function failed(res: ServerResponse, url: string, error: unknown): void {
+    opts.log.error("writing a response failed", { url, error });
+    res.destroy();
+  }
+
+  /** The proxy app's way: Request → Hono → Response → node:http. */
+  function viaApp(req: IncomingMessage, res: ServerResponse, url: string, headers: Headers, env: ProxyBindings) {
     let request: Request;
     try {
-      new URL(url); // WHATWG URL rules, stricter than Request's: e.g. a host "xn--a" that is not valid punycode
-      request = toRequest(req, url);
+      request = toRequest(req, url, headers);
     } catch {
-      const message = `"${req.url}" is not a valid request target; send an absolute URL with a valid host name`;
-      const refusal = refusalResponse(new GatewayError(400, "bad_request_target", message), opts.via);
-      void writeResponse(res, refusal);
-      return;
+      return badTarget(req, res);
     }
-    const env: ProxyBindings = { client: agent, form, authenticated };
     Promise.resolve(opts.fetch(request, env))
       .then(async (response) => {
         const bytes = await writeResponse(res, response);
         // env.client is the agent's user name if it authenticated.
         opts.onServed?.({ agent: env.client, url, label: response.headers.get("x-cache"), bytes });
       })
-      .catch((error) => {
-        opts.log.error("writing a response failed", { url, error });
-        res.destroy();
-      });
+      .catch((error) => failed(res, url, error));
+  }
+
+  function badTarget(req: IncomingMessage, res: ServerResponse): void {
+    const message = `"${req.url}" is not a valid request target; send an absolute URL with a valid host name`;
+    void writeResponse(res, refusalResponse(new GatewayError(400, "bad_request_target", message), opts.via));
+  }
+
+  return (req, res) => {
+    const { url, form, agent, authenticated } = urlOf(req);
+    let parsed: URL;
+    let headers: Headers;
+    try {
+      // WHATWG URL rules, stricter than Request's: e.g. a host "xn--a" that is not valid punycode.
+      parsed = new URL(url);
+      headers = headersOf(req);
+    } catch {
+      return badTarget(req, res);
+    }
+    const env: ProxyBindings = { client: agent, form, authenticated };
+    // Only GET and HEAD can be fast hits; a request with a body goes to the app at once.
+    const bodiless = req.method === "GET" || req.method === "HEAD";
+    if (!opts.fastHit || !bodiless) return viaApp(req, res, url, headers, env);
+    opts.fastHit(req, res, parsed, headers, env).then(
+      (answered) => {
+        if (!answered) return viaApp(req, res, url, headers, env);
+        opts.onServed?.({ agent: env.client, url, ...answered });
+      },
+      (error) => failed(res, url, error),
+    );
   };
 }

@@ -265,6 +265,32 @@ describe("several requests on one tunnel", () => {
     expect(origin.count("/keep/b.txt")).toBe(1);
   });
 
+  test("a fresh hit inside an intercepted tunnel gets the head and body the proxy app gives a request it must answer", async () => {
+    const socket = await tlsThroughTunnel(gw.proxyPort, "localhost", origin.port, { ca: gatewayCaPem });
+    try {
+      const get = (extra = "") =>
+        exchange(socket, `GET /keep/same.txt HTTP/1.1\r\nHost: localhost:${origin.port}\r\n${extra}\r\n`);
+      expect((await get()).headers.get("x-cache")).toBe("MISS");
+      await gw.idle();
+      const fast = await get();
+      // A conditional request is the proxy app's to answer; one that does not match gets the whole HIT.
+      const slow = await get('If-None-Match: "other"\r\n');
+      const fields = (headers: Headers) => [...headers].filter(([name]) => name !== "date" && name !== "age");
+      expect([fast.status, fast.headers.get("x-cache"), slow.status, slow.headers.get("x-cache")]).toEqual([
+        200,
+        "HIT",
+        200,
+        "HIT",
+      ]);
+      expect(fields(fast.headers)).toEqual(fields(slow.headers));
+      expect(fast.body.toString()).toBe("body of /keep/same.txt");
+      expect(slow.body.toString()).toBe("body of /keep/same.txt");
+    } finally {
+      socket.destroy();
+    }
+    expect(origin.count("/keep/same.txt")).toBe(1);
+  });
+
   test("curl fetching two URLs reuses one tunnel for both", async () => {
     const child = Bun.spawn(
       [
