@@ -3,9 +3,8 @@ import { existsSync, readdirSync, rmSync } from "node:fs";
 import { chmod, chown, copyFile, mkdir, readFile, stat, writeFile } from "node:fs/promises";
 import { connect } from "node:net";
 import { join } from "node:path";
-import * as x509 from "@peculiar/x509";
 import type { Subprocess } from "bun";
-import { EC_P256, randomSerial } from "../src/tls/ca.ts";
+import { createSelfSignedCa, randomSerial } from "../src/tls/ca.ts";
 import { freePort, freshLog, makeTempDir, spawnChild } from "./procs.ts";
 import { stopTree } from "./proctree.ts";
 
@@ -125,23 +124,7 @@ async function ensureWrapper(): Promise<void> {
 
 /** A CA for Squid to sign its leaves with, EC P-256 as cachegate's (Squid gives its leaves the CA's key). */
 async function squidCa(): Promise<{ certPem: string; keyPem: string }> {
-  const now = Date.now();
-  const keys = (await crypto.subtle.generateKey(EC_P256, true, ["sign", "verify"])) as CryptoKeyPair;
-  const ca = await x509.X509CertificateGenerator.createSelfSigned({
-    serialNumber: randomSerial(),
-    name: `CN=cachegate bench Squid CA ${randomSerial().slice(0, 8)}, O=cachegate bench`,
-    notBefore: new Date(now - 3600_000),
-    notAfter: new Date(now + 86400_000),
-    keys,
-    signingAlgorithm: EC_P256,
-    extensions: [
-      new x509.BasicConstraintsExtension(true, 0, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
-      await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
-    ],
-  });
-  const pkcs8 = await crypto.subtle.exportKey("pkcs8", keys.privateKey);
-  return { certPem: ca.toString("pem"), keyPem: x509.PemConverter.encode(pkcs8, "PRIVATE KEY") };
+  return createSelfSignedCa(`CN=cachegate bench Squid CA ${randomSerial().slice(0, 8)}, O=cachegate bench`, 86400_000);
 }
 
 const leftovers = new Set<() => void>();

@@ -30,7 +30,7 @@ import { availableParallelism, loadavg } from "node:os";
 import { join } from "node:path";
 import * as x509 from "@peculiar/x509";
 import { silentLogger } from "../src/log.ts";
-import { EC_P256, loadCa, randomSerial } from "../src/tls/ca.ts";
+import { createSelfSignedCa, EC_P256, loadCa, randomSerial } from "../src/tls/ca.ts";
 import { createLeafMinter } from "../src/tls/leaf-minter.ts";
 import { freePort, freshLog, interrupted, makeTempDir, runBench, spawnChild, waitForHttp } from "./procs.ts";
 import { stopTree, treeCpuMeter, treeNames, treeRss } from "./proctree.ts";
@@ -58,20 +58,10 @@ async function originCertificates(): Promise<{ caPem: string; cert: string; key:
   const pkcs8 = async (key: CryptoKey) =>
     x509.PemConverter.encode(await crypto.subtle.exportKey("pkcs8", key), "PRIVATE KEY");
   const now = Date.now();
-  const caKeys = (await crypto.subtle.generateKey(EC_P256, true, ["sign", "verify"])) as CryptoKeyPair;
-  const ca = await x509.X509CertificateGenerator.createSelfSigned({
-    serialNumber: randomSerial(),
-    name: `CN=cachegate bench origin CA ${randomSerial().slice(0, 8)}, O=cachegate bench`,
-    notBefore: new Date(now - 3600_000),
-    notAfter: new Date(now + 86400_000),
-    keys: caKeys,
-    signingAlgorithm: EC_P256,
-    extensions: [
-      new x509.BasicConstraintsExtension(true, 0, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
-      await x509.SubjectKeyIdentifierExtension.create(caKeys.publicKey),
-    ],
-  });
+  const { cert: ca, keys: caKeys } = await createSelfSignedCa(
+    `CN=cachegate bench origin CA ${randomSerial().slice(0, 8)}, O=cachegate bench`,
+    86400_000,
+  );
   const leafKeys = (await crypto.subtle.generateKey(EC_P256, true, ["sign", "verify"])) as CryptoKeyPair;
   const leaf = await x509.X509CertificateGenerator.create({
     serialNumber: randomSerial(),

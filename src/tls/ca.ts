@@ -56,13 +56,30 @@ export async function loadCa(dataDir: string, files: CaFiles, log: Logger): Prom
     );
   }
   await mkdir(dir, { recursive: true, mode: 0o700 });
+  const now = Date.now();
+  const { cert, keys, keyPem } = await createSelfSignedCa(
+    `CN=cachegate CA ${new Date(now).toISOString().slice(0, 10)}, O=cachegate`,
+    10 * 365 * 86400_000,
+  );
+  await writeFile(keyFile, keyPem, { mode: 0o600 });
+  await chmod(keyFile, 0o600);
+  await writeFile(certFile, cert.toString("pem"), { mode: 0o600 });
+  log.info("gateway CA generated; agents must trust its certificate (GET /api/ca.pem)", { certFile });
+  return { cert, certPem: cert.toString("pem"), chainPem: "", privateKey: keys.privateKey, source: certFile };
+}
+
+/**
+ * A self-signed ECDSA P-256 CA that may sign leaves (not intermediates),
+ * valid from an hour ago (clocks that run a little behind) for `validityMs`.
+ */
+export async function createSelfSignedCa(name: string, validityMs: number) {
   const keys = (await crypto.subtle.generateKey(EC_P256, true, ["sign", "verify"])) as CryptoKeyPair;
   const now = Date.now();
   const cert = await x509.X509CertificateGenerator.createSelfSigned({
     serialNumber: randomSerial(),
-    name: `CN=cachegate CA ${new Date(now).toISOString().slice(0, 10)}, O=cachegate`,
+    name,
     notBefore: new Date(now - 3600_000),
-    notAfter: new Date(now + 10 * 365 * 86400_000),
+    notAfter: new Date(now + validityMs),
     keys,
     signingAlgorithm: EC_P256,
     extensions: [
@@ -72,11 +89,7 @@ export async function loadCa(dataDir: string, files: CaFiles, log: Logger): Prom
     ],
   });
   const keyPem = x509.PemConverter.encode(await crypto.subtle.exportKey("pkcs8", keys.privateKey), "PRIVATE KEY");
-  await writeFile(keyFile, keyPem, { mode: 0o600 });
-  await chmod(keyFile, 0o600);
-  await writeFile(certFile, cert.toString("pem"), { mode: 0o600 });
-  log.info("gateway CA generated; agents must trust its certificate (GET /api/ca.pem)", { certFile });
-  return { cert, certPem: cert.toString("pem"), chainPem: "", privateKey: keys.privateKey, source: certFile };
+  return { cert, certPem: cert.toString("pem"), keys, keyPem };
 }
 
 async function readCa(certFile: string, keyFile: string, source: string): Promise<GatewayCa> {
