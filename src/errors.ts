@@ -39,6 +39,7 @@ export type ErrorCode =
   | "patch_disk_unusable"
   | "patch_disk_in_use"
   | "verify_running"
+  | "worker_unresponsive"
   | "internal";
 
 /** One refused field, in the shape the admin API and the start-up check both report. */

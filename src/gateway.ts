@@ -221,7 +221,9 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     });
   // One admin listener per gateway: a worker has none (its primary answers).
   const adminPort = opts.adminPort ?? runtime.adminPort;
-  const admin = ca && Bun.serve({ hostname: runtime.adminHost, port: adminPort, fetch: adminApp(ca.caPem).fetch });
+  const admin = worker
+    ? undefined
+    : Bun.serve({ hostname: runtime.adminHost, port: adminPort, fetch: adminApp(ca!.caPem).fetch });
   if (admin) ownPorts.add(admin.port!);
   // The primary holds no agent connections: its workers do.
   const proxyPort = primary ? 0 : await listener.start(config.current, opts.proxyPort);

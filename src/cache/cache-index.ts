@@ -84,7 +84,11 @@ export function createCacheIndex(db: Db, store: BlobStore, now: () => number, lo
     "SELECT seq, url FROM entry_changes WHERE seq > ? ORDER BY seq",
   );
   const trimChanges = db.$client.prepare<unknown, [number]>("DELETE FROM entry_changes WHERE seq <= ?");
+  const unreferenced = db.$client.prepare<{ size: number }, [string, string]>(
+    "DELETE FROM blobs WHERE sha256 = ? AND NOT EXISTS (SELECT 1 FROM entries WHERE sha256 = ?) RETURNING size",
+  );
   let seen = lastChange.get()?.seq ?? 0;
+  let trimmedAt = 0;
 
   /**
    * Other processes (workers) change the same index: before the memo answers,
@@ -142,10 +146,8 @@ export function createCacheIndex(db: Db, store: BlobStore, now: () => number, lo
   const collect = async (shas: Iterable<string>) => {
     for (const sha of new Set(shas)) {
       if (pins.has(sha)) continue; // unpin() collects it later
-      const ref = db.select({ id: entries.id }).from(entries).where(eq(entries.sha256, sha)).limit(1).get();
-      if (ref) continue;
-      const gone = db.delete(blobs).where(eq(blobs.sha256, sha)).returning({ size: blobs.size }).get();
-      if (gone) await store.remove(sha);
+      // One statement: another process (a worker) may index an entry for the same bytes meanwhile.
+      if (unreferenced.get(sha, sha)) await store.remove(sha);
     }
   };
 
@@ -174,10 +176,15 @@ export function createCacheIndex(db: Db, store: BlobStore, now: () => number, lo
     await collect(rows.map((r) => r.sha256));
   };
 
+  const trim = () => {
+    // Keep the change log short. A process that fell further behind (it looked nothing up meanwhile)
+    // sees the gap and forgets its whole memo.
+    if (seen - trimmedAt < CHANGES_KEPT) return;
+    trimChanges.run(seen - CHANGES_KEPT);
+    trimmedAt = seen;
+  };
   const flush = () => {
-    // Keep the change log short: every process reads it at least this often, by far.
-    if (seen > CHANGES_KEPT) trimChanges.run(seen - CHANGES_KEPT);
-    if (touched.size === 0) return;
+    if (touched.size === 0) return trim();
     const at = now();
     db.transaction((tx) => {
       for (const [id, hits] of touched) {
@@ -188,6 +195,7 @@ export function createCacheIndex(db: Db, store: BlobStore, now: () => number, lo
       }
     });
     touched.clear();
+    trim();
   };
   // Touches wait in memory while a flush fails (disk full): LRU order is only a little older meanwhile.
   const flusher = every(TOUCH_FLUSH_MS, flush, log, "writing cache hits to the index database");

@@ -5,7 +5,9 @@ import type { CacheIndex } from "./cache-index.ts";
  * Eviction, apart from the index and the blob store (as Varnish keeps
  * storage_lru.c apart from its storage backends): a policy says when a cache
  * is too full and how far to shrink it; `evict` removes least recently used
- * entries until it gets there, never a blob an agent is reading.
+ * entries until it gets there, never a blob an agent of this process is
+ * reading (a reader in another worker holds the file open: unlinking it
+ * leaves that reader its bytes, POSIX unlink semantics).
  */
 export interface EvictionPolicy {
   /** The bytes the cache should shrink to now, or undefined while it is within its limits. */

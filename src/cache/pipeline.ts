@@ -88,11 +88,20 @@ export function createCachePipeline(deps: PipelineDeps): CachePipeline {
     // RFC 9111 §5.2.1.5: no-store in the request: neither store nor reuse for it.
     if (parseCacheControl(req.headers.get("cache-control")).has("no-store")) return pass(req, "MISS");
 
+    // Another process owns the URL's downloads: what needs one goes there (see OwnerRoute).
+    const viaOwner = (): Promise<Response | undefined> | undefined =>
+      !relayed && deps.owner && !deps.owner.mine(url) ? deps.owner.relay(req, url) : undefined;
+
     const found = lookup(req, url, lookupDeps);
-    // A fresh stored response is served by whichever process holds the agent; the rest is the owner's to do.
-    if (found.kind !== "hit" && !relayed && deps.owner && !deps.owner.mine(url)) {
-      const answer = await deps.owner.relay(req, url);
+    // A fresh stored response is served by whichever process holds the agent, and so is a download
+    // this process runs itself (its owner was unreachable when it began); a miss or a revalidation
+    // is the owner's to do.
+    // (No await unless relaying: between this lookup and the flight it may start, nothing else may run.)
+    const relay = found.kind === "miss" || found.kind === "stale" || found.kind === "updating" ? viaOwner() : undefined;
+    if (relay) {
+      const answer = await relay;
       if (answer) return answer;
+      return handle(req, true); // the owner could not be reached: as its stand-in, look again and fetch here
     }
     switch (found.kind) {
       case "hit":
@@ -103,7 +112,9 @@ export function createCachePipeline(deps: PipelineDeps): CachePipeline {
         if (served) return served;
         // Its blob vanished from disk (and the entry is gone now): as a miss.
         const again = lookup(req, url, lookupDeps, { entry: false });
-        return again.kind === "busy" ? join(req, again.flight) : lead(req, url, undefined);
+        if (again.kind === "busy") return join(req, again.flight);
+        const relayed = viaOwner();
+        return (relayed && (await relayed)) ?? lead(req, url, undefined);
       }
       case "hit-downloading": {
         const { head } = found;

@@ -1,7 +1,7 @@
 /**
  * What the primary and its workers tell each other over the cluster's IPC
  * channel. Both ends are this program, but a message is still checked for
- * its shape before it is acted on (`isMessage`).
+ * its kind before it is acted on (`isToWorker`, `isFromWorker`).
  */
 
 import type { Leaf } from "../tls/leaf-cache.ts";
@@ -31,8 +31,9 @@ export type FromWorker =
   /** A certificate for these names, signed by the gateway CA (the primary holds it). */
   | { t: "leaf"; id: number; names: string[] };
 
-const KINDS = new Set(["peers", "config", "revoke", "report", "answer", "ready", "reply", "leaf"]);
+const TO_WORKER = new Set<string>(["peers", "config", "revoke", "report", "answer"] satisfies ToWorker["t"][]);
+const FROM_WORKER = new Set<string>(["ready", "reply", "leaf"] satisfies FromWorker["t"][]);
 
-export function isMessage<T extends { t: string }>(m: unknown): m is T {
-  return typeof m === "object" && m !== null && KINDS.has((m as { t?: unknown }).t as string);
-}
+const kind = (m: unknown) => (typeof m === "object" && m !== null ? String((m as { t?: unknown }).t) : "");
+export const isToWorker = (m: unknown): m is ToWorker => TO_WORKER.has(kind(m));
+export const isFromWorker = (m: unknown): m is FromWorker => FROM_WORKER.has(kind(m));

@@ -4,15 +4,16 @@ import type { AddressInfo } from "node:net";
 import type { CachePipeline, OwnerRoute } from "../cache/pipeline.ts";
 import type { Logger } from "../log.ts";
 import { toRequest, writeResponse } from "../proxy/node-adapter.ts";
-import { refusalResponse } from "../proxy/refusal.ts";
+import { failedRequest } from "../proxy/refusal.ts";
 import { createHttp1Client } from "../upstream/client.ts";
 import { ownerOf } from "./owner.ts";
 
 /**
  * Worker to worker: a request the agent's worker cannot answer from the
  * shared store goes to the URL's owner, which runs the single download and
- * stores it, and whose answer streams back as it arrives. Only the owner
- * writes; the asking worker passes bytes on and keeps nothing.
+ * stores it, and whose answer streams back as it arrives. The asking worker
+ * passes those bytes on and keeps nothing (only when the owner cannot be
+ * reached does it fetch, and store, itself).
  *
  * The relay speaks HTTP/1.1 on loopback, with the request target in
  * absolute form (as to a proxy) and two fields: the shared secret every
@@ -45,12 +46,19 @@ export async function startRelayServer(opts: RelayServerOptions): Promise<{ port
       return;
     }
     const pipeline = opts.pipelines[req.headers[CACHE] === "patch" ? "patch" : "platform"]();
-    if (!pipeline) return void res.writeHead(503, { [DECLINED]: "1" }).end();
+    // Said with the secret: an origin's response can carry any header, but not that.
+    if (!pipeline) return void res.writeHead(503, { [DECLINED]: opts.secret }).end();
     try {
       const request = toRequest(req, req.url ?? "");
       request.headers.delete(SECRET);
       request.headers.delete(CACHE);
-      await writeResponse(res, await pipeline.handle(request, true).catch((err) => refusalResponse(err, opts.via)));
+      const url = request.url;
+      const response = await pipeline.handle(request, true).catch((err) => {
+        const refusal = failedRequest(err, url, opts.via, opts.log);
+        refusal.headers.delete("via"); // the asking worker's proxy app adds it, once
+        return refusal;
+      });
+      await writeResponse(res, response);
     } catch (error) {
       opts.log.error("answering a relayed request failed", { url: req.url, error });
       res.destroy();
@@ -110,12 +118,14 @@ export function createRelayClient(opts: RelayClientOptions) {
           const target = { address: "127.0.0.1", port, tls: false, name: "127.0.0.1" };
           const res = await client.request(target, { method: req.method, path: req.url, headers, body: null });
           const answer = new Headers(res.head.fields);
-          if (answer.has(DECLINED)) {
+          // Declined (its cache is closed), or a body whose end a dying owner could fake with a FIN:
+          // the owner speaks HTTP/1.1 with a length or chunks, so this worker does the work itself.
+          if (answer.get(DECLINED) === opts.secret || res.framing.kind === "close") {
             void res.body?.cancel();
             return undefined;
           }
-          // RFC 9112 §6.3: a chunked or close-delimited body's Content-Length is wrong by definition.
-          if (res.framing.kind === "chunked" || res.framing.kind === "close") answer.delete("content-length");
+          // RFC 9112 §6.3: a chunked body's Content-Length is wrong by definition.
+          if (res.framing.kind === "chunked") answer.delete("content-length");
           for (const name of ["connection", "keep-alive", "transfer-encoding"]) answer.delete(name);
           return new Response(res.body, { status: res.head.status, statusText: res.head.statusText, headers: answer });
         } catch (error) {

@@ -3,7 +3,7 @@ import type { Config } from "../config/schema.ts";
 import { GatewayError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { Leaf } from "../tls/leaf-cache.ts";
-import { type Downloads, type FromWorker, isMessage, type ToWorker } from "./messages.ts";
+import { type Downloads, isFromWorker, type ToWorker } from "./messages.ts";
 import { assertPortFree } from "./port-check.ts";
 import { WORKER_ENV } from "./worker-link.ts";
 
@@ -54,12 +54,19 @@ export function createSupervisor(opts: SupervisorOptions) {
   let nextId = 1;
   let stopping = false;
   let started = false;
+  /** A configuration change being applied: a worker that starts serving meanwhile gets it, not the old one. */
+  let applying: Config | undefined;
 
   const running = () => [...slots.values()].filter((s) => s.worker && s.relayPort !== undefined);
 
-  function broadcastPeers(): void {
+  const peerPorts = () => {
     const ports: [number, number][] = [];
     for (const [slot, s] of slots) if (s.relayPort !== undefined) ports.push([slot, s.relayPort]);
+    return ports;
+  };
+
+  function broadcastPeers(): void {
+    const ports = peerPorts();
     for (const s of running()) send(s.worker!, { t: "peers", ports });
   }
 
@@ -71,33 +78,42 @@ export function createSupervisor(opts: SupervisorOptions) {
     }
   }
 
-  /** Sends a question to every running worker; resolves with their answers (a worker that fails to answer is skipped). */
-  async function ask(make: (id: number) => ToWorker, what: string): Promise<unknown[]> {
+  /**
+   * Sends a question to every running worker; resolves with their answers. A
+   * worker that refuses fails the question; one that does not answer in time
+   * is skipped with a warning, unless `strict` (then its silence is a refusal).
+   */
+  async function ask(make: (id: number) => ToWorker, what: string, strict = false): Promise<unknown[]> {
     const answers = running().map((s) => {
       const id = nextId++;
+      let timer: Timer | undefined;
       const reply = new Promise<unknown>((resolve, reject) => {
         waiting.set(id, { resolve, reject });
-        setTimeout(() => reject(new Error(`no reply within ${REPLY_MS / 1000} s`)), REPLY_MS).unref();
-      }).finally(() => waiting.delete(id));
+        const silent = `worker ${s.worker?.process.pid} did not answer within ${REPLY_MS / 1000} s (${what})`;
+        const error = strict ? new GatewayError(503, "worker_unresponsive", `${silent}; try again`) : new Error(silent);
+        timer = setTimeout(() => reject(error), REPLY_MS);
+      }).finally(() => {
+        clearTimeout(timer);
+        waiting.delete(id);
+      });
       send(s.worker!, make(id));
       return reply;
     });
     const settled = await Promise.allSettled(answers);
     for (const r of settled)
-      if (r.status === "rejected" && !(r.reason instanceof GatewayError))
-        log.warn(`a worker did not answer: ${what}`, { error: r.reason });
+      if (r.status === "rejected" && !(r.reason instanceof GatewayError)) log.warn((r.reason as Error).message);
     const refused = settled.find((r) => r.status === "rejected" && r.reason instanceof GatewayError);
     if (refused) throw (refused as PromiseRejectedResult).reason;
     return settled.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
   }
 
   function onMessage(slot: number, message: unknown, started: () => void): void {
-    if (!isMessage<FromWorker>(message)) return;
+    if (!isFromWorker(message)) return;
     if (message.t === "ready") {
       slots.get(slot)!.relayPort = message.relayPort;
       const worker = slots.get(slot)!.worker!;
       log.info("worker serving", { slot, pid: worker.process.pid, port: message.proxyPort });
-      send(worker, { t: "config", id: 0, config: opts.config() });
+      send(worker, { t: "config", id: 0, config: applying ?? opts.config() });
       broadcastPeers();
       started();
     } else if (message.t === "leaf") {
@@ -123,15 +139,21 @@ export function createSupervisor(opts: SupervisorOptions) {
     slots.set(slot, s);
     s.startedAt = Date.now();
     s.relayPort = undefined;
-    const worker = cluster.fork({ ...opts.env(), [WORKER_ENV.slot]: String(slot) });
+    // It learns its peers before it serves: until then it would take itself for the owner of every URL.
+    const worker = cluster.fork({
+      ...opts.env(),
+      [WORKER_ENV.slot]: String(slot),
+      [WORKER_ENV.peers]: JSON.stringify(peerPorts()),
+    });
     s.worker = worker;
     // A send to a worker that is exiting fails with an error event; its exit is handled below.
     worker.on("error", (error) => log.warn("worker channel error", { slot, error }));
     return new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(
-        () => reject(new Error(`worker ${slot} did not start within ${START_MS / 1000} s`)),
-        START_MS,
-      );
+      // A worker that hangs while starting is killed: its exit then starts a replacement, as for any death.
+      const timer = setTimeout(() => {
+        reject(new Error(`worker ${slot} did not start within ${START_MS / 1000} s; killed`));
+        worker.process.kill("SIGKILL");
+      }, START_MS);
       const started = () => {
         clearTimeout(timer);
         resolve();
@@ -173,11 +195,15 @@ export function createSupervisor(opts: SupervisorOptions) {
     /** Config applier: every worker applies the change; one refusing it refuses it (the others go back). */
     async applyConfig(next: Config, prev: Config): Promise<void> {
       if (next.cacheMode.port !== prev.cacheMode.port) assertPortFree(opts.host, next.cacheMode.port);
+      applying = next;
       try {
-        await ask((id) => ({ t: "config", id, config: next }), "configuration change");
+        await ask((id) => ({ t: "config", id, config: next }), "configuration change", true);
       } catch (err) {
+        applying = prev;
         await ask((id) => ({ t: "config", id, config: prev }), "configuration rollback").catch(() => {});
         throw err;
+      } finally {
+        applying = undefined;
       }
     },
 

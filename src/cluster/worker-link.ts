@@ -1,7 +1,7 @@
 import { asGatewayError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { Leaf } from "../tls/leaf-cache.ts";
-import { type Downloads, type FromWorker, isMessage, type ToWorker } from "./messages.ts";
+import { type Downloads, type FromWorker, isToWorker } from "./messages.ts";
 
 /** What a worker does when the primary asks. */
 export interface WorkerDuties {
@@ -38,6 +38,8 @@ export const WORKER_ENV = {
   secret: "CACHEGATE_WORKER_SECRET",
   via: "CACHEGATE_WORKER_VIA",
   adminPort: "CACHEGATE_WORKER_ADMIN_PORT",
+  /** The relay ports of the workers already serving, as JSON [slot, port] pairs. */
+  peers: "CACHEGATE_WORKER_PEERS",
 } as const;
 
 export function linkToPrimary(env: Record<string, string | undefined>, log: Logger): WorkerLink {
@@ -47,12 +49,12 @@ export function linkToPrimary(env: Record<string, string | undefined>, log: Logg
     return value;
   };
   const slot = Number(read(WORKER_ENV.slot));
-  let peers: ReadonlyMap<number, number> = new Map();
+  let peers: ReadonlyMap<number, number> = new Map(JSON.parse(env[WORKER_ENV.peers] || "[]") as [number, number][]);
   const asked = new Map<number, { resolve: (leaf: Leaf) => void; reject: (err: Error) => void }>();
   let nextId = 1;
   // Answers are listened for from the start: leaves are asked for before the worker serves (a TLS agent port).
   process.on("message", (message: unknown) => {
-    if (!isMessage<ToWorker>(message) || message.t !== "answer") return;
+    if (!isToWorker(message) || message.t !== "answer") return;
     const pending = asked.get(message.id);
     asked.delete(message.id);
     if (message.value) pending?.resolve(message.value);
@@ -88,7 +90,7 @@ export function linkToPrimary(env: Record<string, string | undefined>, log: Logg
     },
     serve(duties, ports) {
       process.on("message", (message: unknown) => {
-        if (!isMessage<ToWorker>(message)) return;
+        if (!isToWorker(message)) return;
         switch (message.t) {
           case "peers":
             peers = new Map(message.ports);
@@ -100,7 +102,8 @@ export function linkToPrimary(env: Record<string, string | undefined>, log: Logg
               return tell({ t: "reply", id: message.id, value: duties.report() });
             } catch (err) {
               log.error("reporting to the primary failed", { error: err });
-              return; // the primary goes on without this worker's figures, and says so
+              const why = { status: 500, code: "internal", message: (err as Error).message };
+              return tell({ t: "reply", id: message.id, error: why });
             }
           case "config":
             duties.config(message.config).then(

@@ -95,6 +95,10 @@ export async function createBlobStore(dir: string): Promise<BlobStore> {
       const bytes = await Bun.file(pathOf(sha256)).bytes();
       if (bytes.length !== size)
         throw new Error(`blob ${sha256} has ${bytes.length} bytes on disk, the index says ${size}`);
+      // Kept in memory, a copy outlives what the verifier (in another process, with workers) finds on
+      // disk: so it is proven once, here, at most 256 KiB of hashing per blob.
+      if (new Bun.CryptoHasher("sha256").update(bytes).digest("hex") !== sha256)
+        throw new Error(`blob ${sha256} on disk does not match its sha256 (damaged)`);
       memory.set(sha256, bytes);
       return bytes;
     },
