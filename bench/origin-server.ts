@@ -3,21 +3,22 @@
  * <files dir> <port> <rate bytes/s>`) so its CPU is not the benchmark's.
  * Serves every file in the dir from memory with Content-Length,
  * `Cache-Control: max-age=3600` and an ETag; the big file is paced to the
- * given rate per connection. `GET /stats` reports what it served.
+ * given rate per connection, in chunks of the given size. `GET /stats` reports what it served.
  */
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { FILES } from "./files.ts";
 import type { OriginStats } from "./origin.ts";
 
-const [dir, portArg, rateArg] = process.argv.slice(2);
+const [dir, portArg, rateArg, chunkArg] = process.argv.slice(2);
 if (dir === undefined || portArg === undefined || rateArg === undefined) {
-  console.error("usage: bun bench/origin-server.ts <files dir> <port> <rate bytes/s>");
+  console.error("usage: bun bench/origin-server.ts <files dir> <port> <rate bytes/s> [chunk bytes]");
   process.exit(2);
 }
 const rate = Number(rateArg);
 const paced = new Set<string>([FILES.big.path]);
-const CHUNK = 256 * 1024;
+/** What the paced body is sent in (a real origin's TLS records are 16 KiB). */
+const CHUNK = Number(chunkArg ?? 256 * 1024);
 
 const bodies = new Map<string, Uint8Array>();
 for (const name of readdirSync(dir)) bodies.set(`/${name}`, readFileSync(join(dir, name)));

@@ -11,6 +11,8 @@ export interface BodySource {
   read(buf: Buffer, length: number, position: number): Promise<number>;
   /** The whole body, when it is already in memory (a small hot blob): no copy needed. */
   inMemory?(): Uint8Array;
+  /** Up to `length` bytes from `position` without a copy, if memory holds them (a download's recent bytes). */
+  view?(position: number, length: number): Uint8Array | undefined;
   /** Bytes that can be read now. */
   available(): number;
   /** The final size, once known (Content-Length, or the download completed). */
@@ -66,11 +68,16 @@ export class BlobSource implements BodySource {
   }
 }
 
-/** A small finished blob held in memory: a hit on it touches no file at all. */
+/** A finished blob held in memory: a hit on it touches no file at all. */
 export class MemorySource implements BodySource {
+  private refs = 1;
   readonly settled = true;
   readonly error = undefined;
-  constructor(private readonly bytes: Uint8Array) {}
+  constructor(
+    private readonly bytes: Uint8Array,
+    /** Called once when the last reference is released. */
+    private readonly onClose?: () => void,
+  ) {}
   inMemory = () => this.bytes;
   available = () => this.bytes.length;
   size = () => this.bytes.length;
@@ -80,37 +87,54 @@ export class MemorySource implements BodySource {
     buf.set(this.bytes.subarray(position, position + n));
     return n;
   };
-  retain = () => this;
-  release() {}
+  retain() {
+    this.refs++;
+    return this;
+  }
+  release() {
+    if (--this.refs === 0) this.onClose?.();
+  }
 }
 
 const CHUNK = 256 * 1024;
 
 /**
- * Reads the next bytes of [pos, end) into `buf`, waiting while a download
- * has not written them yet. Resolves 0 when the body is complete; throws if
- * the source fails or ends before `end`, so an agent sees a broken
- * response, never a short one passed off as complete.
+ * The next bytes of [pos, end), at most `max`: a view of bytes the source
+ * holds in memory, else read into `scratch()`; waits while a download has
+ * not received them yet. Empty when the body is complete; throws if the
+ * source fails or ends before `end`, so an agent sees a broken response,
+ * never a short one passed off as complete.
  */
-async function readNext(source: BodySource, pos: number, end: number | undefined, buf: Buffer): Promise<number> {
+async function readNext(
+  source: BodySource,
+  pos: number,
+  end: number | undefined,
+  max: number,
+  scratch: () => Buffer,
+): Promise<Uint8Array> {
   for (;;) {
     const limit = end ?? source.size();
-    if (limit !== undefined && pos >= limit) return 0;
+    if (limit !== undefined && pos >= limit) return EMPTY;
     const available = source.available();
     if (pos < available) {
-      const want = Math.min(buf.length, available - pos, (limit ?? Infinity) - pos);
-      const bytesRead = await source.read(buf, want, pos);
+      const want = Math.min(max, available - pos, (limit ?? Infinity) - pos);
+      const held = source.view?.(pos, want);
+      if (held) return held;
+      const buf = scratch();
+      const bytesRead = await source.read(buf, Math.min(want, buf.length), pos);
       if (bytesRead === 0) throw new Error("cached body is shorter than its index entry says");
-      return bytesRead;
+      return buf.subarray(0, bytesRead);
     }
     if (source.error) throw source.error;
     if (source.settled) {
-      if (end === undefined) return 0;
+      if (end === undefined) return EMPTY;
       throw new Error(`body ended at ${available} bytes, before byte ${end}`);
     }
     await source.changed();
   }
 }
+
+const EMPTY = new Uint8Array(0);
 
 /**
  * One reader's way through bytes [start, end) of a source, owned by whoever
@@ -137,38 +161,50 @@ export class BodyCursor {
 
   /** Reads the next bytes into `buf`; 0 at the end of the range. */
   async read(buf: Buffer): Promise<number> {
-    if (this.upstream) return this.readUpstream(buf);
+    const bytes = await this.next(buf.length, () => buf);
+    const inBuf = bytes.buffer === buf.buffer && bytes.byteOffset === buf.byteOffset;
+    if (!inBuf) buf.set(bytes);
+    return bytes.length;
+  }
+
+  /**
+   * The next bytes, at most `max`: a view of bytes the source holds in
+   * memory (never changed afterwards: it may be written as is), else bytes
+   * read into `scratch()`. Empty at the end of the range.
+   */
+  async next(max: number, scratch: () => Buffer): Promise<Uint8Array> {
+    if (this.upstream) return this.nextUpstream(max);
     if (this.cut) throw this.cut;
-    let n: number;
+    let bytes: Uint8Array;
     try {
-      n = await readNext(this.source, this.pos, this.end, buf);
+      bytes = await readNext(this.source, this.pos, this.end, max, scratch);
     } catch (err) {
       if (!(err instanceof LaggedBehind) || !this.source.refetch) throw err;
       const rest = await this.source.refetch(this.pos, this.end ?? this.source.size());
       this.upstream = rest.body.getReader() as ReadableStreamDefaultReader<Uint8Array>;
       this.upstreamEnd = rest.end;
-      return this.readUpstream(buf);
+      return this.nextUpstream(max);
     }
-    this.pos += n;
+    this.pos += bytes.length;
     this.source.progressed?.();
-    return n;
+    return bytes;
   }
 
-  private async readUpstream(buf: Buffer): Promise<number> {
-    if (!this.pending || this.pending.length === 0) {
+  /** Upstream's chunks are not reused once read: they are handed on as views. */
+  private async nextUpstream(max: number): Promise<Uint8Array> {
+    while (!this.pending || this.pending.length === 0) {
       const { done, value } = await this.upstream!.read();
       if (done) {
         if (this.pos !== this.upstreamEnd) throw new Error(`upstream ended the remainder at byte ${this.pos}`);
-        return 0;
+        return EMPTY;
       }
       if (this.pos + value.length > this.upstreamEnd) throw new Error("upstream sent more of the remainder than asked");
       this.pending = value;
     }
-    const n = Math.min(buf.length, this.pending.length);
-    buf.set(this.pending.subarray(0, n));
-    this.pending = this.pending.subarray(n);
-    this.pos += n;
-    return n;
+    const bytes = this.pending.subarray(0, max);
+    this.pending = this.pending.subarray(bytes.length);
+    this.pos += bytes.length;
+    return bytes;
   }
 
   release(): void {

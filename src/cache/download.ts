@@ -1,5 +1,6 @@
 import { isDiskError, type TempBlob } from "../store/blob-store.ts";
 import { type BodySource, LaggedBehind } from "./body-source.ts";
+import { BLOCK_BYTES, HeldBytes } from "./held-bytes.ts";
 import type { Refetched } from "./refetch.ts";
 
 /** A reader following a download (a BodyCursor): where it is, and why it was cut loose, if it was. */
@@ -8,13 +9,36 @@ export interface DownloadReader {
   cut?: Error;
 }
 
+/** Written bytes kept in memory while a reader is still behind them; readers further back read the file. */
+const HEAD_BYTES = 2 * 1024 * 1024;
+/** Bytes received but not yet written that make the writer wait for the disk (and upstream for the writer). */
+const UNWRITTEN_BYTES = 1024 * 1024;
+/**
+ * Readers waiting at the head are told of new bytes once this many have
+ * arrived, or when upstream pauses (nothing more for WAKE_MS): upstream's
+ * small chunks (16 KiB TLS records, say) then cost each agent one write per
+ * batch, not one per chunk. A reader that is not waiting reads whatever has
+ * arrived. A pause also writes out a block still being gathered, so a slow
+ * upstream's bytes do not wait in memory for the block to fill.
+ */
+const WAKE_BYTES = 64 * 1024;
+const WAKE_MS = 2;
 /** Bytes a download keeps in memory once its disk failed, for the readers following it. */
 const WINDOW_BYTES = 8 * 1024 * 1024;
 
 /**
- * A body being downloaded into a temp file; readers follow the writer with
- * positional reads on its handle, so any number of agents read one object
- * while it grows, and the rename temp → blob does not disturb them.
+ * A body being downloaded into a temp file while any number of agents read
+ * it. What arrives is held in memory, waiting readers are told of it (see
+ * WAKE_BYTES), and the file is written behind them in order, a piece at a
+ * time (hashed as written), so neither upstream nor the agents wait for the
+ * disk (unless it falls UNWRITTEN_BYTES behind). Readers near the head
+ * are handed views of what memory holds: no read, no copy, no buffer of
+ * their own, so many agents on one download cost one copy of its bytes. A
+ * reader further back (a late joiner) reads the file by position until it
+ * catches up. A piece leaves memory only once it is written and no reader
+ * within HEAD_BYTES of the head is still behind its end, so every byte
+ * received is in memory or in the file. The rename temp → blob does not
+ * disturb readers of the open handle.
  *
  * If the disk fails mid-download (full, or failing), the download spills:
  * it is no longer stored, no new reader joins it, and the rest of the body
@@ -26,12 +50,16 @@ const WINDOW_BYTES = 8 * 1024 * 1024;
 export class Download implements BodySource {
   private refs = 1; // the writer's own
   private waiters: (() => void)[] = [];
-  private received = 0;
-  /** Bytes readable from the temp file (all of them until the disk fails). */
+  /** What memory holds of the body: the latest bytes, and older ones while a reader near the head needs them. */
+  private readonly held: HeldBytes;
+  /** Bytes readable from the temp file (all written, until the disk fails). */
   private fileBytes = 0;
-  private window: Uint8Array[] = [];
-  private windowStart = 0;
-  private windowBytes = 0;
+  /** Where the bytes handed to the file writer end. */
+  private queuedTo = 0;
+  /** The file writes, one after another; never rejects (a failure is kept in `spilled` or `writeError`). */
+  private writing = Promise.resolve();
+  /** A write that failed for another reason than the disk: the download fails with it. */
+  private writeError: Error | undefined;
   settled = false;
   error: Error | undefined;
   /** Why the body stopped being stored, if the disk failed mid-download. */
@@ -44,6 +72,9 @@ export class Download implements BodySource {
   patienceMs = 60_000;
   private readonly readers = new Set<DownloadReader>();
   private writerWaiting: (() => void) | undefined;
+  /** What readers waiting were last told had arrived; and the timer that will tell them of more. */
+  private announced = 0;
+  private wakeTimer: Timer | undefined;
 
   constructor(
     /** Where the body goes; whatever it already holds counts as received (it is normally empty). */
@@ -51,26 +82,34 @@ export class Download implements BodySource {
     /** From Content-Length; undefined for a chunked or close-delimited body. */
     readonly expectedSize: number | undefined,
   ) {
-    this.received = temp.size;
+    const blockSize = (at: number) => Math.min(BLOCK_BYTES, (expectedSize ?? Number.POSITIVE_INFINITY) - at);
+    this.held = new HeldBytes(temp.size, blockSize);
+    this.announced = temp.size;
     this.fileBytes = temp.size;
+    this.queuedTo = temp.size;
+  }
+
+  /** Bytes received so far (held in memory, written to the file, or both). */
+  private get received(): number {
+    return this.held.end;
+  }
+
+  /** Up to `length` bytes from `position` without a copy, if memory holds them. */
+  view(position: number, length: number): Uint8Array | undefined {
+    return this.held.view(position, length);
   }
 
   async read(buf: Buffer, length: number, position: number): Promise<number> {
+    const held = this.view(position, length);
+    if (held) {
+      buf.set(held);
+      return held.length;
+    }
     if (position < this.fileBytes) {
       const want = Math.min(length, this.fileBytes - position);
       return (await this.temp.handle.read(buf, 0, want, position)).bytesRead;
     }
-    if (position < this.windowStart) throw new LaggedBehind(position, this.windowStart);
-    let at = this.windowStart;
-    for (const chunk of this.window) {
-      if (position < at + chunk.length) {
-        const from = position - at;
-        const n = Math.min(length, chunk.length - from);
-        buf.set(chunk.subarray(from, from + n));
-        return n;
-      }
-      at += chunk.length;
-    }
+    if (position < this.held.start) throw new LaggedBehind(position, this.held.start);
     return 0;
   }
 
@@ -99,20 +138,23 @@ export class Download implements BodySource {
     writer?.();
   }
 
+  /** Takes the next bytes of the body, which must not change afterwards; resolves when more may come. */
   async append(chunk: Uint8Array): Promise<void> {
     if (this.spilled && !this.refetch) await this.slowestWithin(WINDOW_BYTES - chunk.length);
-    if (!this.spilled) {
-      try {
-        await this.temp.write(chunk);
-        this.fileBytes = this.temp.size;
-      } catch (err) {
-        if (!isDiskError(err)) throw err;
-        this.spill(err as Error);
-      }
-    }
-    if (this.spilled) this.remember(chunk);
-    this.received += chunk.length;
-    this.wake();
+    this.held.add(chunk);
+    if (!this.spilled && !this.held.filling) this.writeBehind(this.received);
+    this.trim();
+    this.announce();
+    // The disk's pace, when it is slower than upstream: the writer waits rather than memory growing.
+    if (!this.spilled && this.queuedTo - this.fileBytes > UNWRITTEN_BYTES) await this.writing;
+    if (this.writeError) throw this.writeError;
+  }
+
+  /** Writes what only memory holds; resolves once the file has every byte received (unless the disk failed). */
+  async flush(): Promise<void> {
+    if (!this.spilled) this.writeBehind(this.received);
+    await this.writing;
+    if (this.writeError) throw this.writeError;
   }
 
   /** The whole body arrived and is verified: readers may finish. The writer keeps its reference until committed. */
@@ -140,12 +182,54 @@ export class Download implements BodySource {
   }
 
   release() {
-    if (--this.refs === 0) void this.temp.handle.close().catch(() => {});
+    if (--this.refs > 0) return;
+    clearTimeout(this.wakeTimer);
+    this.held.clear();
+    void this.writing.then(() => this.temp.handle.close()).catch(() => {});
+  }
+
+  /** Hands the file writer the bytes up to `end` it does not have yet, one piece per write. */
+  private writeBehind(end: number): void {
+    while (this.queuedTo < end) {
+      const bytes = this.view(this.queuedTo, end - this.queuedTo)!;
+      this.queuedTo += bytes.length;
+      this.writing = this.writing.then(() => this.writeOut(bytes));
+    }
+  }
+
+  private async writeOut(bytes: Uint8Array): Promise<void> {
+    if (this.spilled || this.writeError || this.error) return; // nothing more is stored
+    try {
+      await this.temp.write(bytes);
+      this.fileBytes = this.temp.size; // a partial write past it (a failing disk) is never read
+      this.trim();
+    } catch (err) {
+      if (isDiskError(err)) this.spill(err as Error);
+      else this.writeError = err as Error;
+    }
+  }
+
+  /**
+   * Drops the oldest pieces memory no longer needs to hold. Normally a
+   * piece goes once it is written and no reader within HEAD_BYTES of the
+   * head is behind its end; once spilled, memory is all there is, and
+   * pieces go only as the window moves on.
+   */
+  private trim(): void {
+    this.held.dropWhile((end) =>
+      this.spilled
+        ? this.received - end >= WINDOW_BYTES
+        : end <= this.fileBytes && (this.received - end >= HEAD_BYTES || !this.someReaderBefore(end)),
+    );
+  }
+
+  private someReaderBefore(position: number): boolean {
+    for (const reader of this.readers) if (reader.pos < position) return true;
+    return false;
   }
 
   private spill(error: Error): void {
     this.spilled = error;
-    this.windowStart = this.fileBytes; // a partial write past it is never read
     this.onSpill?.();
   }
 
@@ -175,17 +259,21 @@ export class Download implements BodySource {
     }
   }
 
-  private remember(chunk: Uint8Array): void {
-    this.window.push(chunk);
-    this.windowBytes += chunk.length;
-    while (this.windowBytes - (this.window[0]?.length ?? 0) >= WINDOW_BYTES) {
-      const oldest = this.window.shift()!;
-      this.windowBytes -= oldest.length;
-      this.windowStart += oldest.length;
-    }
+  /** Wakes the waiting readers now if enough arrived since they were last told, else when upstream pauses. */
+  private announce(): void {
+    if (this.received - this.announced >= WAKE_BYTES) this.wake();
+    else this.wakeTimer ??= setTimeout(() => this.paused(), WAKE_MS);
+  }
+
+  private paused(): void {
+    if (!this.spilled && !this.settled) this.writeBehind(this.received);
+    this.wake();
   }
 
   private wake() {
+    clearTimeout(this.wakeTimer);
+    this.wakeTimer = undefined;
+    this.announced = this.received;
     const waiters = this.waiters;
     this.waiters = [];
     for (const w of waiters) w();

@@ -156,6 +156,7 @@ export function createFiller(deps: FillDeps) {
     if (download.expectedSize !== undefined && got !== download.expectedSize) {
       throw new Error(`upstream body ended after ${got} of ${download.expectedSize} bytes`);
     }
+    await download.flush(); // the file holds every byte before it is committed
     download.complete();
   }
 

@@ -73,18 +73,22 @@ export async function writeResponse(res: ServerResponse, response: Response): Pr
 }
 
 /**
- * A cached body goes from disk to the socket a chunk at a time, with
- * backpressure, so a slow agent holds one chunk, not the object. Bun's
- * res.write keeps a reference to what it is given until it is flushed, also
- * when it returns true (measured: writableLength stays above 0), so a buffer
- * is reused only once nothing is pending; otherwise the next chunk gets a
- * buffer of its own, or later bytes could be sent in place of earlier ones.
+ * A cached body goes to the socket a chunk at a time, with backpressure, so
+ * a slow agent holds one chunk, not the object. Bytes a download holds in
+ * memory are written as they are (views that never change); bytes from a
+ * file are read into a buffer of this agent's. Bun's res.write keeps a
+ * reference to what it is given until it is flushed, also when it returns
+ * true (measured: writableLength stays above 0), so that buffer is reused
+ * only once nothing is pending; otherwise the next read gets a buffer of its
+ * own, or later bytes could be sent in place of earlier ones.
  */
 async function writeFileBody(res: ServerResponse, file: BodyCursor): Promise<number> {
   const length = file.end === undefined ? undefined : file.end - file.pos;
   const held = file.source.inMemory?.();
   if (held) {
-    file.release();
+    // Other agents may be sending the same bytes (serve.ts shares them): they are let go of once this one is sent.
+    if (res.closed || res.destroyed) file.release();
+    else res.once("close", () => file.release());
     const slice = held.subarray(file.pos, file.end);
     return end(res, slice, slice.length);
   }
@@ -92,17 +96,21 @@ async function writeFileBody(res: ServerResponse, file: BodyCursor): Promise<num
   // far ahead, a slow upstream): send the status line now rather than with them.
   if (!file.source.settled) res.flushHeaders();
   const size = Math.max(1, Math.min(FILE_CHUNK, length ?? FILE_CHUNK));
-  let buf = Buffer.allocUnsafe(size);
+  let buf: Buffer | undefined;
+  /** The buffer to read file bytes into: this agent's own, or a fresh one while the last write may still hold it. */
+  const scratch = () => {
+    if (buf === undefined || res.writableLength > 0) buf = Buffer.allocUnsafe(size);
+    return buf;
+  };
   let sent = 0;
   try {
     for (;;) {
-      if (res.writableLength > 0) buf = Buffer.allocUnsafe(size); // the last chunk may still be referenced
-      const n = await file.read(buf);
-      if (n === 0) break;
+      const bytes = await file.next(size, scratch);
+      if (bytes.length === 0) break;
       if (res.destroyed) return sent;
-      sent += n;
-      if (sent === length) return end(res, buf.subarray(0, n), sent); // the common small hit: one read, one write
-      if (!res.write(buf.subarray(0, n))) await drained(res);
+      sent += bytes.length;
+      if (sent === length) return end(res, bytes, sent); // the common small hit: one read, one write
+      if (!res.write(bytes)) await drained(res);
     }
     res.end();
   } catch (err) {

@@ -5,11 +5,14 @@ import { Download } from "../../src/cache/download.ts";
 import { fetchRange } from "../../src/cache/refetch.ts";
 import { openCacheParts } from "../support/cache-core.ts";
 import { cleanupAfterEach } from "../support/cleanup.ts";
+import { gate, within } from "../support/wait.ts";
 
 /**
- * A download whose disk fails mid-write: it stops being stored and relays
- * the rest from memory, never holding more than its window, and never
- * letting one agent that stopped reading hold up the others for good.
+ * A download in memory and on disk: readers get bytes as they arrive, the
+ * file gets them in block-sized writes behind the readers, and a late joiner
+ * reads the file. A download whose disk fails mid-write stops being stored
+ * and relays the rest from memory, never holding more than its window, and
+ * never letting one agent that stopped reading hold up the others for good.
  */
 const defer = cleanupAfterEach();
 const MiB = 1024 * 1024;
@@ -34,6 +37,108 @@ async function readAll(cursor: BodyCursor): Promise<Buffer> {
   for (let n = await cursor.read(buf); n > 0; n = await cursor.read(buf)) parts.push(Buffer.from(buf.subarray(0, n)));
   return Buffer.concat(parts);
 }
+
+/** A download whose temp file's writes go through `write` (which may hold them, or fail them). */
+async function downloadWithDisk(
+  write: (chunk: Uint8Array, next: (chunk: Uint8Array) => Promise<void>) => Promise<void>,
+  expected?: number,
+) {
+  const { store } = await openCacheParts(defer);
+  const temp = await store.createTemp();
+  const next = temp.write.bind(temp);
+  temp.write = (chunk) => write(chunk, next);
+  const download = new Download(temp, expected);
+  defer(() => download.release());
+  return { download, temp };
+}
+
+describe("a download and its readers", () => {
+  test("small upstream chunks reach the file in block-sized writes, and the file holds the body", async () => {
+    const body = randomBytes(MiB + 1000);
+    const sizes: number[] = [];
+    const { download, temp } = await downloadWithDisk((chunk, next) => {
+      sizes.push(chunk.length);
+      return next(chunk);
+    });
+    for (let at = 0; at < body.length; at += 1000) await download.append(body.subarray(at, at + 1000));
+    await download.flush();
+    expect(sizes).toEqual([256 * 1024, 256 * 1024, 256 * 1024, 256 * 1024, 1000]);
+    expect(Buffer.from(await Bun.file(temp.path).bytes()).equals(body)).toBe(true);
+  });
+
+  test("a reader gets the bytes that arrived while the disk has not taken them yet", async () => {
+    const disk = gate();
+    const { download } = await downloadWithDisk(async (chunk, next) => {
+      await disk.opened;
+      return next(chunk);
+    });
+    const reader = new BodyCursor(download.retain(), 0, undefined);
+    defer(() => reader.release());
+    const body = randomBytes(300 * 1024);
+    await download.append(body);
+    const buf = Buffer.alloc(body.length);
+    expect(await within(1000, "the read", reader.read(buf))).toBe(body.length);
+    expect(buf.equals(body)).toBe(true);
+    disk.open();
+  });
+
+  test("a reader waiting at the head is told of a small chunk at once", async () => {
+    const { download } = await downloadWithDisk((chunk, next) => next(chunk));
+    const reader = new BodyCursor(download.retain(), 0, undefined);
+    defer(() => reader.release());
+    const reading = reader.read(Buffer.alloc(10));
+    await download.append(Buffer.from("abc"));
+    expect(await within(1000, "the read", reading)).toBe(3);
+  });
+
+  test("a slow disk holds the writer back once a megabyte is waiting for it", async () => {
+    const disk = gate();
+    const { download } = await downloadWithDisk(async (chunk, next) => {
+      await disk.opened;
+      return next(chunk);
+    });
+    for (let i = 0; i < 4; i++) await download.append(randomBytes(256 * 1024)); // a megabyte waits for the disk
+    let appended = false;
+    const fifth = download.append(randomBytes(256 * 1024)).then(() => (appended = true));
+    await new Promise((resolve) => setImmediate(resolve)); // nothing but the disk could hold it now
+    expect(appended).toBe(false);
+    disk.open();
+    await within(5000, "the fifth append", fifth);
+  });
+
+  test("a late joiner reads from the file what memory let go of, byte for byte", async () => {
+    const body = randomBytes(8 * MiB);
+    const { download } = await downloadWithDisk((chunk, next) => next(chunk), body.length);
+    for (let at = 0; at < body.length; at += 100 * 1024) await download.append(body.subarray(at, at + 100 * 1024));
+    await download.flush();
+    expect(download.view(0, 1)).toBeUndefined(); // written, and no reader was behind: not kept in memory
+    const late = new BodyCursor(download.retain(), 0, body.length);
+    defer(() => late.release());
+    download.complete();
+    expect((await readAll(late)).equals(body)).toBe(true);
+  });
+
+  test("bytes handed to a reader without a copy stay as they were while more arrive", async () => {
+    const { download } = await downloadWithDisk((chunk, next) => next(chunk));
+    const reader = new BodyCursor(download.retain(), 0, undefined);
+    defer(() => reader.release());
+    await download.append(Buffer.alloc(1000, 1));
+    const first = await reader.next(64 * 1024, () => Buffer.alloc(64 * 1024));
+    for (let i = 2; i < 100; i++) await download.append(Buffer.alloc(1000, i));
+    expect(first).toEqual(Buffer.alloc(1000, 1));
+    const second = await reader.next(64 * 1024, () => Buffer.alloc(64 * 1024));
+    expect(second.subarray(0, 1000)).toEqual(Buffer.alloc(1000, 2));
+  });
+
+  test("a write that fails for another reason than the disk fails the download", async () => {
+    const { download } = await downloadWithDisk(async () => {
+      throw Object.assign(new Error("bad file descriptor"), { code: "EBADF" });
+    });
+    await download.append(randomBytes(256 * 1024));
+    await expect(download.flush()).rejects.toThrow("bad file descriptor");
+    expect(download.spilled).toBeUndefined();
+  });
+});
 
 describe("a download the disk cannot hold", () => {
   test("its readers get every byte, from the file and then from memory, and it is marked as not storable", async () => {

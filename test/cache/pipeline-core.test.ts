@@ -1,5 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { randomBytes } from "node:crypto";
+import { truncate } from "node:fs/promises";
 import { join } from "node:path";
 import { GatewayError } from "../../src/errors.ts";
 import { pipelineOver } from "../support/cache-core.ts";
@@ -13,6 +14,7 @@ import { gate, waitFor } from "../support/wait.ts";
 const defer = cleanupAfterEach();
 const U = "http://origin.test";
 const FRESH = { "cache-control": "max-age=60" };
+const MiB = 1024 * 1024;
 
 /** A pipeline over fresh cache parts whose upstream answers with `answer`; `maxBytes` limits the cache. */
 async function setup(answer: (req: Request, call: number) => Response | Promise<Response>, maxBytes = Infinity) {
@@ -297,13 +299,13 @@ describe("pipeline: variants, invalidation and eviction", () => {
   });
 
   test("eviction never drops a blob an agent is reading, and drops it once it is read", async () => {
-    const size = 300_000; // too big for the in-memory copy: a hit reads (and pins) the file
+    const size = 5 * MiB; // too big for an in-memory copy: a hit reads (and pins) the file
     const bodies: Record<string, Uint8Array> = {
       "/a": randomBytes(size),
       "/b": randomBytes(size),
       "/c": randomBytes(size),
     };
-    const t = await setup((req) => new Response(bodies[new URL(req.url).pathname], { headers: FRESH }), 400_000);
+    const t = await setup((req) => new Response(bodies[new URL(req.url).pathname], { headers: FRESH }), 7 * MiB);
     await (await t.get("/a")).arrayBuffer();
     await t.idle();
     const a = t.stored("/a")!;
@@ -324,5 +326,36 @@ describe("pipeline: variants, invalidation and eviction", () => {
     await t.idle();
     expect([t.stored("/a"), t.stored("/c")?.size]).toEqual([undefined, size]);
     expect(await Bun.file(t.store.pathOf(a.sha256)).exists()).toBe(false);
+  });
+
+  test("agents on a stored object of a few MiB share one copy: its blob may go, they get every byte", async () => {
+    const bodies: Record<string, Uint8Array> = { "/a": randomBytes(2 * MiB), "/b": randomBytes(2 * MiB) };
+    const t = await setup((req) => new Response(bodies[new URL(req.url).pathname], { headers: FRESH }), 3 * MiB);
+    await (await t.get("/a")).arrayBuffer();
+    await t.idle();
+    const a = t.stored("/a")!;
+
+    const readers = [await t.get("/a"), await t.get("/a")]; // HITs whose bodies are not read yet
+    expect(readers.map((r) => r.headers.get("x-cache"))).toEqual(["HIT", "HIT"]);
+    expect(t.index.isPinned(a.sha256)).toBe(false); // read into memory: the file is not needed any more
+    t.clock.advance(1000);
+    await (await t.get("/b")).arrayBuffer(); // 4 MiB > 3 MiB: /a goes
+    await t.idle();
+    expect(await Bun.file(t.store.pathOf(a.sha256)).exists()).toBe(false);
+
+    for (const reader of readers) expect((await bytes(reader)).equals(Buffer.from(bodies["/a"]!))).toBe(true);
+  });
+
+  test("a stored blob that lost bytes on disk is not served: its entry goes, and upstream is asked again", async () => {
+    const body = randomBytes(MiB);
+    const t = await setup(() => new Response(body, { headers: FRESH }));
+    await (await t.get("/a")).arrayBuffer();
+    await t.idle();
+    await truncate(t.store.pathOf(t.stored("/a")!.sha256), 1000);
+
+    const again = await t.get("/a");
+    expect(again.headers.get("x-cache")).toBe("MISS");
+    expect((await bytes(again)).equals(body)).toBe(true);
+    expect(t.upstream.calls()).toBe(2);
   });
 });
