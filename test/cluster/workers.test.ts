@@ -79,6 +79,15 @@ const alive = (pid: number) => {
   }
 };
 
+/** A cacheable origin that answers "ok", and a gateway with two workers in front of it. */
+async function okBehindWorkers() {
+  const origin = startOrigin(() => new Response("ok", { headers: { "cache-control": "max-age=600" } }));
+  defer(() => origin.stop());
+  const gw = await startGatewayProcess({ env: WORKERS });
+  defer(() => gw.close());
+  return { origin, gw };
+}
+
 describe("worker processes on one cache", () => {
   test("100 agents at once over both workers cause one upstream fetch, and every body is intact", async () => {
     const body = pattern(2 * MiB);
@@ -193,10 +202,7 @@ describe("worker processes on one cache", () => {
   }, 40_000);
 
   test("a configuration change reaches every worker before the admin API answers", async () => {
-    const origin = startOrigin(() => new Response("ok", { headers: { "cache-control": "max-age=600" } }));
-    defer(() => origin.stop());
-    const gw = await startGatewayProcess({ env: WORKERS });
-    defer(() => gw.close());
+    const { origin, gw } = await okBehindWorkers();
 
     const statuses = async () =>
       (await Promise.all(Array.from({ length: 20 }, () => agentGet(gw.proxyPort, origin.url("/policy"))))).map(
@@ -285,10 +291,7 @@ describe("worker processes on one cache", () => {
   }, 30_000);
 
   test("moving the agent port moves every worker", async () => {
-    const origin = startOrigin(() => new Response("ok", { headers: { "cache-control": "max-age=600" } }));
-    defer(() => origin.stop());
-    const gw = await startGatewayProcess({ env: WORKERS });
-    defer(() => gw.close());
+    const { origin, gw } = await okBehindWorkers();
     const port = await freePort();
     await gw.configure({ cacheMode: { port } });
     const answers = await Promise.all(Array.from({ length: 20 }, () => agentGet(port, origin.url("/moved"))));
