@@ -23,6 +23,8 @@ const UNWRITTEN_BYTES = 1024 * 1024;
  */
 const WAKE_BYTES = 64 * 1024;
 const WAKE_MS = 2;
+/** The first block of a body, before its size (or its pace) says a larger one is worth it. */
+const FIRST_BLOCK_BYTES = 16 * 1024;
 /** Bytes a download keeps in memory once its disk failed, for the readers following it. */
 const WINDOW_BYTES = 8 * 1024 * 1024;
 
@@ -82,7 +84,11 @@ export class Download implements BodySource {
     /** From Content-Length; undefined for a chunked or close-delimited body. */
     readonly expectedSize: number | undefined,
   ) {
-    const blockSize = (at: number) => Math.min(BLOCK_BYTES, (expectedSize ?? Number.POSITIVE_INFINITY) - at);
+    // Blocks grow with the body (16 KiB, then as large as what came so far, up to BLOCK_BYTES): a small
+    // chunked response does not hold a 256 KiB block for as long as its readers stay.
+    const start = temp.size;
+    const blockSize = (at: number) =>
+      Math.min(BLOCK_BYTES, (expectedSize ?? Number.POSITIVE_INFINITY) - at, Math.max(FIRST_BLOCK_BYTES, at - start));
     this.held = new HeldBytes(temp.size, blockSize);
     this.announced = temp.size;
     this.fileBytes = temp.size;
@@ -131,11 +137,15 @@ export class Download implements BodySource {
     this.progressed();
   }
 
-  /** A reader moved on: a writer held back by the slowest reader may go on. */
+  /**
+   * A reader moved on: a writer held back by the slowest reader may go on.
+   * Once the body is complete nothing else drops what readers have passed.
+   */
   progressed(): void {
     const writer = this.writerWaiting;
     this.writerWaiting = undefined;
     writer?.();
+    if (this.settled) this.trim();
   }
 
   /** Takes the next bytes of the body, which must not change afterwards; resolves when more may come. */

@@ -39,6 +39,13 @@ export class HeldBytes {
     return this.gathering !== undefined;
   }
 
+  /** What the held pieces cost in memory: their allocations, used or not (the bounds count held bytes). */
+  get allocatedBytes(): number {
+    let total = 0;
+    for (const piece of this.pieces) total += piece.bytes.byteLength;
+    return total;
+  }
+
   /** Adds `chunk` at the end: as a piece of its own, or gathered with other small chunks into a block. */
   add(chunk: Uint8Array): void {
     for (let at = 0; at < chunk.length; ) {
@@ -46,9 +53,17 @@ export class HeldBytes {
       let block = this.gathering;
       const room = block ? block.bytes.length - (block.end - block.start) : 0;
       if (rest > room && rest >= OWN_PIECE_BYTES) {
+        // The open block is filled first: closed early, its unused room would be held for nothing.
+        if (block && room > 0) {
+          block.bytes.set(chunk.subarray(at, at + room), block.end - block.start);
+          block.end += room;
+          this.end += room;
+          at += room;
+        }
         this.gathering = undefined;
-        this.pieces.push({ bytes: chunk.subarray(at), start: this.end, end: this.end + rest });
-        this.end += rest;
+        const own = chunk.length - at;
+        this.pieces.push({ bytes: chunk.subarray(at), start: this.end, end: this.end + own });
+        this.end += own;
         return;
       }
       if (block === undefined || room === 0) {
