@@ -7,6 +7,7 @@ import { toRequest, writeResponse } from "../proxy/node-adapter.ts";
 import { failedRequest } from "../proxy/refusal.ts";
 import { createHttp1Client } from "../upstream/client.ts";
 import { ownerOf } from "./owner.ts";
+import { shareIdenticalRelays } from "./relay-sharing.ts";
 
 /**
  * Worker to worker: a request the agent's worker cannot answer from the
@@ -105,36 +106,40 @@ export function createRelayClient(opts: RelayClientOptions) {
   const owner = (url: string) => ownerOf(url, live()) ?? opts.self;
 
   function route(cache: CacheName): OwnerRoute {
+    const shared = shareIdenticalRelays((req, url) => toOwner(req, url, cache));
     return {
       mine: (url) => owner(url) === opts.self,
-      async relay(req, url) {
-        if (req.body !== null) return undefined; // only bodiless GET and HEAD are cached, and relayed
-        const port = opts.peers().get(owner(url));
-        if (port === undefined) return undefined;
-        const headers = new Headers(req.headers);
-        headers.set(SECRET, opts.secret);
-        headers.set(CACHE, cache);
-        try {
-          const target = { address: "127.0.0.1", port, tls: false, name: "127.0.0.1" };
-          const res = await client.request(target, { method: req.method, path: req.url, headers, body: null });
-          const answer = new Headers(res.head.fields);
-          // Declined (its cache is closed), or a body whose end a dying owner could fake with a FIN:
-          // the owner speaks HTTP/1.1 with a length or chunks, so this worker does the work itself.
-          if (answer.get(DECLINED) === opts.secret || res.framing.kind === "close") {
-            void res.body?.cancel();
-            return undefined;
-          }
-          // RFC 9112 §6.3: a chunked body's Content-Length is wrong by definition.
-          if (res.framing.kind === "chunked") answer.delete("content-length");
-          for (const name of ["connection", "keep-alive", "transfer-encoding"]) answer.delete(name);
-          return new Response(res.body, { status: res.head.status, statusText: res.head.statusText, headers: answer });
-        } catch (error) {
-          // Nothing reached the agent yet: the owner being restarted costs a second download, not a failure.
-          opts.log.warn("the owner worker did not answer; fetching here", { url: req.url, error });
-          return undefined;
-        }
-      },
+      // Only bodiless GET and HEAD are cached, and relayed.
+      relay: (req, url) => (req.body === null ? shared(req, url) : Promise.resolve(undefined)),
     };
+  }
+
+  /** One request to the owner's relay port; undefined when the owner cannot take it (this worker then fetches). */
+  async function toOwner(req: Request, url: string, cache: CacheName): Promise<Response | undefined> {
+    const port = opts.peers().get(owner(url));
+    if (port === undefined) return undefined;
+    const headers = new Headers(req.headers);
+    headers.set(SECRET, opts.secret);
+    headers.set(CACHE, cache);
+    try {
+      const target = { address: "127.0.0.1", port, tls: false, name: "127.0.0.1" };
+      const res = await client.request(target, { method: req.method, path: req.url, headers, body: null });
+      const answer = new Headers(res.head.fields);
+      // Declined (its cache is closed), or a body whose end a dying owner could fake with a FIN:
+      // the owner speaks HTTP/1.1 with a length or chunks, so this worker does the work itself.
+      if (answer.get(DECLINED) === opts.secret || res.framing.kind === "close") {
+        void res.body?.cancel();
+        return undefined;
+      }
+      // RFC 9112 §6.3: a chunked body's Content-Length is wrong by definition.
+      if (res.framing.kind === "chunked") answer.delete("content-length");
+      for (const name of ["connection", "keep-alive", "transfer-encoding"]) answer.delete(name);
+      return new Response(res.body, { status: res.head.status, statusText: res.head.statusText, headers: answer });
+    } catch (error) {
+      // Nothing reached the agent yet: the owner being restarted costs a second download, not a failure.
+      opts.log.warn("the owner worker did not answer; fetching here", { url: req.url, error });
+      return undefined;
+    }
   }
 
   return { route, close: client.close };
