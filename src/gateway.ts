@@ -203,7 +203,9 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
         uptimeSeconds: Math.floor((now() - started) / 1000),
         downloads: (await downloads()).platform,
         // With workers, agents are served once all started, and then while at least one runs.
-        ...(primary ? { workers: primary.workers(), status: primary.unavailable() ?? "ok" } : {}),
+        ...(primary
+          ? { workers: primary.workers(), workersConfigured: runtime.workers, status: primary.unavailable() ?? "ok" }
+          : {}),
       }),
       routes: [
         configRoutes({ config, log }),

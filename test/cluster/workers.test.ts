@@ -190,7 +190,7 @@ describe("worker processes on one cache", () => {
     await waitFor("a replacement worker", () => workerPids(gw.output()).length === 3, 15_000);
     await waitFor("the dead worker's download to be swept", async () => (await readdir(tmp)).length === 0);
     expect((await gw.json("/api/cache/entries?limit=10")).entries).toHaveLength(0);
-    expect(((await (await fetch(`${gw.adminUrl}/healthz`)).json()) as { workers: number }).workers).toBe(2);
+    expect(await (await fetch(`${gw.adminUrl}/healthz`)).json()).toMatchObject({ workers: 2, workersConfigured: 2 });
 
     const again = await agentGet(gw.proxyPort, origin.url("/killed.bin"));
     expect(Buffer.compare(await again.body, Buffer.from(body))).toBe(0);
