@@ -24,12 +24,8 @@ export async function respond(
   label: XCache,
   age?: number,
 ): Promise<Response> {
-  const headers = new Headers(rep.headers);
-  headers.delete("content-length");
-  headers.set("x-cache", label);
-  if (age !== undefined) headers.set("age", String(age));
+  const headers = storedHead(rep, label, age);
   const full = rep.status === 200;
-  if (full) headers.set("accept-ranges", "bytes");
 
   if (full && notModified(req.headers, rep.headers)) {
     return new Response(null, { status: 304, headers: strip304(headers) });
@@ -74,6 +70,20 @@ export async function respond(
   }
   source ??= await open();
   return new Response(streamBody(source, start, end), { status, headers });
+}
+
+/**
+ * The fields every answer from a stored response starts with: its own, less
+ * Content-Length (set for what is sent), with its X-Cache label and Age
+ * (RFC 9111 §5.1); a whole 200 also says it takes ranges.
+ */
+export function storedHead(rep: { status: number; headers: Headers }, label: XCache, age?: number): Headers {
+  const headers = new Headers(rep.headers);
+  headers.delete("content-length");
+  headers.set("x-cache", label);
+  if (age !== undefined) headers.set("age", String(age));
+  if (rep.status === 200) headers.set("accept-ranges", "bytes");
+  return headers;
 }
 
 /** RFC 9110 §13.1.2 (weak comparison) and §13.1.3; If-None-Match wins over If-Modified-Since (§13.2.2). */
