@@ -131,6 +131,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     now,
     // Workers start while their siblings download: what looks like a leftover may be in progress.
     sweep: !worker,
+    shared: opts.cluster !== undefined,
   };
   const main = await openCache(runtime.dataDir, {
     ...cacheOptions,

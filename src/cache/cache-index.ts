@@ -68,7 +68,17 @@ const MEMO_BYTES = 64 * 1024 * 1024;
 /** Entries of the change log kept behind the newest; a process that fell further behind forgets its whole memo. */
 const CHANGES_KEPT = 10_000;
 
-export function createCacheIndex(db: Db, store: BlobStore, now: () => number, log: Logger = silentLogger): CacheIndex {
+export interface IndexOptions {
+  log?: Logger;
+  /**
+   * Other processes (workers) write the same database: lookups first catch
+   * up on what they changed. A gateway of one process skips that read.
+   */
+  shared?: boolean;
+}
+
+export function createCacheIndex(db: Db, store: BlobStore, now: () => number, opts: IndexOptions = {}): CacheIndex {
+  const log = opts.log ?? silentLogger;
   const memo = new LRUCache<string, StoredEntry[]>({
     max: MEMO_URLS,
     // Bounded in bytes too: request targets may be long, and agents choose them.
@@ -97,6 +107,7 @@ export function createCacheIndex(db: Db, store: BlobStore, now: () => number, lo
    * past what this process saw leaves no way to tell what changed: forget all.
    */
   const catchUp = () => {
+    if (!opts.shared) return; // this process's own changes already dropped what they touched
     const last = lastChange.get()?.seq ?? 0;
     if (last === seen) return;
     const changes = changesSince.all(seen);

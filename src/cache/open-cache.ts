@@ -26,6 +26,8 @@ export type CacheOptions = Omit<PipelineDeps, "index" | "store" | "now"> & {
    * siblings run must not: their downloads in progress look like leftovers.
    */
   sweep?: boolean;
+  /** Other processes (workers) use this cache too: see IndexOptions.shared. */
+  shared?: boolean;
 };
 
 /**
@@ -37,7 +39,7 @@ export async function openCache(dir: string, opts: CacheOptions): Promise<Cache>
   await mkdir(dir, { recursive: true, mode: 0o700 });
   const db = opts.db ?? openDb(join(dir, "index.sqlite"));
   const store = await createBlobStore(dir);
-  const index = createCacheIndex(db, store, opts.now, opts.log);
+  const index = createCacheIndex(db, store, opts.now, { log: opts.log, shared: opts.shared });
   if (opts.sweep !== false) {
     const swept = await store.sweep(index.knowsBlob);
     if (swept.temps + swept.orphans > 0) opts.log.info("swept leftovers of interrupted downloads", { dir, ...swept });

@@ -1,7 +1,9 @@
 import { describe, expect, test } from "bun:test";
 import { randomBytes } from "node:crypto";
+import { join } from "node:path";
 import { eq } from "drizzle-orm";
 import { createCacheIndex } from "../../src/cache/cache-index.ts";
+import { openDb } from "../../src/db/client.ts";
 import { entries } from "../../src/db/schema.ts";
 import { type CacheParts, openCacheParts, putBlob, putEntry } from "../support/cache-core.ts";
 import { cleanupAfterEach } from "../support/cleanup.ts";
@@ -278,5 +280,34 @@ describe("cache index: list", () => {
     const fresh = await putEntry(parts, `${U}/v`, Buffer.from("newer"), { vary: ["accept-encoding"] }, ae);
     expect(parts.index.lookup(`${U}/v`, new Headers(ae))?.id).toBe(fresh.id);
     expect(urls(parts)).toEqual([`${U}/v`]);
+  });
+});
+
+describe("cache index shared by processes (workers)", () => {
+  /** A second process's view: its own connection and memo over the same database and blobs. */
+  const sibling = (parts: CacheParts) => {
+    const db = openDb(join(parts.dir, "index.sqlite"));
+    const index = createCacheIndex(db, parts.store, parts.clock.now, { shared: true });
+    defer(() => {
+      index.close();
+      db.$client.close();
+    });
+    return index;
+  };
+
+  test("what one process stores, replaces or purges, the other's lookups see at once", async () => {
+    const parts = await openCacheParts(defer);
+    const other = sibling(parts);
+    expect(other.lookup(`${U}/a`, new Headers())).toBeUndefined(); // remembered as absent
+
+    const first = await putEntry(parts, `${U}/a`, randomBytes(10));
+    expect(other.lookup(`${U}/a`, new Headers())?.sha256).toBe(first.sha256);
+
+    const second = await putEntry(parts, `${U}/a`, randomBytes(20), { responseTime: parts.clock.now() + 1 });
+    expect(other.lookup(`${U}/a`, new Headers())?.sha256).toBe(second.sha256);
+
+    await parts.index.purge({ url: `${U}/a` });
+    expect(other.lookup(`${U}/a`, new Headers())).toBeUndefined();
+    expect(other.totalBytes()).toBe(0);
   });
 });
