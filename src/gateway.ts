@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { chmod, mkdir } from "node:fs/promises";
 import { join } from "node:path";
+import { activityRoutes } from "./admin/activity-routes.ts";
 import { agentRoutes } from "./admin/agent-routes.ts";
 import { createAdminApp } from "./admin/app.ts";
 import { cacheRoutes } from "./admin/cache-routes.ts";
@@ -190,7 +191,12 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const local = (): Downloads => {
     stats.flush();
     main.index.flush();
-    return { platform: main.pipeline.inFlight(), patch: patch.cache()?.pipeline.inFlight() ?? 0 };
+    const patchPipeline = patch.cache()?.pipeline;
+    const active = [
+      ...main.pipeline.downloads().map((d) => ({ ...d, cache: "platform" as const, worker: worker?.slot })),
+      ...(patchPipeline?.downloads() ?? []).map((d) => ({ ...d, cache: "patch" as const, worker: worker?.slot })),
+    ];
+    return { platform: main.pipeline.inFlight(), patch: patchPipeline?.inFlight() ?? 0, active };
   };
   const downloads = primary ? primary.report : async () => local();
 
@@ -220,6 +226,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
         cacheRoutes({ index: main.index, verifier: main.verifier, ttlRules: () => current().cache.ttlRules, now, log }),
         tlsRoutes({ caPem }),
         agentRoutes({ agents, log }),
+        activityRoutes({ stats, downloads }),
       ],
     });
   // One admin listener per gateway: a worker has none (its primary answers).

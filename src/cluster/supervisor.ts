@@ -211,13 +211,13 @@ export function createSupervisor(opts: SupervisorOptions) {
       for (const s of running()) send(s.worker!, { t: "revoke", username });
     },
 
-    /** Every worker writes its pending counters; the sum of their downloads in progress. */
+    /** Every worker writes its pending counters; the sum of their downloads in progress, and the list of them. */
     async report(): Promise<Downloads> {
       const answers = (await ask((id) => ({ t: "report", id }), "report")) as Downloads[];
-      return answers.reduce((a, b) => ({ platform: a.platform + b.platform, patch: a.patch + b.patch }), {
-        platform: 0,
-        patch: 0,
-      });
+      return answers.reduce(
+        (a, b) => ({ platform: a.platform + b.platform, patch: a.patch + b.patch, active: a.active.concat(b.active) }),
+        { platform: 0, patch: 0, active: [] as Downloads["active"] },
+      );
     },
 
     workers: () => running().length,
