@@ -37,6 +37,7 @@ import { createProxyServer } from "./proxy/proxy-server.ts";
 import { createTunnelHandler } from "./proxy/tunnel.ts";
 import { createUpstreamFetch } from "./proxy/upstream.ts";
 import { createStats, type Stats } from "./stats/collector.ts";
+import { cacheDisk } from "./store/disk-usage.ts";
 import type { LeafMinter } from "./tls/leaf-cache.ts";
 import { TLS_VERSIONS } from "./tls/versions.ts";
 import { createWorkerTls } from "./tls/worker-tls.ts";
@@ -221,6 +222,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
           index: main.index,
           maxBytes: () => current().cache.maxSizeBytes,
           downloads,
+          cacheDisk: () => cacheDisk(runtime.dataDir),
           patchDisk: patch.usage,
         }),
         cacheRoutes({ index: main.index, verifier: main.verifier, ttlRules: () => current().cache.ttlRules, now, log }),

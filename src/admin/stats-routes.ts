@@ -9,6 +9,8 @@ export interface StatsDeps {
   maxBytes: () => number;
   /** Writes every serving process's pending counters, then says what they are downloading. */
   downloads: () => Promise<Downloads>;
+  /** The size and free space of the disk the cache (the data dir) is on. */
+  cacheDisk: () => Record<string, unknown>;
   /** The patch disk's size, free space and what the patch cache holds. */
   patchDisk: () => Record<string, unknown>;
 }
@@ -26,6 +28,7 @@ export function statsRoutes(deps: StatsDeps) {
         bytes: deps.index.totalBytes(),
         maxBytes: deps.maxBytes(),
         downloadsInFlight: downloads.platform,
+        disk: deps.cacheDisk(),
       },
       patchDisk: { ...deps.patchDisk(), ...(downloads.patch > 0 ? { downloadsInFlight: downloads.patch } : {}) },
     };
