@@ -64,17 +64,17 @@ const diskLine = (d) =>
 
 export function renderDisks(stats) {
   const { cache, patchDisk } = stats;
-  progress("cache-progress", cache.maxBytes > 0 ? cache.bytes / cache.maxBytes : 0);
-  text(
-    "cache-use",
-    `${bytes(cache.bytes)} cached of ${bytes(cache.maxBytes)} allowed (${percent(cache.bytes / cache.maxBytes)})`,
-  );
+  const share = cache.maxBytes > 0 ? cache.bytes / cache.maxBytes : 0;
+  progress("cache-progress", share);
+  text("cache-use", `${bytes(cache.bytes)} cached of ${bytes(cache.maxBytes)} allowed (${percent(share)})`);
   text("cache-disk", cache.disk ? diskLine(cache.disk) : "");
   if (!patchDisk.open) {
     progress("patch-progress", 0);
     text(
       "patch-use",
-      patchDisk.path ? `Not in use (Patch Mode is off); configured: ${patchDisk.path}` : "Not configured",
+      patchDisk.path
+        ? `Not in use (Patch Mode is off); configured: ${patchDisk.path}`
+        : "Not configured (Patch Mode is off)",
     );
     text("patch-disk", "");
     return;
