@@ -1,10 +1,13 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { createServer } from "node:http";
 import type { Browser, Page } from "puppeteer-core";
-import { admin, agentGet, closeWhenIdle, eventually } from "../support/admin.ts";
+import { admin, agentGet, agentRequest, closeWhenIdle, eventually } from "../support/admin.ts";
 import { launchChromium } from "../support/browser.ts";
 import { cleanupAfterEach } from "../support/cleanup.ts";
 import { startTestGateway, type TestGateway } from "../support/gateway.ts";
+import { listenOnLoopback } from "../support/listen.ts";
 import { startOrigin } from "../support/origin.ts";
+import { gate } from "../support/wait.ts";
 
 /** These functions run in the page (puppeteer sends their source): the DOM is the browser's, not typed here. */
 declare const document: any;
@@ -131,5 +134,36 @@ describe("the status page in a headless browser", () => {
     expect(await tableRows(page, "bandwidth")).toEqual([]);
     expect(await textOf(page, "#hits")).toBe("–");
     for (const r of requests) expect(r).not.toContain(TOKEN);
+  }, 30_000);
+
+  test("a download in progress shows with its bar and the bytes received of its Content-Length", async () => {
+    const release = gate();
+    const server = createServer(async (_req, res) => {
+      res.writeHead(200, { "cache-control": "public, max-age=3600", "content-length": "400000" });
+      res.write(Buffer.alloc(100_000, 1));
+      await release.opened;
+      res.end(Buffer.alloc(300_000, 2));
+    });
+    const origin = await listenOnLoopback(server);
+    defer(() => origin.stop());
+    const gw = await startTestGateway({ adminToken: TOKEN });
+    defer(() => closeWhenIdle(gw));
+    const url = `http://localhost:${origin.port}/agent-setup.exe`;
+    const agent = agentRequest(gw.proxyUrl, url);
+    defer(async () => void (await (await agent).body.catch(() => {})));
+    defer(() => release.open()); // first of the cleanups (they run last registered first): the body can then end
+    await eventually(async () => {
+      const { downloads } = await admin(gw, TOKEN).json("/api/downloads");
+      return downloads[0]?.receivedBytes === 100_000 ? true : undefined;
+    }, "the download to be a quarter in");
+
+    const { page } = await openPage(gw);
+    await signIn(page, TOKEN);
+    await page.waitForFunction(() => document.querySelector("#downloads tbody progress") !== null);
+    const [row] = await tableRows(page, "downloads");
+    expect(row).toEqual([url, "platform", "", "100000", expect.stringMatching(/^\d+ s$/)]);
+    expect(await textOf(page, "#downloads tbody td:nth-child(4)")).toBe("100 kB of 400 kB (25%)");
+    const bar = await page.$eval("#downloads tbody progress", (el: any) => [el.value, el.max]);
+    expect(bar).toEqual([100_000, 400_000]);
   }, 30_000);
 });
