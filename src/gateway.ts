@@ -34,6 +34,7 @@ import { createAgentListener } from "./proxy/agent-listener.ts";
 import { createProxyApp, type ProxyBindings } from "./proxy/app.ts";
 import { createFastHit } from "./proxy/fast-hit.ts";
 import { createInterceptor } from "./proxy/intercept.ts";
+import { createPortPages } from "./proxy/port-pages.ts";
 import { createProxyServer } from "./proxy/proxy-server.ts";
 import { createTunnelHandler } from "./proxy/tunnel.ts";
 import { createUpstreamFetch } from "./proxy/upstream.ts";
@@ -186,9 +187,12 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   });
   const tunnel = createTunnelHandler({ config: current, guard, log, interceptor, agents: agentGate });
   agents.onRevoke((username) => (primary ? primary.revoke(username) : tunnel.closeAgent(username)));
+  // Set when graceful shutdown begins: the agent port's /healthz then answers 503.
+  let stopping = false;
+  const pages = createPortPages({ config: current, stopping: () => stopping });
   const listener = createAgentListener({
     build: async (c: Config) =>
-      createProxyServer({ ...handlerOptions, connect: tunnel, tls: await tls.agentListenerOptions(c) }),
+      createProxyServer({ ...handlerOptions, connect: tunnel, pages, tls: await tls.agentListenerOptions(c) }),
     host: runtime.host,
     ownPorts,
     log,
@@ -292,6 +296,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       await patch.cache()?.store.sweepTempsOf(pid);
     },
     async stop() {
+      stopping = true; // first: whatever still reaches the agent port's /healthz from here on hears 503
       tunnel.closeAll();
       await listener.stop();
       await admin?.stop(true);
