@@ -1,30 +1,7 @@
-import { Counter, collectDefaultMetrics, Gauge, Registry } from "prom-client";
+import { Counter, Gauge, Registry } from "prom-client";
 import { VERSION } from "../version.ts";
+import { processMetrics } from "./process-metrics.ts";
 import type { StatsFigures } from "./stats-routes.ts";
-
-/**
- * The process metrics of prom-client's default set that tell the truth on
- * Bun. Left out: the event-loop lag family (Bun's monitorEventLoopDelay
- * records nothing: min 9.2e9 s, mean NaN), active handles/requests/resources
- * (always 0, and their `_total` gauges fail promtool), the V8 heap spaces
- * (JavaScriptCore has none: all 0), GC durations (never observed),
- * process_heap_bytes (VmData, tens of GB of address space Bun reserves) and
- * nodejs_version_info (Bun's Node.js compatibility level, not Bun:
- * cachegate_build_info says which Bun runs).
- */
-const PROCESS_METRICS = [
-  "process_cpu_user_seconds_total",
-  "process_cpu_system_seconds_total",
-  "process_cpu_seconds_total",
-  "process_start_time_seconds",
-  "process_resident_memory_bytes",
-  "process_virtual_memory_bytes",
-  "process_open_fds",
-  "process_max_fds",
-  "nodejs_heap_size_total_bytes",
-  "nodejs_heap_size_used_bytes",
-  "nodejs_external_memory_bytes",
-] as const;
 
 /** X-Cache outcomes, as the `cache` label of cachegate_requests_total. */
 const OUTCOMES = [
@@ -51,12 +28,7 @@ const num = (value: unknown) => (typeof value === "number" && Number.isFinite(va
  */
 export function createMetrics() {
   const registry = new Registry();
-  const scratch = new Registry();
-  collectDefaultMetrics({ register: scratch });
-  for (const name of PROCESS_METRICS) {
-    const metric = scratch.getSingleMetric(name);
-    if (metric) registry.registerMetric(metric);
-  }
+  for (const metric of processMetrics()) registry.registerMetric(metric);
 
   // Set just before each scrape renders. Each collect() below is synchronous and prom-client calls them all
   // before its first await, so one scrape reads one snapshot even when scrapes overlap.

@@ -25,7 +25,7 @@ export const ENV_VARS: readonly EnvVar[] = [
   {
     name: "CACHEGATE_METRICS_TOKEN",
     default: "none",
-    meaning: "a second bearer token that reads GET /metrics and nothing else (at least 16 characters)",
+    meaning: "a second bearer token, of 16 characters or more, that reads GET /metrics and nothing else",
   },
   { name: "CACHEGATE_CACHE_MODE", default: "off", meaning: "1 starts in Cache Mode: cacheMode.enabled" },
   {
