@@ -204,6 +204,7 @@ describe("GET /healthz on the agent port", () => {
     const res = await page(gw.proxyPort, path, undefined, method);
     expect(res.status).toBe(400);
     expect(res.body.toString()).toContain("it expects proxy requests");
+    expect(res.body.toString()).toContain("GET /proxy.pac");
   });
 
   test("with workers, every worker answers it on the shared agent port", async () => {
