@@ -118,6 +118,18 @@ describe("the status page in a headless browser", () => {
     expect(problems.filter((p) => !p.includes("401"))).toEqual([]); // the wrong token's 401 is the only error
   }, 30_000);
 
+  test("the metrics token is refused with what it is for, and the figures stay hidden", async () => {
+    const metricsToken = "metrics-only-token-7d2a41";
+    const gw = await startTestGateway({ adminToken: TOKEN, metricsToken });
+    defer(() => closeWhenIdle(gw));
+    const { page } = await openPage(gw);
+    await signIn(page, metricsToken);
+    await page.waitForFunction(() => !document.querySelector("#signin-error").hidden);
+    expect(await textOf(page, "#signin-error")).toContain("can only read GET /metrics");
+    expect(await page.$eval("#status", (el) => (el as any).hidden)).toBe(true);
+    expect(await page.evaluate(() => sessionStorage.length)).toBe(0);
+  }, 30_000);
+
   test("the token stays for a reload of the tab, and signing out forgets it and clears the figures", async () => {
     const { gw } = await afterMissAndHit();
     const { page, requests } = await openPage(gw);
