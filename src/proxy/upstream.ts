@@ -72,7 +72,7 @@ export function createUpstreamFetch(opts: UpstreamOptions): UpstreamFetch & { cl
         },
       );
     } catch (err) {
-      throw fetchError(url, err);
+      throw fetchError(url, err, proxy);
     }
     const { status, statusText } = res.head;
     if (absolute && status === 407) {
@@ -118,10 +118,13 @@ function responseHeaders(url: URL, res: Exchanged): Headers {
 }
 
 /** Why a request upstream failed, as the agent is told it: a timeout, a certificate, framing, or the connection. */
-function fetchError(url: URL, err: unknown): GatewayError {
+function fetchError(url: URL, err: unknown, proxy: ProxyHop | undefined): GatewayError {
   if (err instanceof GatewayError) return err; // already says what failed (the upstream proxy)
   if (err instanceof UpstreamTimeout) {
-    return new GatewayError(504, "upstream_timeout", `upstream ${url.host} failed: ${err.message}`, { cause: err });
+    const through = proxy ? ` through the upstream proxy ${proxy.label}` : "";
+    return new GatewayError(504, "upstream_timeout", `upstream ${url.host}${through} failed: ${err.message}`, {
+      cause: err,
+    });
   }
   if (err instanceof FramingError) {
     const message = `upstream ${url.host} sent a malformed response: ${err.message}`;
@@ -133,7 +136,10 @@ function fetchError(url: URL, err: unknown): GatewayError {
       502,
       "upstream_certificate",
       `the certificate of ${url.hostname} did not verify (${code}); the gateway trusts the system store plus ` +
-        "NODE_EXTRA_CA_CERTS, so add the issuing CA there if this upstream is legitimate",
+        "NODE_EXTRA_CA_CERTS, so add the issuing CA there if this upstream is legitimate" +
+        (proxy
+          ? ` (through the upstream proxy ${proxy.label}: a parent gateway's CA goes in upstreamProxy.caFile)`
+          : ""),
       { cause: err },
     );
   }
