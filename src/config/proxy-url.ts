@@ -19,7 +19,7 @@ const EXAMPLE = "http://proxy.example.com:3128 or http://user:pass@10.0.0.1:3128
 /** Stands for the password in what GET /api/config shows. */
 export const MASK = "***";
 
-const SHAPE = /^http:\/\/(?:([^:@/?#]*)(?::([^@/?#]*))?@)?(\[[0-9a-fA-F:.]+\]|[^:@/?#\s[\]]+)(?::(\d*))?(\/.*)?$/;
+const SHAPE = /^http:\/\/(?:([^:@/?#]*)(?::([^@/?#]*))?@)?(\[[0-9a-fA-F:.]+\]|[^:@/?#\s[\]]+)(?::(\d*))?([/?#].*)?$/;
 
 type Parsed = { ok: true; value: ProxyAddress } | { ok: false; problem: string };
 

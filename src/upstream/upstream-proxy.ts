@@ -35,8 +35,8 @@ export async function loadCaFile(file: string): Promise<string[]> {
 }
 
 function caFileError(file: string, why: string, cause?: unknown): GatewayError {
-  const message = `upstreamProxy.caFile ${file} ${why}; give a PEM file with the parent gateway's CA (its GET /api/ca.pem); nothing was changed`;
-  return new GatewayError(400, "invalid_config", message, {
+  const message = `upstreamProxy.caFile ${file} ${why}; give a PEM file with the parent gateway's CA (its GET /api/ca.pem)`;
+  return new GatewayError(400, "invalid_config", "invalid configuration; nothing was changed", {
     cause,
     details: [{ path: "upstreamProxy.caFile", value: file, rule: "ca_file", message }],
   });
