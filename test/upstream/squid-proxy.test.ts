@@ -7,7 +7,7 @@ import { startTestGateway, type TestGateway } from "../support/gateway.ts";
 import { type GatewayProcess, startGatewayProcess } from "../support/gateway-process.ts";
 import { type Origin, startOrigin, viaProxy } from "../support/origin.ts";
 import { ONLY_SQUID_RESOLVES, startSquid, type TestSquid } from "../support/squid.ts";
-import { createTestCa, startTlsOrigin, type TestCa, type TlsOrigin } from "../support/test-ca.ts";
+import { createTestCa, startCountingFront, startTlsOrigin, type TestCa, type TlsOrigin } from "../support/test-ca.ts";
 import { exchange, tlsThroughTunnel } from "../support/tls-clients.ts";
 import { waitFor } from "../support/wait.ts";
 
@@ -58,6 +58,10 @@ async function squidLoggedMore(fragment: string, before: number, n = 1): Promise
   const enough = async () => (await squid.logged(fragment)).length >= before + n;
   await waitFor(`${n} more line(s) with ${fragment} in Squid's access log`, enough);
   return squid.logged(fragment);
+}
+
+async function caPemOf(g: TestGateway): Promise<string> {
+  return (await admin(g).get("/api/ca.pem")).text();
 }
 
 async function setProxy(upstreamProxy: Record<string, unknown>): Promise<void> {
@@ -235,10 +239,65 @@ describe("a gateway process seeded by CACHEGATE_UPSTREAM_PROXY", () => {
     );
   });
 
+  test("a live change reaches every worker: wrong credentials refuse each request, the right ones serve again", async () => {
+    await proc.configure({ upstreamProxy: { url: `http://agent:wrong@127.0.0.1:${squid.port}` } });
+    try {
+      // New connections each: the kernel spreads them over the workers.
+      for (let i = 0; i < 6; i++) {
+        const res = await fetch(origin.url(`/workers/${i}.json`), {
+          proxy: proc.proxyUrl,
+          keepalive: false,
+        } as RequestInit);
+        expect(res.status).toBe(502);
+        expect(await res.text()).toContain("refused the gateway's credentials");
+      }
+    } finally {
+      await proc.configure({ upstreamProxy: { url: null } }); // back to CACHEGATE_UPSTREAM_PROXY
+    }
+    const res = await fetch(origin.url("/workers/0.json"), { proxy: proc.proxyUrl, keepalive: false } as RequestInit);
+    expect(await res.text()).toBe("body of /workers/0.json");
+    expect(origin.count("/workers/0.json")).toBe(1);
+  });
+
   test("GET /api/config shows the environment's proxy URL with its password masked", async () => {
     const { config, sources } = await proc.json("/api/config");
     expect(config.upstreamProxy.url).toBe(`http://agent:***@127.0.0.1:${squid.port}`);
     expect(sources["upstreamProxy.url"]).toBe("env");
     expect(proc.output()).not.toContain(PASSWORD);
+  });
+});
+
+describe("connections to the proxy", () => {
+  test("are kept: http:// misses share one connection, https:// misses to one origin one tunnel; closed with the gateway", async () => {
+    const front = await startCountingFront(squid.port);
+    const kept = await startTestGateway({
+      config: {
+        upstreamProxy: { url: `http://agent:${PASSWORD}@127.0.0.1:${front.port}` },
+        connect: { ports: [443, tlsOrigin.port] },
+      },
+    });
+    try {
+      for (const path of ["/kept/a.json", "/kept/b.json", "/kept/c.json"]) {
+        const res = await viaProxy(kept.proxyUrl, origin.url(path));
+        expect(res.headers.get("x-cache")).toBe("MISS");
+        await res.arrayBuffer();
+        await kept.idle();
+      }
+      expect(front.connections()).toBe(1);
+      expect(origin.count("/kept/c.json")).toBe(1);
+      await kept.config.patch({ upstreamProxy: { caFile: (await testCa.writeTo(dir)).certFile } });
+      const ca = await caPemOf(kept);
+      for (const path of ["/kept/a-secure.json", "/kept/b-secure.json"]) {
+        const res = await fetch(tlsOrigin.url(path), { proxy: kept.proxyUrl, tls: { ca } } as RequestInit);
+        expect(await res.text()).toBe(`secure ${path}`);
+        await kept.idle();
+      }
+      // Both https:// misses went through one CONNECT tunnel: the second connection to the proxy.
+      expect(front.connections()).toBe(2);
+    } finally {
+      await kept.close();
+    }
+    await waitFor("the connections to the proxy to close with the gateway", () => front.open() === 0);
+    await front.stop();
   });
 });
