@@ -90,7 +90,11 @@ export function createConnectionPool(opts: PoolOptions = {}) {
       return new Promise((resolve, reject) => {
         const socket = target.tls
           ? tlsConnect({
-              ...(tunnel ? { socket: tunnel, ca: proxy.ca } : { host: target.address, port: target.port }),
+              // Over a tunnel, `host` is only the identity the certificate is checked against (an IP literal has no
+              // SNI): left out, it would not be the origin's.
+              ...(tunnel
+                ? { socket: tunnel, host: target.name, secureContext: proxy.secureContext }
+                : { host: target.address, port: target.port }),
               // RFC 6066 §3: SNI carries host names only; an IP literal is checked against the certificate's IP SANs.
               servername: isIP(target.name) === 0 ? target.name : undefined,
               ALPNProtocols: ["http/1.1"],

@@ -50,13 +50,14 @@ function caFileError(file: string, why: string, cause?: unknown): GatewayError {
  */
 export async function createUpstreamProxy(config: () => Config, log: Logger) {
   // The trust for origins behind the proxy: the default store (system + NODE_EXTRA_CA_CERTS) plus the caFile's CAs.
-  let trust: { file: string; ca: string[] } | undefined;
+  let trust: { file: string; context: tls.SecureContext } | undefined;
   let generation = 0;
   let cached: { url: string; hop: ProxyHop } | undefined;
 
   async function load(c: Config): Promise<void> {
     const file = c.upstreamProxy.caFile;
-    trust = file ? { file, ca: [...tls.getCACertificates("default"), ...(await loadCaFile(file))] } : undefined;
+    const ca = file ? [...tls.getCACertificates("default"), ...(await loadCaFile(file))] : undefined;
+    trust = file && ca ? { file, context: tls.createSecureContext({ ca }) } : undefined;
     generation++;
     cached = undefined;
   }
@@ -69,13 +70,13 @@ export async function createUpstreamProxy(config: () => Config, log: Logger) {
     const p = parsed.value;
     const credentials = p.username === undefined ? undefined : `${p.username}:${p.password ?? ""}`;
     const label = proxyLabel(p);
-    const ca = trust && trust.file === c.upstreamProxy.caFile ? trust.ca : undefined;
+    const secureContext = trust && trust.file === c.upstreamProxy.caFile ? trust.context : undefined;
     const result: ProxyHop = {
       host: p.host,
       port: p.port,
       label,
       ...(credentials ? { authorization: `Basic ${Buffer.from(credentials, "utf8").toString("base64")}` } : {}),
-      ...(ca ? { ca } : {}),
+      ...(secureContext ? { secureContext } : {}),
       key: `${label}#${generation}`,
     };
     cached = { url, hop: result };

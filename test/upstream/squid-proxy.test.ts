@@ -2,6 +2,9 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { createSecureContext } from "node:tls";
+import { createConnectionPool } from "../../src/upstream/pool.ts";
+import type { ProxyHop } from "../../src/upstream/proxy-hop.ts";
 import { admin, freePort } from "../support/admin.ts";
 import { startTestGateway, type TestGateway } from "../support/gateway.ts";
 import { type GatewayProcess, startGatewayProcess } from "../support/gateway-process.ts";
@@ -299,5 +302,31 @@ describe("connections to the proxy", () => {
     }
     await waitFor("the connections to the proxy to close with the gateway", () => front.open() === 0);
     await front.stop();
+  });
+});
+
+describe("the connection pool through Squid", () => {
+  test("checks the origin's certificate for the URL's host inside the tunnel, an IP literal included", async () => {
+    // The origin at 127.0.0.2 shows a certificate for 127.0.0.1 (the proxy's address), not for its own.
+    const { cert, key } = await testCa.leaf(["localhost", "127.0.0.1"]);
+    const server = Bun.serve({ hostname: "127.0.0.2", port: 0, tls: { cert, key }, fetch: () => new Response("x") });
+    const pool = createConnectionPool();
+    const hop: ProxyHop = {
+      host: "127.0.0.1",
+      port: squid.port,
+      label: `127.0.0.1:${squid.port}`,
+      authorization: `Basic ${Buffer.from(`agent:${PASSWORD}`).toString("base64")}`,
+      secureContext: createSecureContext({ ca: testCa.certPem }),
+      key: "pool-test",
+    };
+    const target = (name: string) => ({ address: name, port: server.port!, tls: true, name, proxy: hop });
+    try {
+      await expect(pool.open(target("127.0.0.2"), AbortSignal.timeout(5000))).rejects.toMatchObject({
+        code: "ERR_TLS_CERT_ALTNAME_INVALID",
+      });
+    } finally {
+      pool.close();
+      await server.stop(true);
+    }
   });
 });
