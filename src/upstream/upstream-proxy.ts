@@ -49,28 +49,36 @@ function caFileError(file: string, why: string, cause?: unknown): GatewayError {
  * applier, so a bad file refuses the change) and at start.
  */
 export async function createUpstreamProxy(config: () => Config, log: Logger) {
-  // The trust for origins behind the proxy: the default store (system + NODE_EXTRA_CA_CERTS) plus the caFile's CAs.
-  let trust: { file: string; context: tls.SecureContext } | undefined;
+  // The trust for origins behind the proxy, per CA file: the default store (system + NODE_EXTRA_CA_CERTS) plus the
+  // file's CAs. The previous setting's stays until the next change, in case a later applier refuses this one.
+  let trust = new Map<string, tls.SecureContext>();
   let generation = 0;
-  let cached: { url: string; hop: ProxyHop } | undefined;
+  let cached: { url: string; caFile: string | undefined; hop: ProxyHop } | undefined;
 
-  async function load(c: Config): Promise<void> {
-    const file = c.upstreamProxy.caFile;
-    const ca = file ? [...tls.getCACertificates("default"), ...(await loadCaFile(file))] : undefined;
-    trust = file && ca ? { file, context: tls.createSecureContext({ ca }) } : undefined;
+  async function load(next: Config, prev?: Config): Promise<void> {
+    const file = next.upstreamProxy.caFile;
+    const loaded = new Map<string, tls.SecureContext>();
+    const kept = prev?.upstreamProxy.caFile;
+    if (kept !== undefined && kept !== file && trust.has(kept)) loaded.set(kept, trust.get(kept)!);
+    if (file !== undefined) {
+      const ca = [...tls.getCACertificates("default"), ...(await loadCaFile(file))];
+      loaded.set(file, tls.createSecureContext({ ca }));
+    }
+    trust = loaded;
     generation++;
     cached = undefined;
   }
   await load(config());
 
   function hop(url: string, c: Config): ProxyHop | undefined {
-    if (cached?.url === url) return cached.hop;
+    const caFile = c.upstreamProxy.caFile;
+    if (cached?.url === url && cached.caFile === caFile) return cached.hop;
     const parsed = parseProxyUrl(url);
     if (!parsed.ok) return undefined; // the schema refused it already
     const p = parsed.value;
     const credentials = p.username === undefined ? undefined : `${p.username}:${p.password ?? ""}`;
     const label = proxyLabel(p);
-    const secureContext = trust && trust.file === c.upstreamProxy.caFile ? trust.context : undefined;
+    const secureContext = caFile === undefined ? undefined : trust.get(caFile);
     const result: ProxyHop = {
       host: p.host,
       port: p.port,
@@ -79,7 +87,7 @@ export async function createUpstreamProxy(config: () => Config, log: Logger) {
       ...(secureContext ? { secureContext } : {}),
       key: `${label}#${generation}`,
     };
-    cached = { url, hop: result };
+    cached = { url, caFile, hop: result };
     return result;
   }
 
@@ -91,10 +99,13 @@ export async function createUpstreamProxy(config: () => Config, log: Logger) {
       if (url === undefined || domainMatches(host.replace(/^\[|\]$/g, ""), c.upstreamProxy.bypass)) return undefined;
       return hop(url, c);
     },
-    /** Applier: a new proxy setting takes effect for the next request; kept connections of the old one are unused. */
+    /**
+     * Applier: a new proxy setting takes effect for the next request; kept connections of the old one are unused.
+     * Any change of the section reads the CA file again (so does setting it to null and back).
+     */
     async apply(next: Config, prev: Config): Promise<void> {
       if (JSON.stringify(next.upstreamProxy) === JSON.stringify(prev.upstreamProxy)) return;
-      await load(next);
+      await load(next, prev);
       const url = next.upstreamProxy.url;
       const parsed = url === undefined ? undefined : parseProxyUrl(url);
       log.info("upstream proxy set", {

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { admin } from "../support/admin.ts";
+import { admin, occupyPort } from "../support/admin.ts";
 import { startTestGateway, type TestGateway } from "../support/gateway.ts";
 import { type GatewayProcess, startGatewayProcess } from "../support/gateway-process.ts";
 import { type Origin, startOrigin, viaProxy } from "../support/origin.ts";
@@ -119,6 +119,26 @@ describe("a branch gateway behind a parent gateway", () => {
     expect(after.misses - before.misses).toBe(1);
     expect(after.hits - before.hits).toBe(1);
     expect((second.headers.get("via") ?? "").split(",")).toHaveLength(2);
+  });
+
+  test("a change refused by another setting keeps the parent's CA in use", async () => {
+    const a = branches[0]!;
+    const other = await createTestCa("another CA");
+    const otherFile = join(dir, "other-ca.pem");
+    await writeFile(otherFile, other.certPem);
+    const busy = await occupyPort();
+    try {
+      const res = await admin(a).patch({
+        upstreamProxy: { caFile: otherFile },
+        cacheMode: { port: (busy.address() as { port: number }).port },
+      });
+      expect(res.status).toBe(409);
+    } finally {
+      busy.close();
+    }
+    const url = tlsOrigin.url("/two-layers/after-refusal.json");
+    const res = await fetch(url, { proxy: a.proxyUrl, tls: { ca: await caOf(a) } } as RequestInit);
+    expect(await res.text()).toBe("secure /two-layers/after-refusal.json");
   });
 
   test("without the parent's CA a branch refuses the parent's certificate and says where the CA goes", async () => {
