@@ -24,6 +24,9 @@ export type ErrorCode =
   | "upstream_timeout"
   | "upstream_certificate"
   | "upstream_malformed"
+  | "upstream_proxy_unreachable"
+  | "upstream_proxy_auth"
+  | "upstream_proxy_refused"
   // Admin input and configuration.
   | "unauthorized"
   | "metrics_token_only"

@@ -42,6 +42,7 @@ import { createStats, type Stats } from "./stats/collector.ts";
 import type { LeafMinter } from "./tls/leaf-cache.ts";
 import { TLS_VERSIONS } from "./tls/versions.ts";
 import { createWorkerTls } from "./tls/worker-tls.ts";
+import { createUpstreamProxy } from "./upstream/upstream-proxy.ts";
 import { VERSION } from "./version.ts";
 
 export interface GatewayOptions {
@@ -127,7 +128,9 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   if (worker) ownPorts.add(worker.adminPort);
   const guard = createAddressGuard({ allowPrivate: runtime.allowPrivateUpstreams, ownPorts });
   const via = worker?.via ?? `cachegate-${randomBytes(3).toString("hex")}`;
-  const fetchUpstream = createUpstreamFetch({ guard, via, onBody: stats.upstream });
+  // A corporate proxy or parent gateway (upstreamProxy) that upstream fetches and piped tunnels go through.
+  const upstreamProxy = await createUpstreamProxy(current, log);
+  const fetchUpstream = createUpstreamFetch({ guard, via, onBody: stats.upstream, proxyFor: upstreamProxy.hopFor });
   // A worker sends what it cannot answer from the store to the URL's owner worker.
   const relay = worker && createRelayClient({ self: worker.slot, secret: worker.secret, peers: worker.peers, log });
 
@@ -185,7 +188,14 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     minter: tls.minter,
     minVersion: () => TLS_VERSIONS[current().tls.minVersion],
   });
-  const tunnel = createTunnelHandler({ config: current, guard, log, interceptor, agents: agentGate });
+  const tunnel = createTunnelHandler({
+    config: current,
+    guard,
+    log,
+    interceptor,
+    agents: agentGate,
+    proxyFor: upstreamProxy.hopFor,
+  });
   agents.onRevoke((username) => (primary ? primary.revoke(username) : tunnel.closeAgent(username)));
   // Set when graceful shutdown begins: the agent port's /healthz then answers 503.
   let stopping = false;
@@ -257,6 +267,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   // Appliers run before a change is committed; any of them may refuse it.
   config.onApply(tls.reload);
   config.onApply(patch.apply);
+  config.onApply(upstreamProxy.apply);
   if (primary) config.onApply(primary.applyConfig);
   else config.onApply(listener.apply);
 

@@ -2,6 +2,7 @@ import { availableParallelism } from "node:os";
 import * as v from "valibot";
 import { type FieldError, GatewayError } from "../errors.ts";
 import { toFieldErrors } from "./issues.ts";
+import { maskProxyUrl } from "./proxy-url.ts";
 import { type Config, type ConfigInput, ConfigSchema, Port } from "./schema.ts";
 
 /** Settings fixed at start: where things live and lab switches the admin API must never flip. */
@@ -56,6 +57,8 @@ export function configInputFromEnv(env: Env): ConfigInput {
   if (env.CACHEGATE_PATCH_DISK_MIN_FREE !== undefined)
     section("patchDisk").minFreeBytes = int(env.CACHEGATE_PATCH_DISK_MIN_FREE);
   if (env.CACHEGATE_CACHE_MAX_SIZE !== undefined) section("cache").maxSizeBytes = int(env.CACHEGATE_CACHE_MAX_SIZE);
+  // An empty value means no upstream proxy, as an unset one (http_proxy= does the same for curl).
+  if (env.CACHEGATE_UPSTREAM_PROXY?.trim()) section("upstreamProxy").url = env.CACHEGATE_UPSTREAM_PROXY;
   return doc as ConfigInput;
 }
 
@@ -72,13 +75,16 @@ const ENV_OF_PATH: Record<string, string> = {
   "patchMode.enabled": "CACHEGATE_PATCH_MODE",
   "patchDisk.path": "CACHEGATE_PATCH_DISK",
   "patchDisk.minFreeBytes": "CACHEGATE_PATCH_DISK_MIN_FREE",
+  "upstreamProxy.url": "CACHEGATE_UPSTREAM_PROXY",
 };
 
 /** Errors in env values are reported under the variable's name, which is what the operator typed. */
 function envNames(errors: FieldError[]): FieldError[] {
   return errors.map((e) => {
     const name = ENV_OF_PATH[e.path] ?? (e.path.startsWith("platformDomains") ? "CACHEGATE_PLATFORM_DOMAINS" : e.path);
-    return { ...e, path: name, message: e.message.replace(e.path, name) };
+    // The proxy's password must not reach the start-up log.
+    const value = e.path === "upstreamProxy.url" && typeof e.value === "string" ? maskProxyUrl(e.value) : e.value;
+    return { ...e, path: name, value, message: e.message.replace(e.path, name) };
   });
 }
 

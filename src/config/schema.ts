@@ -2,6 +2,7 @@ import { isIP } from "node:net";
 import * as v from "valibot";
 import { parseCidr } from "../net/ip.ts";
 import { DomainList } from "./domain-name.ts";
+import { ProxyUrl } from "./proxy-url.ts";
 import { patternProblem } from "./url-pattern.ts";
 
 /**
@@ -268,6 +269,18 @@ const ConfigObject = v.strictObject({
     section({
       /** CONNECT tunnels may only reach these ports (Squid's SSL_ports). */
       ports: v.optional(v.array(Port), [443]),
+    }),
+    {},
+  ),
+  /** A corporate proxy or a parent gateway that every upstream fetch goes through (src/upstream/proxy-hop.ts). */
+  upstreamProxy: v.optional(
+    section({
+      /** http://[user:pass@]host:port; unset means upstreams are reached directly. */
+      url: v.optional(ProxyUrl),
+      /** Hosts fetched directly, not through the proxy (each entry covers its subdomains). */
+      bypass: v.optional(DomainList, []),
+      /** PEM CA(s) trusted, besides the system store, for origins reached through the proxy: a parent gateway's CA. */
+      caFile: v.optional(FilePath),
     }),
     {},
   ),

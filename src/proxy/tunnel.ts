@@ -1,5 +1,5 @@
 import type { IncomingMessage } from "node:http";
-import { connect } from "node:net";
+import { connect, type Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import { domainToASCII } from "node:url";
 import type { AgentGate } from "../agents/proxy-auth.ts";
@@ -7,7 +7,8 @@ import { domainMatches } from "../config/domain-name.ts";
 import type { Config } from "../config/schema.ts";
 import { GatewayError } from "../errors.ts";
 import type { Logger } from "../log.ts";
-import type { AddressGuard } from "../net/address-guard.ts";
+import { type AddressGuard, checkBehindProxy } from "../net/address-guard.ts";
+import { authorityOf, type ProxyHop, tunnelThrough } from "../upstream/proxy-hop.ts";
 import { admitAgent } from "./agents-only.ts";
 import type { Interceptor } from "./intercept.ts";
 import { domainNotAllowed, reachOf } from "./policy.ts";
@@ -20,7 +21,12 @@ export interface TunnelOptions {
   /** Decrypts tunnels to platform hosts in Cache Mode, so what flows through can be cached. */
   interceptor?: Interceptor;
   agents: AgentGate;
+  /** The upstream proxy a tunnel to this host goes through (upstreamProxy), or undefined to connect directly. */
+  proxyFor?: (host: string) => ProxyHop | undefined;
 }
+
+/** How long the upstream proxy may take to open a tunnel. */
+const PROXY_TUNNEL_TIMEOUT_MS = 30_000;
 
 /** Parses a CONNECT authority (`host:port`, `[v6]:port`), or returns null. */
 export function parseAuthority(authority: string): { host: string; port: number } | null {
@@ -88,31 +94,63 @@ export function createTunnelHandler(opts: TunnelOptions) {
       // Upstream is resolved and checked per request, when (and only if) a request misses the cache.
       return opts.interceptor(client, head, target.host, target.port, agent, config.patchMode.enabled);
     }
+    const proxy = opts.proxyFor?.(target.host.replace(/^\[|\]$/g, ""));
+    if (proxy) return pipeThroughProxy(client, head, target.host, target.port, proxy);
     const address = await opts.guard(target.host, target.port);
     pipe(req, client, head, address.address, target.port);
+  }
+
+  /**
+   * The same byte pipe when upstream is reached through the upstream proxy:
+   * CONNECT there first (the guard still refuses private origins; a name
+   * only the proxy can resolve goes through), then splice.
+   */
+  async function pipeThroughProxy(client: Duplex, head: Buffer, host: string, port: number, proxy: ProxyHop) {
+    const name = host.replace(/^\[|\]$/g, "");
+    await checkBehindProxy(opts.guard, host, port);
+    const authority = authorityOf(name, port);
+    const signal = AbortSignal.timeout(PROXY_TUNNEL_TIMEOUT_MS);
+    let upstream: Socket;
+    try {
+      upstream = await tunnelThrough(proxy, authority, signal);
+    } catch (err) {
+      if (!signal.aborted) throw err;
+      const message =
+        `the upstream proxy ${proxy.label} did not open a tunnel to ${authority} within ` +
+        `${PROXY_TUNNEL_TIMEOUT_MS / 1000} s; check that it is running and reachable`;
+      throw new GatewayError(504, "upstream_timeout", message, { cause: err });
+    }
+    if (client.destroyed) return void upstream.destroy();
+    splice(client, head, upstream);
+    upstream.resume();
+  }
+
+  /** Answers 200 and joins the two sockets; either closing closes the other. */
+  function splice(client: Duplex, head: Buffer, upstream: Socket): void {
+    client.write("HTTP/1.1 200 Connection Established\r\n\r\n");
+    if (head.length > 0) upstream.write(head);
+    upstream.pipe(client);
+    client.pipe(upstream);
+    upstream.on("error", () => client.destroy());
+    client.on("close", () => upstream.destroy());
+    upstream.on("close", () => client.destroy());
   }
 
   /** A byte pipe to the checked address; the 200 goes out only once upstream has accepted. */
   function pipe(req: IncomingMessage, client: Duplex, head: Buffer, address: string, port: number): void {
     const upstream = connect({ host: address, port });
-    let connected = false;
+    const refuse = (err: Error) => {
+      opts.log.warn("tunnel upstream failed", { target: req.url, error: err });
+      const message = `could not connect to ${req.url}: ${err.message}`;
+      writeRefusal(client, new GatewayError(502, "upstream_unreachable", message, { cause: err }));
+      upstream.destroy();
+    };
+    upstream.once("error", refuse);
     upstream.once("connect", () => {
-      connected = true;
-      client.write("HTTP/1.1 200 Connection Established\r\n\r\n");
-      if (head.length > 0) upstream.write(head);
-      upstream.pipe(client);
-      client.pipe(upstream);
-    });
-    upstream.on("error", (err) => {
-      if (!connected) {
-        opts.log.warn("tunnel upstream failed", { target: req.url, error: err });
-        const message = `could not connect to ${req.url}: ${err.message}`;
-        return writeRefusal(client, new GatewayError(502, "upstream_unreachable", message, { cause: err }));
-      }
-      client.destroy();
+      upstream.off("error", refuse);
+      splice(client, head, upstream);
     });
     client.on("close", () => upstream.destroy());
-    upstream.on("close", () => client.destroy());
   }
 
   const tunnel = async function tunnel(req: IncomingMessage, client: Duplex, head: Buffer): Promise<void> {
