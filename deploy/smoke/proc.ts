@@ -32,6 +32,12 @@ export interface Started {
 
 export function start(cmd: string[], env: Record<string, string>): Started {
   const child = Bun.spawn(cmd, { stdout: "pipe", stderr: "pipe", env });
+  // An interrupted run stops it before its mounts go (cleanups run last registered first).
+  const forget = atInterrupt(async () => {
+    child.kill("SIGKILL");
+    await child.exited;
+  });
+  void child.exited.then(forget);
   let log = "";
   const drain = async (stream: ReadableStream<Uint8Array>) => {
     const decoder = new TextDecoder();
@@ -74,4 +80,27 @@ export async function exitWithin(started: Started, ms: number): Promise<number |
   } finally {
     clearTimeout(timer);
   }
+}
+
+const cleanups = new Set<() => Promise<void>>();
+
+/**
+ * Ctrl-C (or SIGTERM) must not leave /proc, /dev and /data mounted in a
+ * buildah container: what registers here is undone before the script exits
+ * (130). Returns the function that unregisters it, for a normal close.
+ */
+export function atInterrupt(cleanup: () => Promise<void>): () => void {
+  if (cleanups.size === 0 && !handlersInstalled) installHandlers();
+  cleanups.add(cleanup);
+  return () => cleanups.delete(cleanup);
+}
+
+let handlersInstalled = false;
+function installHandlers(): void {
+  handlersInstalled = true;
+  for (const signal of ["SIGINT", "SIGTERM"] as const)
+    process.once(signal, async () => {
+      for (const cleanup of [...cleanups].reverse()) await cleanup().catch(() => {});
+      process.exit(130);
+    });
 }

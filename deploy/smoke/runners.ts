@@ -1,7 +1,7 @@
 import { chown, readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { envOf, type ImageConfig } from "./image.ts";
-import { type Ran, run, type Started, start } from "./proc.ts";
+import { atInterrupt, type Ran, run, type Started, start } from "./proc.ts";
 
 /**
  * Two ways to run the built image: podman, or, where no container runtime
@@ -36,6 +36,7 @@ export async function chooseRunner(tag: string, config: ImageConfig): Promise<{ 
 
 function podmanRunner(tag: string): Runner {
   const name = `cachegate-smoke-${process.pid}`;
+  const forget = atInterrupt(async () => void (await run(["podman", "rm", "-f", name], { check: false })));
   const flags = (env: Record<string, string>) => Object.entries(env).flatMap(([k, v]) => ["-e", `${k}=${v}`]);
   return {
     name: "podman",
@@ -56,6 +57,7 @@ function podmanRunner(tag: string): Runner {
       return stdout.split("\n").filter(Boolean).sort();
     },
     async close() {
+      forget();
       await run(["podman", "rm", "-f", name], { check: false });
     },
   };
@@ -67,6 +69,13 @@ async function chrootRunner(tag: string, config: ImageConfig): Promise<Runner> {
   const unmountAll = async () => {
     for (const m of mounts.splice(0).reverse()) await run(["umount", "-l", m], { check: false });
   };
+  const remove = async () => {
+    await unmountAll();
+    await run(["buildah", "umount", ctr], { check: false });
+    await run(["buildah", "rm", ctr], { check: false });
+  };
+  // From here on an interrupt must undo what is set up, even before this function returns.
+  const forget = atInterrupt(remove);
   const mount = async (args: string[], target: string) => {
     await run(["mount", ...args, target]);
     mounts.push(target);
@@ -117,14 +126,13 @@ async function chrootRunner(tag: string, config: ImageConfig): Promise<Runner> {
       },
       appFiles: async () => (await readdir(join(root, "app"))).sort(),
       async close() {
-        await unmountAll();
-        await run(["buildah", "umount", ctr], { check: false });
-        await run(["buildah", "rm", ctr], { check: false });
+        forget();
+        await remove();
       },
     };
   } catch (err) {
-    await unmountAll();
-    await run(["buildah", "rm", ctr], { check: false });
+    forget();
+    await remove();
     throw err;
   }
 }
