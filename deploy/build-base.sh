@@ -85,6 +85,9 @@ buildah config \
   --label org.opencontainers.image.description="Debian $SUITE (minbase) with Bun $BUN_VERSION, built locally by cachegate's deploy/build-base.sh" \
   --label org.opencontainers.image.version="$BUN_VERSION" \
   "$ctr"
+previous=$(buildah images --quiet "$IMAGE" 2>/dev/null || true)
 buildah commit --quiet --rm "$ctr" "$IMAGE" >/dev/null
 ctr=""
+# A rebuild retags; the image it replaces would be left behind nameless.
+[ -n "$previous" ] && buildah rmi "$previous" >/dev/null 2>&1 || true
 echo "built $IMAGE ($(buildah images --format '{{.Size}}' "$IMAGE"))"

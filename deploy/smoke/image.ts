@@ -30,6 +30,7 @@ export interface BuildOptions {
  * TLS-intercepting proxy, and is not kept in the image.
  */
 export async function buildImage(opts: BuildOptions): Promise<void> {
+  const previous = (await run(["buildah", "images", "--quiet", opts.tag], { check: false })).stdout.trim();
   const certs = existsSync("/etc/ssl/certs/ca-certificates.crt") ? ["-v", "/etc/ssl/certs:/etc/ssl/certs:ro"] : [];
   const built = await run(
     [
@@ -54,7 +55,11 @@ export async function buildImage(opts: BuildOptions): Promise<void> {
     ],
     { check: false },
   );
-  if (built.code === 0) return;
+  if (built.code === 0) {
+    // Each run retags; the image it replaces would be left behind nameless.
+    if (previous) await run(["buildah", "rmi", previous], { check: false });
+    return;
+  }
   const pullFailed = /pull|resolv|registr|manifest unknown|no such host|initializing source/i.test(built.stderr);
   throw new Error(
     `buildah bud failed:\n${built.stderr.trim().split("\n").slice(-8).join("\n")}` +
