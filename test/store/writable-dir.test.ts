@@ -122,7 +122,7 @@ test("the same unprivileged user starts and serves once the data dir is given to
   expect(existsSync(join(data, "index.sqlite"))).toBe(true);
 });
 
-test("a data dir path that runs through a file is refused in words, and nothing is created", async () => {
+test("a data dir path that runs through a file is refused, naming the file in the way", async () => {
   const file = join(await openTempDir(), "disk.img");
   await writeFile(file, "not a directory");
   const err = await startTestGateway({ dataDir: join(file, "data") }).catch((e: unknown) => e);
