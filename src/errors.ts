@@ -40,6 +40,7 @@ export type ErrorCode =
   | "invalid_environment"
   | "port_unavailable"
   | "tls_unusable"
+  | "data_dir_unusable"
   | "patch_disk_unusable"
   | "patch_disk_in_use"
   | "verify_running"

@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { chmod, mkdir } from "node:fs/promises";
+import { chmod } from "node:fs/promises";
 import { join } from "node:path";
 import { agentRoutes } from "./admin/agent-routes.ts";
 import { createAdminApp } from "./admin/app.ts";
@@ -39,6 +39,7 @@ import { createProxyServer } from "./proxy/proxy-server.ts";
 import { createTunnelHandler } from "./proxy/tunnel.ts";
 import { createUpstreamFetch } from "./proxy/upstream.ts";
 import { createStats, type Stats } from "./stats/collector.ts";
+import { ensureWritableDir } from "./store/writable-dir.ts";
 import type { LeafMinter } from "./tls/leaf-cache.ts";
 import { TLS_VERSIONS } from "./tls/versions.ts";
 import { createWorkerTls } from "./tls/worker-tls.ts";
@@ -80,9 +81,12 @@ export interface Gateway {
   stop(): Promise<void>;
 }
 
-/** The data dir holds the admin token, the CA key and agent password hashes: 0700, whoever created it. */
+/**
+ * The data dir holds the admin token, the CA key and agent password hashes: 0700, whoever created it. It must be
+ * writable by this process's user, or the start stops here with who is who and how to fix it.
+ */
 async function ownerOnly(dir: string, log: Logger): Promise<void> {
-  await mkdir(dir, { recursive: true, mode: 0o700 });
+  await ensureWritableDir(dir, { what: "data dir", variable: "CACHEGATE_DATA_DIR" });
   await chmod(dir, 0o700).catch((error) => log.warn("cannot make the data dir owner-only (0700)", { dir, error }));
 }
 
