@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { chmod, mkdir } from "node:fs/promises";
 import { join } from "node:path";
+import { createAccessLog } from "./access-log/access-log.ts";
 import { agentRoutes } from "./admin/agent-routes.ts";
 import { createAdminApp } from "./admin/app.ts";
 import { cacheRoutes } from "./admin/cache-routes.ts";
@@ -35,7 +36,7 @@ import { createInterceptor } from "./proxy/intercept.ts";
 import { createProxyServer } from "./proxy/proxy-server.ts";
 import { createTunnelHandler } from "./proxy/tunnel.ts";
 import { createUpstreamFetch } from "./proxy/upstream.ts";
-import { createStats, type Stats } from "./stats/collector.ts";
+import { createStats, type Served, type Stats } from "./stats/collector.ts";
 import type { LeafMinter } from "./tls/leaf-cache.ts";
 import { TLS_VERSIONS } from "./tls/versions.ts";
 import { createWorkerTls } from "./tls/worker-tls.ts";
@@ -72,6 +73,8 @@ export interface Gateway {
   minter: LeafMinter;
   /** Removes what a process that died (a worker) was downloading into the caches' temp dirs. */
   sweepDownloadsOf(pid: number): Promise<void>;
+  /** SIGHUP: writes the pending counters and reopens the access log (logrotate); with workers, in each of them. */
+  reopen(): void;
   stop(): Promise<void>;
 }
 
@@ -111,6 +114,19 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   // Its workers will share the agent port with SO_REUSEPORT: first make sure nobody else has it.
   if (primary) assertPortFree(runtime.host, config.current.cacheMode.port);
   const stats = createStats(db, { kinds: () => current().stats.kinds, now, log });
+  // Opened here in every process, so a path that cannot be written refuses the start; a primary writes no line.
+  const accessLog = runtime.accessLog && createAccessLog({ ...runtime.accessLog, log, now });
+  // One report per response, for the counters and the access log alike.
+  const onServed = accessLog
+    ? (served: Served) => {
+        stats.served(served);
+        accessLog.served(served);
+      }
+    : stats.served;
+  const reopenHere = () => {
+    stats.flush();
+    accessLog?.reopen();
+  };
   const adminToken = await loadAdminToken(runtime.dataDir, runtime.adminToken, log);
 
   // The ports this gateway listens on, as the listeners bind them: requests through it must not loop back.
@@ -169,14 +185,14 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     fastHit: createFastHit({ config: current, pipelines, agents: agentGate, via, log }),
     via,
     log,
-    onServed: stats.served,
+    onServed,
   };
   const interceptor = createInterceptor({
     ...handlerOptions,
     minter: tls.minter,
     minVersion: () => TLS_VERSIONS[current().tls.minVersion],
   });
-  const tunnel = createTunnelHandler({ config: current, guard, log, interceptor, agents: agentGate });
+  const tunnel = createTunnelHandler({ config: current, guard, log, interceptor, agents: agentGate, onServed });
   agents.onRevoke((username) => (primary ? primary.revoke(username) : tunnel.closeAgent(username)));
   const listener = createAgentListener({
     build: async (c: Config) =>
@@ -247,7 +263,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   else config.onApply(listener.apply);
 
   worker?.serve(
-    { config: (doc) => config.adopt(doc), revoke: tunnel.closeAgent, report: local },
+    { config: (doc) => config.adopt(doc), revoke: tunnel.closeAgent, report: local, reopen: reopenHere },
     { proxyPort, relayPort: relayServer!.port },
   );
   log.info(worker ? "cachegate worker serving" : "cachegate listening", {
@@ -280,6 +296,10 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       await main.store.sweepTempsOf(pid);
       await patch.cache()?.store.sweepTempsOf(pid);
     },
+    reopen() {
+      reopenHere();
+      primary?.reopen();
+    },
     async stop() {
       tunnel.closeAll();
       await listener.stop();
@@ -289,6 +309,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       relay?.close();
       fetchUpstream.close();
       stats.stop();
+      accessLog?.stop();
       patch.close();
       main.close();
       db.$client.close();

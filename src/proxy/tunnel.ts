@@ -8,6 +8,7 @@ import type { Config } from "../config/schema.ts";
 import { GatewayError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { AddressGuard } from "../net/address-guard.ts";
+import type { Served } from "../stats/collector.ts";
 import { admitAgent } from "./agents-only.ts";
 import type { Interceptor } from "./intercept.ts";
 import { domainNotAllowed, reachOf } from "./policy.ts";
@@ -20,7 +21,12 @@ export interface TunnelOptions {
   /** Decrypts tunnels to platform hosts in Cache Mode, so what flows through can be cached. */
   interceptor?: Interceptor;
   agents: AgentGate;
+  /** Told about every CONNECT once answered: a refusal at once, an interception once set up, a pipe when it closes. */
+  onServed?: (served: Served) => void;
 }
+
+/** How a CONNECT ended, for onServed. */
+type TunnelOutcome = Pick<Served, "label" | "status" | "bytes" | "contentType">;
 
 /** Parses a CONNECT authority (`host:port`, `[v6]:port`), or returns null. */
 export function parseAuthority(authority: string): { host: string; port: number } | null {
@@ -60,7 +66,14 @@ export function createTunnelHandler(opts: TunnelOptions) {
     });
   }
 
-  async function establish(req: IncomingMessage, client: Duplex, head: Buffer): Promise<void> {
+  /** `who` is filled in as the agent is admitted: its user name under Patch Mode. */
+  async function establish(
+    req: IncomingMessage,
+    client: Duplex,
+    head: Buffer,
+    who: { user?: string },
+    report: (outcome: TunnelOutcome) => void,
+  ): Promise<void> {
     const target = parseAuthority(req.url ?? "");
     if (!target) {
       const example = '"CONNECT example.qualys.com:443"';
@@ -71,6 +84,7 @@ export function createTunnelHandler(opts: TunnelOptions) {
     if (config.patchMode.enabled) {
       const header = req.headers["proxy-authorization"];
       agent = await admitAgent(opts.agents, header, agent, config.patchMode.clientNetworks);
+      who.user = agent;
       trackAgent(agent, client);
     }
     const reach = reachOf(target.host, config);
@@ -86,14 +100,23 @@ export function createTunnelHandler(opts: TunnelOptions) {
     const cached = (reach === "platform" && config.cacheMode.enabled) || reach === "patch";
     if (opts.interceptor && cached && !domainMatches(target.host, config.tls.doNotIntercept)) {
       // Upstream is resolved and checked per request, when (and only if) a request misses the cache.
-      return opts.interceptor(client, head, target.host, target.port, agent, config.patchMode.enabled);
+      const address = req.socket.remoteAddress ?? "unknown";
+      await opts.interceptor(client, head, target.host, target.port, agent, config.patchMode.enabled, address);
+      return report({ label: "INTERCEPTED", status: 200, bytes: 0 });
     }
     const address = await opts.guard(target.host, target.port);
-    pipe(req, client, head, address.address, target.port);
+    pipe(req, client, head, address.address, target.port, report);
   }
 
   /** A byte pipe to the checked address; the 200 goes out only once upstream has accepted. */
-  function pipe(req: IncomingMessage, client: Duplex, head: Buffer, address: string, port: number): void {
+  function pipe(
+    req: IncomingMessage,
+    client: Duplex,
+    head: Buffer,
+    address: string,
+    port: number,
+    report: (outcome: TunnelOutcome) => void,
+  ): void {
     const upstream = connect({ host: address, port });
     let connected = false;
     upstream.once("connect", () => {
@@ -102,12 +125,14 @@ export function createTunnelHandler(opts: TunnelOptions) {
       if (head.length > 0) upstream.write(head);
       upstream.pipe(client);
       client.pipe(upstream);
+      // Squid's TCP_TUNNEL line, written when the tunnel closes, with the bytes that went to the agent.
+      upstream.once("close", () => report({ label: "TUNNEL", status: 200, bytes: upstream.bytesRead }));
     });
     upstream.on("error", (err) => {
       if (!connected) {
         opts.log.warn("tunnel upstream failed", { target: req.url, error: err });
         const message = `could not connect to ${req.url}: ${err.message}`;
-        return writeRefusal(client, new GatewayError(502, "upstream_unreachable", message, { cause: err }));
+        return report(writeRefusal(client, new GatewayError(502, "upstream_unreachable", message, { cause: err })));
       }
       client.destroy();
     });
@@ -116,14 +141,29 @@ export function createTunnelHandler(opts: TunnelOptions) {
   }
 
   const tunnel = async function tunnel(req: IncomingMessage, client: Duplex, head: Buffer): Promise<void> {
+    const started = performance.now();
     client.on("error", () => {});
     open.add(client);
     client.once("close", () => open.delete(client));
+    const who: { user?: string } = {};
+    const address = req.socket.remoteAddress ?? "unknown";
+    const report = (outcome: TunnelOutcome) =>
+      opts.onServed?.({
+        ...outcome,
+        agent: who.user ?? address,
+        url: req.url ?? "",
+        method: "CONNECT",
+        elapsedMs: performance.now() - started,
+        client: address,
+        user: who.user,
+        httpVersion: req.httpVersion,
+        userAgent: req.headers["user-agent"],
+      });
     try {
-      await establish(req, client, head);
+      await establish(req, client, head, who, report);
     } catch (err) {
       if (!(err instanceof GatewayError)) throw err; // the listener logs it and drops the socket
-      writeRefusal(client, err);
+      report(writeRefusal(client, err));
     }
   };
   return Object.assign(tunnel, {

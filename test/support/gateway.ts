@@ -1,6 +1,7 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import type { AccessLogSettings } from "../../src/config/env.ts";
 import type { ConfigInput } from "../../src/config/schema.ts";
 import { type Gateway, type GatewayOptions, startGateway } from "../../src/gateway.ts";
 import { silentLogger } from "../../src/log.ts";
@@ -25,6 +26,8 @@ export interface TestGatewayOptions {
   adminToken?: string;
   log?: GatewayOptions["log"];
   now?: () => number;
+  /** CACHEGATE_ACCESS_LOG and its format. */
+  accessLog?: AccessLogSettings;
 }
 
 /**
@@ -48,6 +51,7 @@ export async function startTestGateway(opts: TestGatewayOptions = {}): Promise<T
       adminToken: opts.adminToken ?? "test-token",
       allowPrivateUpstreams: opts.allowPrivate ?? true,
       workers: 1,
+      accessLog: opts.accessLog,
     },
     proxyPort: 0,
     adminPort: 0,
