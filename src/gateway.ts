@@ -98,6 +98,9 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const primary = opts.cluster?.role === "primary" ? opts.cluster.workers : undefined;
   const worker = opts.cluster?.role === "worker" ? opts.cluster.link : undefined;
   const started = now();
+  // Opened first, in every process: a path that cannot be written refuses the start before anything is made.
+  // A primary writes no line (its workers serve the agents).
+  const accessLog = runtime.accessLog && createAccessLog({ ...runtime.accessLog, log, now });
   await ownerOnly(runtime.dataDir, log);
   const db = openDb(join(runtime.dataDir, "index.sqlite"));
 
@@ -114,8 +117,6 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   // Its workers will share the agent port with SO_REUSEPORT: first make sure nobody else has it.
   if (primary) assertPortFree(runtime.host, config.current.cacheMode.port);
   const stats = createStats(db, { kinds: () => current().stats.kinds, now, log });
-  // Opened here in every process, so a path that cannot be written refuses the start; a primary writes no line.
-  const accessLog = runtime.accessLog && createAccessLog({ ...runtime.accessLog, log, now });
   // One report per response, for the counters and the access log alike.
   const onServed = accessLog
     ? (served: Served) => {
