@@ -101,6 +101,7 @@ export function createTunnelHandler(opts: TunnelOptions) {
     if (opts.interceptor && cached && !domainMatches(target.host, config.tls.doNotIntercept)) {
       // Upstream is resolved and checked per request, when (and only if) a request misses the cache.
       const address = req.socket.remoteAddress ?? "unknown";
+      opts.log.debug("intercepting a tunnel", { target: req.url, agent });
       await opts.interceptor(client, head, target.host, target.port, agent, config.patchMode.enabled, address);
       return report({ label: "INTERCEPTED", status: 200, bytes: 0 });
     }
@@ -126,7 +127,15 @@ export function createTunnelHandler(opts: TunnelOptions) {
       upstream.pipe(client);
       client.pipe(upstream);
       // Squid's TCP_TUNNEL line, written when the tunnel closes, with the bytes that went to the agent.
-      upstream.once("close", () => report({ label: "TUNNEL", status: 200, bytes: upstream.bytesRead }));
+      upstream.once("close", () => {
+        const bytes = upstream.bytesRead;
+        opts.log.debug("tunnel closed", {
+          target: req.url,
+          bytesToAgent: bytes,
+          bytesToUpstream: upstream.bytesWritten,
+        });
+        report({ label: "TUNNEL", status: 200, bytes });
+      });
     });
     upstream.on("error", (err) => {
       if (!connected) {
