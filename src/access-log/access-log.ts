@@ -32,6 +32,7 @@ export function createAccessLog(opts: AccessLogOptions) {
   let waiting: Served[] = [];
   let times: number[] = [];
   let unwritten: Uint8Array = new Uint8Array(0);
+  let stopped = false;
 
   function flush(): void {
     if (waiting.length > 0) {
@@ -56,6 +57,7 @@ export function createAccessLog(opts: AccessLogOptions) {
   return {
     /** Called once per response (and CONNECT) the proxy finished. */
     served(s: Served): void {
+      if (stopped) return; // a tunnel that closes during shutdown, after the last write
       waiting.push(s);
       times.push(now());
       if (waiting.length >= FLUSH_AT) flusher.now();
@@ -79,6 +81,8 @@ export function createAccessLog(opts: AccessLogOptions) {
     },
 
     stop(): void {
+      if (stopped) return;
+      stopped = true;
       flusher.stop();
       flusher.now();
       sink.close();

@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { AccessLogFormat } from "../../src/config/env.ts";
 import { RESERVED_PORTS } from "../../src/config/schema.ts";
-import { type LoggedRequest, loggedRequests } from "../support/access-log.ts";
+import { type LoggedRequest, linesOf, loggedRequests } from "../support/access-log.ts";
 import { agentGet } from "../support/admin.ts";
 import { cleanupAfterEach } from "../support/cleanup.ts";
 import { startTestGateway, type TestGatewayOptions } from "../support/gateway.ts";
@@ -164,5 +164,21 @@ describe("the access log in Patch Mode", () => {
     const [refused, served] = await loggedRequests(path, "combined", 2);
     expect(refused).toMatchObject({ status: 407, user: null, cache: null, url: patchUrl(origin, "/kb1.msu") });
     expect(served).toMatchObject({ status: 200, user: agent.username, cache: "MISS", bytes: "manifest".length });
+  });
+});
+
+describe("the access log at stop", () => {
+  test("a graceful stop writes the lines still waiting for the timer", async () => {
+    const { gw, origin, path } = await setup("squid");
+    // Requests until one is still buffered (the timer writes every second), then stop at once.
+    let made = 0;
+    do {
+      made++;
+      await (await viaProxy(gw.proxyUrl, origin.url(`/before-stop-${made}.txt`))).text();
+    } while (linesOf(path).length === made && made < 5);
+    expect(linesOf(path).length).toBeLessThan(made);
+    await gw.idle();
+    await gw.close();
+    expect(linesOf(path)).toHaveLength(made);
   });
 });
