@@ -105,6 +105,16 @@ describe.each(["squid", "combined", "json"] as const)("the %s access log", (form
   });
 });
 
+describe("the access log of requests that cannot be parsed", () => {
+  test("logs them as Squid does: NONE_NONE/400, method NONE, URL error:invalid-request", async () => {
+    const { gw, path } = await setup("squid");
+    const res = await rawExchange(gw.proxyPort, "NOT AN HTTP REQUEST\r\n\r\n");
+    expect(res.status).toBe(400);
+    const [line] = await loggedRequests(path, "squid", 1);
+    expect(line).toMatchObject({ method: "NONE", url: "error:invalid-request", status: 400, squidCode: "NONE_NONE" });
+  });
+});
+
 describe("the access log of tunnels", () => {
   test("logs an intercepted CONNECT, then each request inside it with its full URL", async () => {
     const { gw, origin, path } = await setup("json");
