@@ -28,9 +28,9 @@ export interface SquidResult {
  *   forwarding, TCP_CF_HIT, HIER_NONE.
  * - PEER (served through the fleet member that owns the URL): TCP_MISS via
  *   CARP, the hierarchy code of a parent chosen by URL hash.
- * - Refusals the gateway made: 403 and 407, TCP_DENIED; other client errors
- *   (400, 508), NONE_NONE (Squid 5's code for a transaction that never
- *   reached the cache); 5xx (the upstream failed), TCP_MISS with HIER_NONE.
+ * - Refusals the gateway made: 403 and 407, TCP_DENIED; a bad request (400)
+ *   or a loop (508), NONE_NONE (Squid 5's code for a transaction that never
+ *   reached the cache); other 5xx (the upstream failed), TCP_MISS, HIER_NONE.
  * - CONNECT piped: TCP_TUNNEL, HIER_DIRECT; intercepted (Squid's ssl_bump):
  *   NONE_NONE/200, its requests logged one by one.
  *
@@ -44,7 +44,7 @@ export function squidResult(s: Served): SquidResult {
   switch (s.label) {
     case null:
       if (s.status === 403 || s.status === 407) return none("TCP_DENIED");
-      return none(s.status >= 500 ? "TCP_MISS" : "NONE_NONE");
+      return none(s.status >= 500 && s.status !== 508 ? "TCP_MISS" : "NONE_NONE");
     case "HIT":
       return none(s.status === 304 ? "TCP_IMS_HIT" : s.fromMemory ? "TCP_MEM_HIT" : "TCP_HIT");
     case "COALESCED":

@@ -22,31 +22,43 @@ function served(over: Partial<Served> = {}): Served {
   };
 }
 
+/** A case's name: its label (or "refused"), status and, unless GET, method. */
+const caseName = (o: Partial<Served>) =>
+  `${o.method && o.method !== "GET" ? `${o.method} ` : ""}${o.label === null ? "refused" : (o.label ?? "MISS")}` +
+  `${o.status ? `/${o.status}` : ""}${o.fromMemory ? " from memory" : ""}`;
+
+/** What the gateway reported, and what Squid would have logged for it. */
+const CASES: [Partial<Served>, code: string, hierarchy: string][] = [
+  [{ label: "MISS" }, "TCP_MISS", "HIER_DIRECT/dl.example.com"],
+  [{ label: "BYPASS", method: "POST" }, "TCP_MISS", "HIER_DIRECT/dl.example.com"],
+  [{ label: "HIT" }, "TCP_HIT", "HIER_NONE/-"],
+  [{ label: "HIT", fromMemory: true }, "TCP_MEM_HIT", "HIER_NONE/-"],
+  [{ label: "HIT", status: 304 }, "TCP_IMS_HIT", "HIER_NONE/-"],
+  [{ label: "REVALIDATED" }, "TCP_REFRESH_UNMODIFIED", "HIER_DIRECT/dl.example.com"],
+  [{ label: "STALE" }, "TCP_REFRESH_FAIL_OLD", "HIER_DIRECT/dl.example.com"],
+  [{ label: "UPDATING" }, "TCP_STALE_HIT", "HIER_NONE/-"],
+  [{ label: "COALESCED" }, "TCP_CF_HIT", "HIER_NONE/-"],
+  [{ label: "PEER" }, "TCP_MISS", "CARP/-"],
+  [{ label: null, status: 403 }, "TCP_DENIED", "HIER_NONE/-"],
+  [{ label: null, status: 407 }, "TCP_DENIED", "HIER_NONE/-"],
+  [{ label: null, status: 400 }, "NONE_NONE", "HIER_NONE/-"],
+  [{ label: null, status: 508 }, "NONE_NONE", "HIER_NONE/-"],
+  [{ label: null, status: 504 }, "TCP_MISS", "HIER_NONE/-"],
+  [{ label: null, status: 502 }, "TCP_MISS", "HIER_NONE/-"],
+  [{ label: "TUNNEL", method: "CONNECT", url: "dl.example.com:443" }, "TCP_TUNNEL", "HIER_DIRECT/dl.example.com"],
+  [{ label: "INTERCEPTED", method: "CONNECT", url: "dl.example.com:443" }, "NONE_NONE", "HIER_NONE/-"],
+  [{ label: null, status: 403, method: "CONNECT", url: "evil.example:443" }, "TCP_DENIED", "HIER_NONE/-"],
+];
+
 describe("Squid's result and hierarchy codes", () => {
-  test.each([
-    [{ label: "MISS" }, "TCP_MISS", "HIER_DIRECT/dl.example.com"],
-    [{ label: "BYPASS", method: "POST" }, "TCP_MISS", "HIER_DIRECT/dl.example.com"],
-    [{ label: "HIT" }, "TCP_HIT", "HIER_NONE/-"],
-    [{ label: "HIT", fromMemory: true }, "TCP_MEM_HIT", "HIER_NONE/-"],
-    [{ label: "HIT", status: 304 }, "TCP_IMS_HIT", "HIER_NONE/-"],
-    [{ label: "REVALIDATED" }, "TCP_REFRESH_UNMODIFIED", "HIER_DIRECT/dl.example.com"],
-    [{ label: "STALE" }, "TCP_REFRESH_FAIL_OLD", "HIER_DIRECT/dl.example.com"],
-    [{ label: "UPDATING" }, "TCP_STALE_HIT", "HIER_NONE/-"],
-    [{ label: "COALESCED" }, "TCP_CF_HIT", "HIER_NONE/-"],
-    [{ label: "PEER" }, "TCP_MISS", "CARP/-"],
-    [{ label: null, status: 403 }, "TCP_DENIED", "HIER_NONE/-"],
-    [{ label: null, status: 407 }, "TCP_DENIED", "HIER_NONE/-"],
-    [{ label: null, status: 400 }, "NONE_NONE", "HIER_NONE/-"],
-    [{ label: null, status: 508 }, "TCP_MISS", "HIER_NONE/-"],
-    [{ label: null, status: 502 }, "TCP_MISS", "HIER_NONE/-"],
-    [{ label: "TUNNEL", method: "CONNECT", url: "dl.example.com:443" }, "TCP_TUNNEL", "HIER_DIRECT/dl.example.com"],
-    [{ label: "INTERCEPTED", method: "CONNECT", url: "dl.example.com:443" }, "NONE_NONE", "HIER_NONE/-"],
-    [{ label: null, status: 403, method: "CONNECT", url: "evil.example:443" }, "TCP_DENIED", "HIER_NONE/-"],
-  ] as [Partial<Served>, string, string][])("%p is %s with %s", (over, code, hier) => {
-    const r = squidResult(served(over));
-    expect(r.code).toBe(code);
-    expect(`${r.hierarchy}/${r.upstream ?? "-"}`).toBe(hier);
-  });
+  test.each(CASES.map(([over, code, hier]) => [caseName(over), code, hier, over] as const))(
+    "%s is %s with %s",
+    (_, code, hier, over) => {
+      const r = squidResult(served(over));
+      expect(r.code).toBe(code);
+      expect(`${r.hierarchy}/${r.upstream ?? "-"}`).toBe(hier);
+    },
+  );
 
   test("an IPv6 origin is named without its brackets", () => {
     expect(squidResult(served({ url: "http://[2001:db8::1]:8080/x" })).upstream).toBe("2001:db8::1");
