@@ -1,9 +1,11 @@
 import { describe, expect, setDefaultTimeout, test } from "bun:test";
+import { existsSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { AccessLogFormat } from "../../src/config/env.ts";
 import { RESERVED_PORTS } from "../../src/config/schema.ts";
+import { createLogger } from "../../src/log.ts";
 import { type LoggedRequest, linesOf, loggedRequests } from "../support/access-log.ts";
 import { agentGet } from "../support/admin.ts";
 import { cleanupAfterEach } from "../support/cleanup.ts";
@@ -12,6 +14,7 @@ import { type Origin, startOrigin, viaProxy } from "../support/origin.ts";
 import { basic, patchUrl, startPatchGateway } from "../support/patch.ts";
 import { rawExchange } from "../support/raw-http.ts";
 import { exchange, openTunnel } from "../support/tls-clients.ts";
+import { waitFor } from "../support/wait.ts";
 
 setDefaultTimeout(30_000);
 
@@ -191,4 +194,27 @@ describe("the access log at stop", () => {
     await gw.close();
     expect(linesOf(path)).toHaveLength(made);
   });
+});
+
+describe("the access log on a full disk", () => {
+  test.skipIf(!existsSync("/dev/full"))(
+    "agents are served all the same, and the failing write is logged as an error, once for the episode",
+    async () => {
+      const logged: { level: string; msg: string }[] = [];
+      const log = createLogger((l) => logged.push(JSON.parse(l)));
+      const origin = startFileOrigin();
+      // Linux's /dev/full: every write fails with ENOSPC, as on a disk that filled.
+      const gw = await startTestGateway({ log, accessLog: { path: "/dev/full", format: "squid" } });
+      defer(() => gw.close());
+      const failed = () => logged.filter((l) => l.msg.startsWith("writing the access log failed"));
+      for (let i = 0; i < 3; i++) {
+        const res = await viaProxy(gw.proxyUrl, origin.url(`/full-${i}.txt`));
+        expect(res.status).toBe(200);
+        expect(await res.text()).toBe("manifest");
+        await waitFor("the access log's write to fail", () => failed().length > 0, 3000);
+      }
+      expect(failed()).toHaveLength(1);
+      expect(failed()[0]!.level).toBe("error");
+    },
+  );
 });
