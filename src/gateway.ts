@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { chmod } from "node:fs/promises";
 import { join } from "node:path";
+import { createAccessLog } from "./access-log/access-log.ts";
 import { agentRoutes } from "./admin/agent-routes.ts";
 import { createAdminApp } from "./admin/app.ts";
 import { cacheRoutes } from "./admin/cache-routes.ts";
@@ -38,7 +39,7 @@ import { createPortPages } from "./proxy/port-pages.ts";
 import { createProxyServer } from "./proxy/proxy-server.ts";
 import { createTunnelHandler } from "./proxy/tunnel.ts";
 import { createUpstreamFetch } from "./proxy/upstream.ts";
-import { createStats, type Stats } from "./stats/collector.ts";
+import { createStats, type Served, type Stats } from "./stats/collector.ts";
 import { ensureWritableDir } from "./store/writable-dir.ts";
 import type { LeafMinter } from "./tls/leaf-cache.ts";
 import { TLS_VERSIONS } from "./tls/versions.ts";
@@ -78,6 +79,8 @@ export interface Gateway {
   minter: LeafMinter;
   /** Removes what a process that died (a worker) was downloading into the caches' temp dirs. */
   sweepDownloadsOf(pid: number): Promise<void>;
+  /** SIGHUP: writes the pending counters and reopens the access log (logrotate); with workers, in each of them. */
+  reopen(): void;
   stop(): Promise<void>;
 }
 
@@ -104,6 +107,9 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const primary = opts.cluster?.role === "primary" ? opts.cluster.workers : undefined;
   const worker = opts.cluster?.role === "worker" ? opts.cluster.link : undefined;
   const started = now();
+  // Opened first, in every process: a path that cannot be written refuses the start before anything is made.
+  // A primary writes no line (its workers serve the agents).
+  const accessLog = runtime.accessLog && createAccessLog({ ...runtime.accessLog, log, now });
   await ownerOnly(runtime.dataDir, log);
   const adminToken = await loadAdminToken(runtime.dataDir, runtime.adminToken, log);
   if (runtime.metricsToken === adminToken) {
@@ -126,6 +132,17 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   // Its workers will share the agent port with SO_REUSEPORT: first make sure nobody else has it.
   if (primary) assertPortFree(runtime.host, config.current.cacheMode.port);
   const stats = createStats(db, { kinds: () => current().stats.kinds, now, log });
+  // One report per response, for the counters and the access log alike.
+  const onServed = accessLog
+    ? (served: Served) => {
+        stats.served(served);
+        accessLog.served(served);
+      }
+    : stats.served;
+  const reopenHere = () => {
+    stats.flush();
+    accessLog?.reopen();
+  };
 
   // The ports this gateway listens on, as the listeners bind them: requests through it must not loop back.
   const ownPorts = new Set<number>();
@@ -185,7 +202,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     fastHit: createFastHit({ config: current, pipelines, agents: agentGate, via, log }),
     via,
     log,
-    onServed: stats.served,
+    onServed,
   };
   const interceptor = createInterceptor({
     ...handlerOptions,
@@ -199,6 +216,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     interceptor,
     agents: agentGate,
     proxyFor: upstreamProxy.hopFor,
+    onServed,
   });
   agents.onRevoke((username) => (primary ? primary.revoke(username) : tunnel.closeAgent(username)));
   // Set when graceful shutdown begins: the agent port's /healthz then answers 503.
@@ -276,7 +294,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   else config.onApply(listener.apply);
 
   worker?.serve(
-    { config: (doc) => config.adopt(doc), revoke: tunnel.closeAgent, report: local },
+    { config: (doc) => config.adopt(doc), revoke: tunnel.closeAgent, report: local, reopen: reopenHere },
     { proxyPort, relayPort: relayServer!.port },
   );
   log.info(worker ? "cachegate worker serving" : "cachegate listening", {
@@ -310,6 +328,10 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       await main.store.sweepTempsOf(pid);
       await patch.cache()?.store.sweepTempsOf(pid);
     },
+    reopen() {
+      reopenHere();
+      primary?.reopen();
+    },
     async stop() {
       stopping = true; // first: whatever still reaches the agent port's /healthz from here on hears 503
       tunnel.closeAll();
@@ -320,6 +342,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       relay?.close();
       fetchUpstream.close();
       stats.stop();
+      accessLog?.stop();
       patch.close();
       main.close();
       db.$client.close();

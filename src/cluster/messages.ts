@@ -21,6 +21,8 @@ export type ToWorker =
   | { t: "revoke"; username: string }
   /** Write pending counters to the database, then reply with the downloads in progress. */
   | { t: "report"; id: number }
+  /** The primary got SIGHUP: write pending counters and reopen the access log (logrotate moved it). */
+  | { t: "reopen" }
   /** The answer to a worker's question (`ask`). */
   | { t: "answer"; id: number; value?: Leaf; error?: string };
 
@@ -31,7 +33,14 @@ export type FromWorker =
   /** A certificate for these names, signed by the gateway CA (the primary holds it). */
   | { t: "leaf"; id: number; names: string[] };
 
-const TO_WORKER = new Set<string>(["peers", "config", "revoke", "report", "answer"] satisfies ToWorker["t"][]);
+const TO_WORKER = new Set<string>([
+  "peers",
+  "config",
+  "revoke",
+  "report",
+  "reopen",
+  "answer",
+] satisfies ToWorker["t"][]);
 const FROM_WORKER = new Set<string>(["ready", "reply", "leaf"] satisfies FromWorker["t"][]);
 
 const kind = (m: unknown) => (typeof m === "object" && m !== null ? String((m as { t?: unknown }).t) : "");

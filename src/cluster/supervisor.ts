@@ -211,6 +211,11 @@ export function createSupervisor(opts: SupervisorOptions) {
       for (const s of running()) send(s.worker!, { t: "revoke", username });
     },
 
+    /** SIGHUP reaches the primary (logrotate signals its pid): every worker writes its counters and reopens its log. */
+    reopen(): void {
+      for (const s of running()) send(s.worker!, { t: "reopen" });
+    },
+
     /** Every worker writes its pending counters; the sum of their downloads in progress. */
     async report(): Promise<Downloads> {
       const answers = (await ask((id) => ({ t: "report", id }), "report")) as Downloads[];

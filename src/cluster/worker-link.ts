@@ -10,6 +10,8 @@ export interface WorkerDuties {
   revoke(username: string): void;
   /** Writes pending counters; says what is downloading. */
   report(): Downloads;
+  /** Writes pending counters and reopens the access log (the primary's SIGHUP). */
+  reopen(): void;
 }
 
 /** The worker's side of the cluster: who it is, what the primary shared, and the channel to it. */
@@ -97,6 +99,8 @@ export function linkToPrimary(env: Record<string, string | undefined>, log: Logg
             return;
           case "revoke":
             return duties.revoke(message.username);
+          case "reopen":
+            return duties.reopen();
           case "report":
             try {
               return tell({ t: "reply", id: message.id, value: duties.report() });

@@ -1,6 +1,7 @@
 import { createServer, type IncomingMessage, type Server } from "node:http";
 import { createServer as createTlsServer, type ServerOptions as TlsServerOptions } from "node:https";
 import type { Duplex } from "node:stream";
+import type { Served } from "../stats/collector.ts";
 import type { PortPages } from "./port-pages.ts";
 import { createRequestHandler, type RequestHandlerOptions } from "./request-handler.ts";
 
@@ -25,9 +26,9 @@ export function createProxyServer(opts: ProxyServerOptions): Server {
     const agent = req.socket.remoteAddress ?? "unknown";
     // origin-form (`GET /path`): the client did not treat us as a proxy.
     if (target.startsWith("/")) {
-      return { url: `http://${req.headers.host || "gateway"}${target}`, form: "origin", agent };
+      return { url: `http://${req.headers.host || "gateway"}${target}`, form: "origin", agent, address: agent };
     }
-    return { url: target, form: "absolute", agent };
+    return { url: target, form: "absolute", agent, address: agent };
   });
   const pages = opts.pages;
   const listener: typeof handler = pages
@@ -45,9 +46,17 @@ export function createProxyServer(opts: ProxyServerOptions): Server {
       socket.destroy();
     });
   });
-  server.on("clientError", (err, socket) => {
-    if (socket.writable) socket.end("HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
-    else socket.destroy(err);
+  server.on("clientError", (err: Error & { code?: string }, socket: Duplex & { remoteAddress?: string }) => {
+    if (!socket.writable) return void socket.destroy(err);
+    socket.end("HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+    // A request that could not be parsed is still one the access log shows, as Squid's error:invalid-request.
+    if (err.code?.startsWith("HPE_")) opts.onServed?.(unparsable(socket.remoteAddress ?? "unknown"));
   });
   return server;
+}
+
+/** Squid logs a request it could not parse as `NONE_NONE/400 … NONE error:invalid-request`. */
+function unparsable(client: string): Served {
+  const no = { label: null, bytes: 0, elapsedMs: 0 };
+  return { ...no, agent: client, client, url: "error:invalid-request", method: "NONE", status: 400 };
 }

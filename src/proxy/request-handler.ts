@@ -23,8 +23,18 @@ export type TargetOf = (req: IncomingMessage) => {
   url: string;
   form: ProxyBindings["form"];
   agent: string;
+  /** The agent's address (`agent` is its user name in a tunnel it authorized). */
+  address: string;
   authenticated?: boolean;
 };
+
+/** How a response went out: its X-Cache label (null for a refusal), body bytes and type, and whether from memory. */
+export interface Outcome {
+  label: string | null;
+  bytes: number;
+  contentType?: string | null;
+  fromMemory?: boolean;
+}
 
 /**
  * Answers node:http requests: a small fresh hit straight from memory (the
@@ -39,29 +49,51 @@ export function createRequestHandler(opts: RequestHandlerOptions, urlOf: TargetO
   }
 
   /** The proxy app's way: Request → Hono → Response → node:http. */
-  function viaApp(req: IncomingMessage, res: ServerResponse, url: string, headers: Headers, env: ProxyBindings) {
+  function viaApp(req: IncomingMessage, res: ServerResponse, url: string, headers: Headers, served: Report) {
     let request: Request;
     try {
       request = toRequest(req, url, headers);
     } catch {
-      return badTarget(req, res);
+      return badTarget(req, res, served);
     }
-    Promise.resolve(opts.fetch(request, env))
+    Promise.resolve(opts.fetch(request, served.env))
       .then(async (response) => {
         const bytes = await writeResponse(res, response);
-        // env.client is the agent's user name if it authenticated.
-        opts.onServed?.({ agent: env.client, url, label: response.headers.get("x-cache"), bytes });
+        const contentType = response.headers.get("content-type");
+        served.report({ label: response.headers.get("x-cache"), bytes, contentType });
       })
       .catch((error) => failed(res, url, error));
   }
 
-  function badTarget(req: IncomingMessage, res: ServerResponse): void {
+  function badTarget(req: IncomingMessage, res: ServerResponse, served: Report): void {
     const message = `"${req.url}" is not a valid request target; send an absolute URL with a valid host name`;
-    void writeResponse(res, refusalResponse(new GatewayError(400, "bad_request_target", message), opts.via));
+    const response = refusalResponse(new GatewayError(400, "bad_request_target", message), opts.via);
+    const contentType = response.headers.get("content-type");
+    void writeResponse(res, response).then((bytes) => served.report({ label: null, bytes, contentType }));
   }
 
   return (req, res) => {
-    const { url, form, agent, authenticated } = urlOf(req);
+    const started = performance.now();
+    const { url, form, agent, address, authenticated } = urlOf(req);
+    const env: ProxyBindings = { client: agent, form, authenticated };
+    const served: Report = {
+      env,
+      // Told once the body is sent; env.client is the agent's user name by then if it authenticated.
+      report: (outcome) =>
+        opts.onServed?.({
+          agent: env.client,
+          url,
+          ...outcome,
+          method: req.method ?? "GET",
+          status: res.statusCode,
+          elapsedMs: performance.now() - started,
+          client: address,
+          user: env.authenticated ? env.client : undefined,
+          httpVersion: req.httpVersion,
+          referer: req.headers.referer,
+          userAgent: req.headers["user-agent"],
+        }),
+    };
     let parsed: URL;
     let headers: Headers;
     try {
@@ -69,18 +101,23 @@ export function createRequestHandler(opts: RequestHandlerOptions, urlOf: TargetO
       parsed = new URL(url);
       headers = headersOf(req);
     } catch {
-      return badTarget(req, res);
+      return badTarget(req, res, served);
     }
-    const env: ProxyBindings = { client: agent, form, authenticated };
     // Only GET and HEAD can be fast hits; a request with a body goes to the app at once.
     const bodiless = req.method === "GET" || req.method === "HEAD";
-    if (!opts.fastHit || !bodiless) return viaApp(req, res, url, headers, env);
+    if (!opts.fastHit || !bodiless) return viaApp(req, res, url, headers, served);
     opts.fastHit(req, res, parsed, headers, env).then(
       (answered) => {
-        if (!answered) return viaApp(req, res, url, headers, env);
-        opts.onServed?.({ agent: env.client, url, ...answered });
+        if (!answered) return viaApp(req, res, url, headers, served);
+        served.report(answered);
       },
       (error) => failed(res, url, error),
     );
   };
+}
+
+/** One request's bindings for the app, and how its outcome is reported. */
+interface Report {
+  env: ProxyBindings;
+  report(outcome: Outcome): void;
 }

@@ -8,6 +8,7 @@ import type { Config } from "../config/schema.ts";
 import { GatewayError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { type AddressGuard, checkBehindProxy } from "../net/address-guard.ts";
+import type { Served } from "../stats/collector.ts";
 import { authorityOf, type ProxyHop, tunnelThrough } from "../upstream/proxy-hop.ts";
 import { admitAgent } from "./agents-only.ts";
 import type { Interceptor } from "./intercept.ts";
@@ -23,7 +24,13 @@ export interface TunnelOptions {
   agents: AgentGate;
   /** The upstream proxy a tunnel to this host goes through (upstreamProxy), or undefined to connect directly. */
   proxyFor?: (host: string) => ProxyHop | undefined;
+  /** Told about every CONNECT once answered: a refusal at once, an interception once set up, a pipe when it closes. */
+  onServed?: (served: Served) => void;
 }
+
+/** How a CONNECT ended, for onServed. */
+type TunnelOutcome = Pick<Served, "label" | "status" | "bytes" | "contentType">;
+type Report = (outcome: TunnelOutcome) => void;
 
 /** How long the upstream proxy may take to open a tunnel. */
 const PROXY_TUNNEL_TIMEOUT_MS = 30_000;
@@ -66,7 +73,14 @@ export function createTunnelHandler(opts: TunnelOptions) {
     });
   }
 
-  async function establish(req: IncomingMessage, client: Duplex, head: Buffer): Promise<void> {
+  /** `who` is filled in as the agent is admitted: its user name under Patch Mode. */
+  async function establish(
+    req: IncomingMessage,
+    client: Duplex,
+    head: Buffer,
+    who: { user?: string },
+    report: Report,
+  ): Promise<void> {
     const target = parseAuthority(req.url ?? "");
     if (!target) {
       const example = '"CONNECT example.qualys.com:443"';
@@ -77,6 +91,7 @@ export function createTunnelHandler(opts: TunnelOptions) {
     if (config.patchMode.enabled) {
       const header = req.headers["proxy-authorization"];
       agent = await admitAgent(opts.agents, header, agent, config.patchMode.clientNetworks);
+      who.user = agent;
       trackAgent(agent, client);
     }
     const reach = reachOf(target.host, config);
@@ -92,12 +107,15 @@ export function createTunnelHandler(opts: TunnelOptions) {
     const cached = (reach === "platform" && config.cacheMode.enabled) || reach === "patch";
     if (opts.interceptor && cached && !domainMatches(target.host, config.tls.doNotIntercept)) {
       // Upstream is resolved and checked per request, when (and only if) a request misses the cache.
-      return opts.interceptor(client, head, target.host, target.port, agent, config.patchMode.enabled);
+      const address = req.socket.remoteAddress ?? "unknown";
+      opts.log.debug("intercepting a tunnel", { target: req.url, agent });
+      await opts.interceptor(client, head, target.host, target.port, agent, config.patchMode.enabled, address);
+      return report({ label: "INTERCEPTED", status: 200, bytes: 0 });
     }
     const proxy = opts.proxyFor?.(target.host.replace(/^\[|\]$/g, ""));
-    if (proxy) return pipeThroughProxy(client, head, target.host, target.port, proxy);
+    if (proxy) return pipeThroughProxy(req, client, head, target.host, target.port, proxy, report);
     const address = await opts.guard(target.host, target.port);
-    pipe(req, client, head, address.address, target.port);
+    pipe(req, client, head, address.address, target.port, report);
   }
 
   /**
@@ -105,7 +123,15 @@ export function createTunnelHandler(opts: TunnelOptions) {
    * CONNECT there first (the guard still refuses private origins; a name
    * only the proxy can resolve goes through), then splice.
    */
-  async function pipeThroughProxy(client: Duplex, head: Buffer, host: string, port: number, proxy: ProxyHop) {
+  async function pipeThroughProxy(
+    req: IncomingMessage,
+    client: Duplex,
+    head: Buffer,
+    host: string,
+    port: number,
+    proxy: ProxyHop,
+    report: Report,
+  ) {
     const name = host.replace(/^\[|\]$/g, "");
     await checkBehindProxy(opts.guard, host, port);
     const authority = authorityOf(name, port);
@@ -121,12 +147,12 @@ export function createTunnelHandler(opts: TunnelOptions) {
       throw new GatewayError(504, "upstream_timeout", message, { cause: err });
     }
     if (client.destroyed) return void upstream.destroy();
-    splice(client, head, upstream);
+    splice(req, client, head, upstream, report);
     upstream.resume();
   }
 
   /** Answers 200 and joins the two sockets; either closing closes the other. */
-  function splice(client: Duplex, head: Buffer, upstream: Socket): void {
+  function splice(req: IncomingMessage, client: Duplex, head: Buffer, upstream: Socket, report: Report): void {
     client.write("HTTP/1.1 200 Connection Established\r\n\r\n");
     if (head.length > 0) upstream.write(head);
     upstream.pipe(client);
@@ -134,34 +160,55 @@ export function createTunnelHandler(opts: TunnelOptions) {
     upstream.on("error", () => client.destroy());
     client.on("close", () => upstream.destroy());
     upstream.on("close", () => client.destroy());
+    // Squid's TCP_TUNNEL line, written when the tunnel closes, with the bytes that went to the agent.
+    upstream.once("close", () => {
+      const bytes = upstream.bytesRead;
+      opts.log.debug("tunnel closed", { target: req.url, bytesToAgent: bytes, bytesToUpstream: upstream.bytesWritten });
+      report({ label: "TUNNEL", status: 200, bytes });
+    });
   }
 
   /** A byte pipe to the checked address; the 200 goes out only once upstream has accepted. */
-  function pipe(req: IncomingMessage, client: Duplex, head: Buffer, address: string, port: number): void {
+  function pipe(req: IncomingMessage, client: Duplex, head: Buffer, address: string, port: number, report: Report) {
     const upstream = connect({ host: address, port });
     const refuse = (err: Error) => {
       opts.log.warn("tunnel upstream failed", { target: req.url, error: err });
       const message = `could not connect to ${req.url}: ${err.message}`;
-      writeRefusal(client, new GatewayError(502, "upstream_unreachable", message, { cause: err }));
+      report(writeRefusal(client, new GatewayError(502, "upstream_unreachable", message, { cause: err })));
       upstream.destroy();
     };
     upstream.once("error", refuse);
     upstream.once("connect", () => {
       upstream.off("error", refuse);
-      splice(client, head, upstream);
+      splice(req, client, head, upstream, report);
     });
     client.on("close", () => upstream.destroy());
   }
 
   const tunnel = async function tunnel(req: IncomingMessage, client: Duplex, head: Buffer): Promise<void> {
+    const started = performance.now();
     client.on("error", () => {});
     open.add(client);
     client.once("close", () => open.delete(client));
+    const who: { user?: string } = {};
+    const address = req.socket.remoteAddress ?? "unknown";
+    const report = (outcome: TunnelOutcome) =>
+      opts.onServed?.({
+        ...outcome,
+        agent: who.user ?? address,
+        url: req.url ?? "",
+        method: "CONNECT",
+        elapsedMs: performance.now() - started,
+        client: address,
+        user: who.user,
+        httpVersion: req.httpVersion,
+        userAgent: req.headers["user-agent"],
+      });
     try {
-      await establish(req, client, head);
+      await establish(req, client, head, who, report);
     } catch (err) {
       if (!(err instanceof GatewayError)) throw err; // the listener logs it and drops the socket
-      writeRefusal(client, err);
+      report(writeRefusal(client, err));
     }
   };
   return Object.assign(tunnel, {

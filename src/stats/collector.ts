@@ -6,13 +6,37 @@ import { clients, counters, dailyAgents, dailyStats, entries } from "../db/schem
 import { type Logger, silentLogger } from "../log.ts";
 import { kindOf } from "./kinds.ts";
 
-/** One response the proxy finished sending to an agent. */
+/**
+ * One response the proxy finished sending to an agent (or a CONNECT it
+ * answered): what the stats count and the access log writes.
+ */
 export interface Served {
+  /** The agent's user name once it authenticated (Patch Mode), else its address. */
   agent: string;
+  /** The request target: an absolute URL, or `host:port` for CONNECT. */
   url: string;
-  /** The response's X-Cache value; null for gateway-made errors. */
+  /**
+   * The response's X-Cache value; null for gateway-made errors. A CONNECT
+   * that was answered 200 says what became of it: TUNNEL (bytes piped) or
+   * INTERCEPTED (TLS terminated; its requests are reported one by one).
+   */
   label: string | null;
+  /** Body bytes sent to the agent (a tunnel: the bytes piped to it). */
   bytes: number;
+  method: string;
+  status: number;
+  /** From the request's arrival to the end of its response (a tunnel: to its close). */
+  elapsedMs: number;
+  /** The agent's address. */
+  client: string;
+  /** The Patch Mode user name, when the agent authenticated. */
+  user?: string;
+  contentType?: string | null;
+  /** Answered from memory by the fast path (Squid's TCP_MEM_HIT). */
+  fromMemory?: boolean;
+  httpVersion?: string;
+  referer?: string;
+  userAgent?: string;
 }
 
 const LABEL_COUNTER: Record<string, string> = {
@@ -130,6 +154,8 @@ export function createStats(db: Db, opts: StatsOptions) {
   return {
     /** Called once per response the proxy finished sending. */
     served(s: Served): void {
+      // Tunnels are the access log's: their bytes are not the cache's to account for.
+      if (s.method === "CONNECT") return;
       // Refusals the gateway made itself (403, 407, 400…) carry no X-Cache: not agent traffic.
       if (s.label === null) return void add("refused", 1);
       add("requests", 1);

@@ -10,6 +10,10 @@ import { freePort } from "./admin.ts";
  * start, so an in-process gateway cannot be taught a new root.
  */
 export interface GatewayProcess {
+  /** The process id (the primary's, with workers): for signals such as SIGHUP. */
+  pid: number;
+  /** Whether the process is still running. */
+  alive(): boolean;
   dataDir: string;
   proxyPort: number;
   adminPort: number;
@@ -109,6 +113,8 @@ export async function startGatewayProcess(opts: GatewayProcessOptions = {}): Pro
   };
 
   const gw: GatewayProcess = {
+    pid: child.pid,
+    alive: () => child.exitCode === null && child.signalCode === null,
     dataDir,
     proxyPort,
     adminPort,
