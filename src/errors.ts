@@ -14,6 +14,7 @@ export type ErrorCode =
   | "bad_request_target"
   | "bad_connect_target"
   | "request_loop"
+  | "not_a_fleet_member"
   | "domain_not_allowed"
   | "connect_port_not_allowed"
   | "agent_credentials_required"

@@ -25,6 +25,8 @@ import type { JsonObject } from "./config/merge-patch.ts";
 import type { Config, ConfigInput } from "./config/schema.ts";
 import { loadOverrides, saveOverrides } from "./config/settings-store.ts";
 import { openDb } from "./db/client.ts";
+import { createFleet } from "./fleet/members.ts";
+import { createPeerFetch } from "./fleet/peer-fetch.ts";
 import { createLogger, type Logger } from "./log.ts";
 import { createAddressGuard } from "./net/address-guard.ts";
 import { createPatchCache, type PatchCache } from "./patch/patch-cache.ts";
@@ -119,12 +121,15 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const guard = createAddressGuard({ allowPrivate: runtime.allowPrivateUpstreams, ownPorts });
   const via = worker?.via ?? `cachegate-${randomBytes(3).toString("hex")}`;
   const fetchUpstream = createUpstreamFetch({ guard, via, onBody: stats.upstream });
+  // In a fleet, the caches ask the member that owns a URL before the origin (src/fleet/); the primary serves no agents.
+  const fleet = createFleet({ cluster: () => current().cluster, log });
+  const fetchForCache = primary ? fetchUpstream : createPeerFetch({ fleet, upstream: fetchUpstream, via, log });
   // A worker sends what it cannot answer from the store to the URL's owner worker.
   const relay = worker && createRelayClient({ self: worker.slot, secret: worker.secret, peers: worker.peers, log });
 
   const cacheOptions = {
     serveStaleOnError: () => current().cache.serveStaleOnError,
-    fetchUpstream,
+    fetchUpstream: fetchForCache,
     ttlRules: () => current().cache.ttlRules,
     onResume: stats.resumed,
     log,
@@ -180,7 +185,12 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   agents.onRevoke((username) => (primary ? primary.revoke(username) : tunnel.closeAgent(username)));
   const listener = createAgentListener({
     build: async (c: Config) =>
-      createProxyServer({ ...handlerOptions, connect: tunnel, tls: await tls.agentListenerOptions(c) }),
+      createProxyServer({
+        ...handlerOptions,
+        connect: tunnel,
+        tls: await tls.agentListenerOptions(c),
+        memberAt: fleet.memberAt,
+      }),
     host: runtime.host,
     ownPorts,
     log,
@@ -203,6 +213,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
         patchMode: current().patchMode.enabled,
         uptimeSeconds: Math.floor((now() - started) / 1000),
         downloads: (await downloads()).platform,
+        ...(fleet.self() ? { fleet: fleet.view() } : {}),
         // With workers, agents are served once all started, and then while at least one runs.
         ...(primary
           ? { workers: primary.workers(), workersConfigured: runtime.workers, status: primary.unavailable() ?? "ok" }
@@ -287,6 +298,8 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       await relayServer?.stop();
       await Promise.all([main.pipeline.stop(), patch.cache()?.pipeline.stop()]);
       relay?.close();
+      fleet.stop();
+      if (fetchForCache !== fetchUpstream) fetchForCache.close();
       fetchUpstream.close();
       stats.stop();
       patch.close();

@@ -58,6 +58,7 @@ function prometheus(s: Full): string {
   metric("cachegate_requests_total", "counter", "Proxied requests by X-Cache outcome.", [
     ['{cache="HIT"}', s.hits],
     ['{cache="MISS"}', s.misses],
+    ['{cache="PEER"}', s.peer],
     ['{cache="COALESCED"}', s.coalesced],
     ['{cache="REVALIDATED"}', s.revalidated],
     ['{cache="STALE"}', s.stale],

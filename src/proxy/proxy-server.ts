@@ -1,12 +1,15 @@
 import { createServer, type IncomingMessage, type Server } from "node:http";
 import { createServer as createTlsServer, type ServerOptions as TlsServerOptions } from "node:https";
 import type { Duplex } from "node:stream";
+import { PEER_HEADER } from "./hop-by-hop.ts";
 import { createRequestHandler, type RequestHandlerOptions } from "./request-handler.ts";
 
 export interface ProxyServerOptions extends RequestHandlerOptions {
   connect: (req: IncomingMessage, socket: Duplex, head: Buffer) => Promise<void>;
   /** When set, agents speak TLS to the proxy port itself (an HTTPS proxy). */
   tls?: TlsServerOptions;
+  /** The fleet member at a connection's address, if any (src/fleet/members.ts): only they may send peer requests. */
+  memberAt?: (address: string | undefined) => string | undefined;
 }
 
 /**
@@ -19,11 +22,12 @@ export function createProxyServer(opts: ProxyServerOptions): Server {
   const handler = createRequestHandler(opts, (req) => {
     const target = req.url ?? "/";
     const agent = req.socket.remoteAddress ?? "unknown";
+    const peer = req.headers[PEER_HEADER] === undefined ? undefined : (opts.memberAt?.(agent) ?? false);
     // origin-form (`GET /path`): the client did not treat us as a proxy.
     if (target.startsWith("/")) {
-      return { url: `http://${req.headers.host || "gateway"}${target}`, form: "origin", agent };
+      return { url: `http://${req.headers.host || "gateway"}${target}`, form: "origin", agent, peer };
     }
-    return { url: target, form: "absolute", agent };
+    return { url: target, form: "absolute", agent, peer };
   });
   const options = { maxHeaderSize: 32 * 1024 };
   const server = opts.tls

@@ -4,6 +4,7 @@ import type { Logger } from "../log.ts";
 import type { Served } from "../stats/collector.ts";
 import type { ProxyBindings } from "./app.ts";
 import type { FastHit } from "./fast-hit.ts";
+import { PEER_HEADER } from "./hop-by-hop.ts";
 import { headersOf, toRequest, writeResponse } from "./node-adapter.ts";
 import { refusalResponse } from "./refusal.ts";
 
@@ -24,7 +25,13 @@ export type TargetOf = (req: IncomingMessage) => {
   form: ProxyBindings["form"];
   agent: string;
   authenticated?: boolean;
+  /** A fleet member's request (its mark, from its address); false when the mark came from elsewhere. */
+  peer?: string | false;
 };
+
+const NOT_A_MEMBER =
+  "x-cachegate-peer is for requests between the fleet members listed in CACHEGATE_PEERS (cluster.peers), " +
+  "from their own addresses; send this request without it";
 
 /**
  * Answers node:http requests: a small fresh hit straight from memory (the
@@ -50,7 +57,7 @@ export function createRequestHandler(opts: RequestHandlerOptions, urlOf: TargetO
       .then(async (response) => {
         const bytes = await writeResponse(res, response);
         // env.client is the agent's user name if it authenticated.
-        opts.onServed?.({ agent: env.client, url, label: response.headers.get("x-cache"), bytes });
+        opts.onServed?.({ agent: env.client, url, label: response.headers.get("x-cache"), bytes, peer: env.peer });
       })
       .catch((error) => failed(res, url, error));
   }
@@ -61,7 +68,7 @@ export function createRequestHandler(opts: RequestHandlerOptions, urlOf: TargetO
   }
 
   return (req, res) => {
-    const { url, form, agent, authenticated } = urlOf(req);
+    const { url, form, agent, authenticated, peer } = urlOf(req);
     let parsed: URL;
     let headers: Headers;
     try {
@@ -71,14 +78,20 @@ export function createRequestHandler(opts: RequestHandlerOptions, urlOf: TargetO
     } catch {
       return badTarget(req, res);
     }
-    const env: ProxyBindings = { client: agent, form, authenticated };
+    if (peer === false) {
+      const refusal = refusalResponse(new GatewayError(403, "not_a_fleet_member", NOT_A_MEMBER), opts.via);
+      void writeResponse(res, refusal).then((bytes) => opts.onServed?.({ agent, url, label: null, bytes }));
+      return;
+    }
+    if (peer === undefined) headers.delete(PEER_HEADER); // trusted only from a member (and never inside a tunnel)
+    const env: ProxyBindings = { client: agent, form, authenticated, ...(peer ? { peer } : {}) };
     // Only GET and HEAD can be fast hits; a request with a body goes to the app at once.
     const bodiless = req.method === "GET" || req.method === "HEAD";
     if (!opts.fastHit || !bodiless) return viaApp(req, res, url, headers, env);
     opts.fastHit(req, res, parsed, headers, env).then(
       (answered) => {
         if (!answered) return viaApp(req, res, url, headers, env);
-        opts.onServed?.({ agent: env.client, url, ...answered });
+        opts.onServed?.({ agent: env.client, url, ...answered, peer: env.peer });
       },
       (error) => failed(res, url, error),
     );

@@ -13,11 +13,14 @@ export interface Served {
   /** The response's X-Cache value; null for gateway-made errors. */
   label: string | null;
   bytes: number;
+  /** Asked by this fleet member (src/fleet/) for its agent: counted there, where the agent is. */
+  peer?: string;
 }
 
 const LABEL_COUNTER: Record<string, string> = {
   HIT: "hits",
   MISS: "misses",
+  PEER: "peer",
   COALESCED: "coalesced",
   REVALIDATED: "revalidated",
   STALE: "stale",
@@ -30,6 +33,7 @@ const COUNTERS = [
   "refused",
   "hits",
   "misses",
+  "peer",
   "coalesced",
   "revalidated",
   "stale",
@@ -130,6 +134,7 @@ export function createStats(db: Db, opts: StatsOptions) {
   return {
     /** Called once per response the proxy finished sending. */
     served(s: Served): void {
+      if (s.peer) return; // the fleet's figures add up members' figures: each agent request is counted once
       // Refusals the gateway made itself (403, 407, 400…) carry no X-Cache: not agent traffic.
       if (s.label === null) return void add("refused", 1);
       add("requests", 1);
@@ -199,6 +204,7 @@ export function createStats(db: Db, opts: StatsOptions) {
         refused: totals.refused,
         hits: totals.hits,
         misses: totals.misses,
+        peer: totals.peer,
         coalesced: totals.coalesced,
         revalidated: totals.revalidated,
         stale: totals.stale,
