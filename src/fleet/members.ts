@@ -147,11 +147,8 @@ export function createFleet(opts: FleetOptions): Fleet {
       const all = current();
       const self = opts.cluster().self;
       if (all.length < 2 || self === undefined) return [];
-      const ranked = all
-        .map((m) => ({ m, score: BigInt.asUintN(64, BigInt(Bun.hash(key, m.seed))) }))
-        .sort((a, b) => (b.score > a.score ? 1 : b.score < a.score ? -1 : 0));
       const out: string[] = [];
-      for (const { m } of ranked) {
+      for (const m of rankedBy(key, all)) {
         if (m.url === self) break;
         if (m.up) out.push(m.url);
       }
@@ -180,6 +177,22 @@ export function createFleet(opts: FleetOptions): Fleet {
     },
     stop: () => clearInterval(timer),
   };
+}
+
+/** Members by their score for `key`, highest first: the first is the owner, the next takes over if it is down. */
+function rankedBy<M extends { seed: bigint }>(key: string, members: readonly M[]): M[] {
+  return members
+    .map((m) => ({ m, score: BigInt.asUintN(64, BigInt(Bun.hash(key, m.seed))) }))
+    .sort((a, b) => (b.score > a.score ? 1 : b.score < a.score ? -1 : 0))
+    .map(({ m }) => m);
+}
+
+/** The member that owns `key` when every member serves (for tools and tests; the fleet skips members down). */
+export function ownerOf(key: string, members: readonly string[]): string | undefined {
+  return rankedBy(
+    key,
+    members.map((url) => ({ url, seed: BigInt(Bun.hash(url)) })),
+  )[0]?.url;
 }
 
 /** An IP literal member is its own address; a name is resolved in the background. */
