@@ -17,11 +17,20 @@ export interface FleetOptions {
   checkTimeoutMs?: number;
 }
 
+/**
+ * Checks a member must fail in a row to be skipped (HAProxy's `fall 2`): one
+ * slow answer from a busy member is not a dead member. A refused connection
+ * needs no second opinion: nothing listens there.
+ */
+const FALL = 2;
+
 interface MemberState {
   url: string;
   /** The seed of this member's score: rendezvous hashing scores (URL, member) pairs. */
   seed: bigint;
   up: boolean;
+  /** Checks failed in a row. */
+  failures: number;
   /** Why it was last found down, for the operator. */
   why?: string;
   addresses: readonly string[];
@@ -45,8 +54,8 @@ export interface Fleet {
   ask(key: string): string[];
   /** A member did not answer: it is skipped until a health check finds it serving again. */
   down(member: string, why: string): void;
-  /** Checks a member now (its agent port's GET /healthz); true when it serves. */
-  check(member: string): Promise<boolean>;
+  /** Whether a member is taken to serve (unknown ones are not). */
+  isUp(member: string): boolean;
   /** The member a connection comes from, if its address is one of theirs; peer requests are taken only from them. */
   memberAt(address: string | undefined): string | undefined;
   view(): MemberView[];
@@ -65,7 +74,7 @@ export interface Fleet {
  */
 export function createFleet(opts: FleetOptions): Fleet {
   const checkEveryMs = opts.checkEveryMs ?? 2000;
-  const checkTimeoutMs = opts.checkTimeoutMs ?? 1000;
+  const checkTimeoutMs = opts.checkTimeoutMs ?? 1500;
   let listed: readonly string[] | undefined;
   let members: MemberState[] = [];
   let byAddress = new Map<string, string>();
@@ -77,7 +86,7 @@ export function createFleet(opts: FleetOptions): Fleet {
       listed = peers;
       const old = new Map(members.map((m) => [m.url, m]));
       members = peers.map(
-        (url) => old.get(url) ?? { url, seed: BigInt(Bun.hash(url)), up: true, addresses: literal(url) },
+        (url) => old.get(url) ?? { url, seed: BigInt(Bun.hash(url)), up: true, failures: 0, addresses: literal(url) },
       );
       indexAddresses();
       void resolveAll();
@@ -107,18 +116,21 @@ export function createFleet(opts: FleetOptions): Fleet {
     indexAddresses();
   }
 
-  async function check(m: MemberState): Promise<boolean> {
+  async function check(m: MemberState): Promise<void> {
     let why: string | undefined;
+    let refused = false;
     try {
       const res = await fetch(`${m.url}/healthz`, { signal: AbortSignal.timeout(checkTimeoutMs) });
       void res.body?.cancel();
-      if (res.status !== 200) why = `GET /healthz answered ${res.status}`;
+      // 503: it is stopping (or not yet serving), and says so.
+      if (res.status !== 200) [why, refused] = [`GET /healthz answered ${res.status}`, true];
     } catch (err) {
       why = `GET /healthz failed: ${(err as Error).message}`;
+      refused = (err as { code?: string }).code === "ECONNREFUSED";
     }
-    if (why) mark(m, false, why);
-    else mark(m, true);
-    return why === undefined;
+    m.failures = why ? m.failures + 1 : 0;
+    if (!why) mark(m, true);
+    else if (refused || m.failures >= FALL) mark(m, false, why);
   }
 
   function mark(m: MemberState, up: boolean, why?: string): void {
@@ -158,10 +170,7 @@ export function createFleet(opts: FleetOptions): Fleet {
       const m = current().find((x) => x.url === member);
       if (m) mark(m, false, why);
     },
-    async check(member) {
-      const m = current().find((x) => x.url === member);
-      return m ? check(m) : false;
-    },
+    isUp: (member) => current().find((x) => x.url === member)?.up === true,
     memberAt(address) {
       current();
       return address === undefined ? undefined : byAddress.get(plain(address));

@@ -13,7 +13,7 @@ export interface PeerFetchOptions {
   log: Logger;
   /** A member that has not accepted the connection by then is skipped. */
   connectTimeoutMs?: number;
-  /** While waiting for a member's answer, it is checked this often; one that stopped serving is skipped. */
+  /** While waiting for a member's answer, how often to look whether the health checks found it down. */
   watchEveryMs?: number;
 }
 
@@ -32,7 +32,7 @@ class MemberUnavailable extends Error {
  * and tells the agent X-Cache: PEER.
  *
  * A member that refuses the connection, does not accept it within a second,
- * or stops answering its health check while the agent waits is skipped for
+ * or fails its health checks while the agent waits is skipped for
  * the next in the ranking, and finally the origin: a member down never fails
  * an agent. Once the head has come, the response is the owner's, errors
  * included (a 502 because the origin is down is the fleet's answer, not a
@@ -41,7 +41,7 @@ class MemberUnavailable extends Error {
  */
 export function createPeerFetch(opts: PeerFetchOptions): UpstreamFetch & { close(): void } {
   const connectTimeoutMs = opts.connectTimeoutMs ?? 1000;
-  const watchEveryMs = opts.watchEveryMs ?? 2000;
+  const watchEveryMs = opts.watchEveryMs ?? 250;
   // The owner answers once its own upstream did: its head timeout (30 s) runs first.
   const client = createHttp1Client({ headersTimeoutMs: 40_000, connectTimeoutMs });
 
@@ -52,11 +52,10 @@ export function createPeerFetch(opts: PeerFetchOptions): UpstreamFetch & { close
     headers.set(PEER_HEADER, self);
     addVia(headers, opts.via);
     const target = { address: hostname.replace(/^\[|\]$/g, ""), port: Number(port), tls: false, name: hostname };
+    // The head may take as long as the origin does; meanwhile, a member the health checks find down is left.
     const watch = new AbortController();
     const watchdog = setInterval(() => {
-      void opts.fleet.check(member).then((up) => {
-        if (!up) watch.abort(new MemberUnavailable(`${member} stopped answering its health check`));
-      });
+      if (!opts.fleet.isUp(member)) watch.abort(new MemberUnavailable(`${member} stopped answering its health checks`));
     }, watchEveryMs);
     let res: Exchanged;
     try {

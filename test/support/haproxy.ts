@@ -15,6 +15,10 @@ export interface HaproxyOptions {
   servers: number[];
   /** Overrides the shipped `balance uri` of plain HTTP requests (tests balance round-robin on purpose). */
   balance?: string;
+  /** `tcp`: servers that have no /healthz (nginx in the benchmark) are checked by connecting. */
+  check?: "healthz" | "tcp";
+  /** Health checks as shipped (every 2 s), not every 200 ms as tests want them. */
+  shippedChecks?: boolean;
 }
 
 const SHIPPED = join(import.meta.dir, "../../deploy/haproxy.cfg");
@@ -33,11 +37,12 @@ export async function startHaproxy(opts: HaproxyOptions): Promise<Haproxy> {
   let cfg = (await readFile(SHIPPED, "utf8"))
     .replace(/^ {4}server gw\d .*\n/gm, "")
     .replace(/^( {4}default-server .*)$/gm, `$1\n${servers}`)
-    .replace(/inter 2s/g, "inter 200ms")
+    .replace(/inter 2s/g, opts.shippedChecks ? "inter 2s" : "inter 200ms")
     // The shipped limit needs about 100k file descriptors, more than a test process may have.
     .replace(/maxconn \d+/, "maxconn 4000")
     .replace("bind :8080", `bind 127.0.0.1:${port}`);
   if (opts.balance) cfg = cfg.replace("balance uri", `balance ${opts.balance}`);
+  if (opts.check === "tcp") cfg = cfg.replace(/^ {4}(option httpchk|http-check) .*\n/gm, "");
   const file = join(dir, "haproxy.cfg");
   await writeFile(file, cfg);
 
