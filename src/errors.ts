@@ -27,6 +27,7 @@ export type ErrorCode =
   | "upstream_malformed"
   // Admin input and configuration.
   | "unauthorized"
+  | "metrics_token_only"
   | "not_found"
   | "method_not_allowed"
   | "unsupported_media_type"

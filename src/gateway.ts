@@ -8,6 +8,7 @@ import { configRoutes } from "./admin/config-routes.ts";
 import { statsRoutes } from "./admin/stats-routes.ts";
 import { tlsRoutes } from "./admin/tls-routes.ts";
 import { loadAdminToken } from "./admin/token.ts";
+import { versionRoutes } from "./admin/version-routes.ts";
 import { createAgentStore } from "./agents/agent-store.ts";
 import { createProxyAuth } from "./agents/proxy-auth.ts";
 import type { CacheIndex } from "./cache/cache-index.ts";
@@ -25,6 +26,7 @@ import type { JsonObject } from "./config/merge-patch.ts";
 import type { Config, ConfigInput } from "./config/schema.ts";
 import { loadOverrides, saveOverrides } from "./config/settings-store.ts";
 import { openDb } from "./db/client.ts";
+import { GatewayError } from "./errors.ts";
 import { createFleet } from "./fleet/members.ts";
 import { createPeerFetch } from "./fleet/peer-fetch.ts";
 import { createLogger, type Logger } from "./log.ts";
@@ -34,6 +36,7 @@ import { createAgentListener } from "./proxy/agent-listener.ts";
 import { createProxyApp, type ProxyBindings } from "./proxy/app.ts";
 import { createFastHit } from "./proxy/fast-hit.ts";
 import { createInterceptor } from "./proxy/intercept.ts";
+import { createPortPages } from "./proxy/port-pages.ts";
 import { createProxyServer } from "./proxy/proxy-server.ts";
 import { createTunnelHandler } from "./proxy/tunnel.ts";
 import { createUpstreamFetch } from "./proxy/upstream.ts";
@@ -41,6 +44,7 @@ import { createStats, type Stats } from "./stats/collector.ts";
 import type { LeafMinter } from "./tls/leaf-cache.ts";
 import { TLS_VERSIONS } from "./tls/versions.ts";
 import { createWorkerTls } from "./tls/worker-tls.ts";
+import { VERSION } from "./version.ts";
 
 export interface GatewayOptions {
   /** The configuration as the environment sets it; admin API changes are layered over it. */
@@ -98,6 +102,12 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const worker = opts.cluster?.role === "worker" ? opts.cluster.link : undefined;
   const started = now();
   await ownerOnly(runtime.dataDir, log);
+  const adminToken = await loadAdminToken(runtime.dataDir, runtime.adminToken, log);
+  if (runtime.metricsToken === adminToken) {
+    const message =
+      "CACHEGATE_METRICS_TOKEN is the admin token; give Prometheus a token of its own (it reads only /metrics)";
+    throw new GatewayError(400, "invalid_environment", message);
+  }
   const db = openDb(join(runtime.dataDir, "index.sqlite"));
 
   const config = new LiveConfig({
@@ -113,7 +123,6 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   // Its workers will share the agent port with SO_REUSEPORT: first make sure nobody else has it.
   if (primary) assertPortFree(runtime.host, config.current.cacheMode.port);
   const stats = createStats(db, { kinds: () => current().stats.kinds, now, log });
-  const adminToken = await loadAdminToken(runtime.dataDir, runtime.adminToken, log);
 
   // The ports this gateway listens on, as the listeners bind them: requests through it must not loop back.
   const ownPorts = new Set<number>();
@@ -183,11 +192,15 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   });
   const tunnel = createTunnelHandler({ config: current, guard, log, interceptor, agents: agentGate });
   agents.onRevoke((username) => (primary ? primary.revoke(username) : tunnel.closeAgent(username)));
+  // Set when graceful shutdown begins: the agent port's /healthz then answers 503.
+  let stopping = false;
+  const pages = createPortPages({ config: current, stopping: () => stopping });
   const listener = createAgentListener({
     build: async (c: Config) =>
       createProxyServer({
         ...handlerOptions,
         connect: tunnel,
+        pages,
         tls: await tls.agentListenerOptions(c),
         memberAt: fleet.memberAt,
       }),
@@ -208,6 +221,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     createAdminApp({
       log,
       token: adminToken,
+      metricsToken: runtime.metricsToken,
       health: async () => ({
         cacheMode: current().cacheMode.enabled,
         patchMode: current().patchMode.enabled,
@@ -231,6 +245,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
         cacheRoutes({ index: main.index, verifier: main.verifier, ttlRules: () => current().cache.ttlRules, now, log }),
         tlsRoutes({ caPem }),
         agentRoutes({ agents, log }),
+        versionRoutes(),
       ],
     });
   // One admin listener per gateway: a worker has none (its primary answers).
@@ -262,6 +277,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     { proxyPort, relayPort: relayServer!.port },
   );
   log.info(worker ? "cachegate worker serving" : "cachegate listening", {
+    version: VERSION,
     ...(worker ? { worker: worker.slot } : {}),
     proxy: `${runtime.host}:${primary ? current().cacheMode.port : proxyPort}`,
     ...(admin ? { admin: `${runtime.adminHost}:${admin.port}` } : {}),
@@ -292,6 +308,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       await patch.cache()?.store.sweepTempsOf(pid);
     },
     async stop() {
+      stopping = true; // first: whatever still reaches the agent port's /healthz from here on hears 503
       tunnel.closeAll();
       await listener.stop();
       await admin?.stop(true);

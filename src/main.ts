@@ -1,11 +1,19 @@
 import cluster from "node:cluster";
 import { randomBytes } from "node:crypto";
+import { parseCommandLine } from "./cli.ts";
 import { createSupervisor } from "./cluster/supervisor.ts";
 import { linkToPrimary, WORKER_ENV } from "./cluster/worker-link.ts";
 import { configFromEnv, configInputFromEnv, runtimeFromEnv } from "./config/env.ts";
 import { GatewayError } from "./errors.ts";
 import { type Gateway, startGateway } from "./gateway.ts";
 import { createLogger } from "./log.ts";
+
+// --version and --help answer and exit before anything is created (no data dir, no token, no CA).
+const command = parseCommandLine(process.argv.slice(2));
+if (!command.run) {
+  (command.exitCode === 0 ? process.stdout : process.stderr).write(command.out);
+  process.exit(command.exitCode);
+}
 
 const slot = process.env[WORKER_ENV.slot];
 const log = createLogger(undefined, cluster.isWorker ? { worker: Number(slot) } : undefined);

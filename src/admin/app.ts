@@ -7,6 +7,8 @@ import { adminAuth } from "./auth.ts";
 export interface AdminDeps {
   log: Logger;
   token: string;
+  /** Reads GET /metrics and nothing else (CACHEGATE_METRICS_TOKEN). */
+  metricsToken?: string;
   /** Facts for /healthz: cheap (with workers, one question to each). A `status` other than "ok" answers 503. */
   health: () => Promise<Record<string, unknown>>;
   /** Route groups by concern (config, stats, cache…), mounted behind the token. */
@@ -21,7 +23,15 @@ export interface AdminDeps {
  */
 export function createAdminApp(deps: AdminDeps) {
   const app = new Hono();
-  app.use(adminAuth({ token: deps.token, log: deps.log, open: ["/healthz"] }));
+  app.use(
+    adminAuth({
+      token: deps.token,
+      metricsToken: deps.metricsToken,
+      log: deps.log,
+      open: ["/healthz"],
+      metricsPaths: ["/metrics"],
+    }),
+  );
   app.get("/healthz", async (c) => {
     const health = { status: "ok", ...(await deps.health()) };
     return c.json(health, health.status === "ok" ? 200 : 503);

@@ -11,6 +11,8 @@ export interface RuntimeSettings {
   adminHost: string;
   adminPort: number;
   adminToken: string | undefined;
+  /** CACHEGATE_METRICS_TOKEN: reads GET /metrics and nothing else (a Prometheus server never holds the admin token). */
+  metricsToken?: string;
   /** Lab and tests only: let upstreams resolve to loopback/private addresses. */
   allowPrivateUpstreams: boolean;
   /** Processes serving agents on the one agent port (CACHEGATE_WORKERS); 1 keeps everything in one process. */
@@ -104,6 +106,34 @@ function startupNumber(env: Env, name: string, schema: typeof Port | typeof Work
   throw envError([{ path: name, value: raw, rule: "range", message: `${name} ${parsed.issues[0]?.message}` }]);
 }
 
+/** Shortest metrics token accepted: 16 characters of a random token are already beyond guessing over HTTP. */
+export const MIN_METRICS_TOKEN_LENGTH = 16;
+
+const MetricsToken = v.pipe(
+  v.string(),
+  v.minLength(
+    MIN_METRICS_TOKEN_LENGTH,
+    `must be at least ${MIN_METRICS_TOKEN_LENGTH} characters; make one with: openssl rand -hex 24`,
+  ),
+  // RFC 6750 §2.1: what a Bearer credential may contain, so Prometheus can send it as it is.
+  v.regex(/^[A-Za-z0-9\-._~+/]+=*$/, "may contain only letters, digits and -._~+/ (then = padding), no spaces"),
+);
+
+/** CACHEGATE_METRICS_TOKEN, checked; unset or empty means none. */
+function metricsTokenOf(env: Env): string | undefined {
+  const raw = env.CACHEGATE_METRICS_TOKEN;
+  if (raw === undefined || raw === "") return undefined;
+  const name = "CACHEGATE_METRICS_TOKEN";
+  const parsed = v.safeParse(MetricsToken, raw);
+  // The value is a secret: errors say what is wrong with it, never what it is.
+  const refuse = (message: string) =>
+    envError([{ path: name, value: `(${raw.length} characters)`, rule: "token", message: `${name} ${message}` }]);
+  if (!parsed.success) throw refuse(parsed.issues[0]?.message ?? "is not a valid token");
+  if (raw === env.CACHEGATE_ADMIN_TOKEN)
+    throw refuse("must differ from CACHEGATE_ADMIN_TOKEN (it can only read /metrics)");
+  return raw;
+}
+
 export function runtimeFromEnv(env: Env): RuntimeSettings {
   const adminPort = startupNumber(env, "CACHEGATE_ADMIN_PORT", Port, 9090);
   const workers = startupNumber(env, "CACHEGATE_WORKERS", Workers, availableParallelism());
@@ -113,6 +143,7 @@ export function runtimeFromEnv(env: Env): RuntimeSettings {
     adminHost: env.CACHEGATE_ADMIN_HOST || "127.0.0.1",
     adminPort,
     adminToken: env.CACHEGATE_ADMIN_TOKEN || undefined,
+    metricsToken: metricsTokenOf(env),
     allowPrivateUpstreams: flag(env.CACHEGATE_ALLOW_PRIVATE_UPSTREAMS),
     workers: Math.min(workers, MAX_WORKERS),
   };

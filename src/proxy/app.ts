@@ -37,7 +37,8 @@ const ORIGIN_FORM_HELP =
   "This is cachegate's proxy port; it expects proxy requests (absolute URLs). " +
   "Set it as your proxy instead of requesting it directly: " +
   "curl -x http://GATEWAY:PORT https://example.qualys.com/file, or http_proxy/https_proxy=http://GATEWAY:PORT, " +
-  'or for apt: Acquire::http::Proxy "http://GATEWAY:PORT";';
+  'or for apt: Acquire::http::Proxy "http://GATEWAY:PORT"; ' +
+  "or point agents at the PAC file GET /proxy.pac on this port. GET /healthz here is for load balancers.";
 
 const LOOP_HELP =
   "request loop: this request already passed through this gateway (see its Via header); " +

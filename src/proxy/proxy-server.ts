@@ -2,6 +2,7 @@ import { createServer, type IncomingMessage, type Server } from "node:http";
 import { createServer as createTlsServer, type ServerOptions as TlsServerOptions } from "node:https";
 import type { Duplex } from "node:stream";
 import { PEER_HEADER } from "./hop-by-hop.ts";
+import type { PortPages } from "./port-pages.ts";
 import { createRequestHandler, type RequestHandlerOptions } from "./request-handler.ts";
 
 export interface ProxyServerOptions extends RequestHandlerOptions {
@@ -10,10 +11,13 @@ export interface ProxyServerOptions extends RequestHandlerOptions {
   tls?: TlsServerOptions;
   /** The fleet member at a connection's address, if any (src/fleet/members.ts): only they may send peer requests. */
   memberAt?: (address: string | undefined) => string | undefined;
+  /** The port's own origin-form pages (/healthz, /proxy.pac): answered before the proxy sees the request. */
+  pages?: PortPages;
 }
 
 /**
- * One node:http server for the agent port. Absolute-form requests go to the
+ * One node:http server for the agent port. Its own pages answer the few
+ * origin-form requests it serves; absolute-form requests go to the
  * proxy app; CONNECT is handed the raw socket (node:http is used because it
  * is the server in Bun that gives up the socket of a CONNECT). The agent
  * listener builds a new one whenever the port or its TLS settings change.
@@ -29,10 +33,16 @@ export function createProxyServer(opts: ProxyServerOptions): Server {
     }
     return { url: target, form: "absolute", agent, peer };
   });
+  const pages = opts.pages;
+  const listener: typeof handler = pages
+    ? (req, res) => {
+        if (!req.url?.startsWith("/") || !pages(req, res)) handler(req, res);
+      }
+    : handler;
   const options = { maxHeaderSize: 32 * 1024 };
   const server = opts.tls
-    ? (createTlsServer({ ...options, ...opts.tls }, handler) as unknown as Server)
-    : createServer(options, handler);
+    ? (createTlsServer({ ...options, ...opts.tls }, listener) as unknown as Server)
+    : createServer(options, listener);
   server.on("connect", (req, socket, head) => {
     opts.connect(req, socket, head).catch((error) => {
       opts.log.error("tunnel failed", { target: req.url, error });

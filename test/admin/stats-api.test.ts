@@ -224,13 +224,17 @@ describe("GET /api/stats after a scripted run of agents", () => {
     expect(sample("cachegate_served_from_cache_bytes_total")).toBe(stats.bytesFromCache);
     expect(sample("cachegate_upstream_bytes_total")).toBe(stats.bytesUpstream);
     expect(sample("cachegate_agents_active")).toBe(5);
-    expect(sample("cachegate_agents_total")).toBe(5);
+    expect(sample("cachegate_agents_seen")).toBe(5);
     expect(sample("cachegate_cache_entries")).toBe(3);
     expect(sample("cachegate_cache_bytes")).toBe(stats.cache.bytes);
+    expect(sample("cachegate_saved_bytes")).toBe(stats.bandwidthSaved);
+    expect(sample("cachegate_refused_requests_total")).toBe(0);
     for (const row of stats.bandwidth) {
-      expect(sample(`cachegate_kind_bytes_without_cache{kind="${row.kind}"}`)).toBe(row.bytesWithoutCache);
-      expect(sample(`cachegate_kind_bytes_with_cache{kind="${row.kind}"}`)).toBe(row.bytesWithCache);
-      expect(sample(`cachegate_kind_agents{kind="${row.kind}"}`)).toBe(row.agents);
+      expect(sample(`cachegate_kind_without_cache_today_bytes{kind="${row.kind}"}`)).toBe(row.bytesWithoutCache);
+      expect(sample(`cachegate_kind_with_cache_today_bytes{kind="${row.kind}"}`)).toBe(row.bytesWithCache);
+      expect(sample(`cachegate_kind_saved_today_bytes{kind="${row.kind}"}`)).toBe(row.bytesSaved);
+      expect(sample(`cachegate_kind_agents_today{kind="${row.kind}"}`)).toBe(row.agents);
+      expect(sample(`cachegate_kind_requests_today{kind="${row.kind}"}`)).toBe(row.requests);
     }
   });
 

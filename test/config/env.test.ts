@@ -108,3 +108,33 @@ describe("runtime settings", () => {
     expect(runtimeFromEnv({ CACHEGATE_ALLOW_PRIVATE_UPSTREAMS: "1" }).allowPrivateUpstreams).toBe(true);
   });
 });
+
+describe("CACHEGATE_METRICS_TOKEN", () => {
+  const good = "0123456789abcdef-prometheus";
+
+  test("unset or empty means no metrics token", () => {
+    expect(runtimeFromEnv({}).metricsToken).toBeUndefined();
+    expect(runtimeFromEnv({ CACHEGATE_METRICS_TOKEN: "" }).metricsToken).toBeUndefined();
+  });
+
+  test("a long enough token is taken as it is", () => {
+    expect(runtimeFromEnv({ CACHEGATE_METRICS_TOKEN: good }).metricsToken).toBe(good);
+  });
+
+  test.each([
+    ["too short", "short-token", "at least 16 characters"],
+    ["with a space", "0123456789 abcdef", "no spaces"],
+    ["with a quote", '0123456789abcdef"', "only letters, digits"],
+  ])("a token %s is refused under the variable's name, without echoing the secret", (_what, value, says) => {
+    const err = envError(() => runtimeFromEnv({ CACHEGATE_METRICS_TOKEN: value }));
+    expect(err.details![0]!.path).toBe("CACHEGATE_METRICS_TOKEN");
+    expect(err.message).toContain("CACHEGATE_METRICS_TOKEN");
+    expect(err.message).toContain(says);
+    expect(err.message).not.toContain(value);
+  });
+
+  test("the admin token is refused as the metrics token: Prometheus would hold the admin token", () => {
+    const err = envError(() => runtimeFromEnv({ CACHEGATE_METRICS_TOKEN: good, CACHEGATE_ADMIN_TOKEN: good }));
+    expect(err.message).toContain("must differ from CACHEGATE_ADMIN_TOKEN");
+  });
+});

@@ -23,6 +23,7 @@ export interface TestGatewayOptions {
   dataDir?: string;
   allowPrivate?: boolean;
   adminToken?: string;
+  metricsToken?: string;
   log?: GatewayOptions["log"];
   now?: () => number;
 }
@@ -46,6 +47,7 @@ export async function startTestGateway(opts: TestGatewayOptions = {}): Promise<T
       adminHost: "127.0.0.1",
       adminPort: 0,
       adminToken: opts.adminToken ?? "test-token",
+      metricsToken: opts.metricsToken,
       allowPrivateUpstreams: opts.allowPrivate ?? true,
       workers: 1,
     },
