@@ -34,6 +34,7 @@ export type ErrorCode =
   | "body_too_large"
   | "invalid_json"
   | "invalid_request"
+  | "not_in_a_fleet"
   | "invalid_config"
   | "invalid_environment"
   | "port_unavailable"

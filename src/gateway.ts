@@ -1,11 +1,12 @@
 import { randomBytes } from "node:crypto";
 import { chmod, mkdir } from "node:fs/promises";
+import type { IncomingMessage, ServerResponse } from "node:http";
 import { join } from "node:path";
 import { agentRoutes } from "./admin/agent-routes.ts";
 import { createAdminApp } from "./admin/app.ts";
 import { cacheRoutes } from "./admin/cache-routes.ts";
 import { configRoutes } from "./admin/config-routes.ts";
-import { statsRoutes } from "./admin/stats-routes.ts";
+import { statsBody, statsFigures, statsRoutes } from "./admin/stats-routes.ts";
 import { tlsRoutes } from "./admin/tls-routes.ts";
 import { loadAdminToken } from "./admin/token.ts";
 import { versionRoutes } from "./admin/version-routes.ts";
@@ -27,6 +28,7 @@ import type { Config, ConfigInput } from "./config/schema.ts";
 import { loadOverrides, saveOverrides } from "./config/settings-store.ts";
 import { openDb } from "./db/client.ts";
 import { GatewayError } from "./errors.ts";
+import { fleetStatsPage, gatherFleetFigures } from "./fleet/fleet-stats.ts";
 import { createFleet } from "./fleet/members.ts";
 import { createPeerFetch } from "./fleet/peer-fetch.ts";
 import { createLogger, type Logger } from "./log.ts";
@@ -194,7 +196,10 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   agents.onRevoke((username) => (primary ? primary.revoke(username) : tunnel.closeAgent(username)));
   // Set when graceful shutdown begins: the agent port's /healthz then answers 503.
   let stopping = false;
-  const pages = createPortPages({ config: current, stopping: () => stopping });
+  const portPages = createPortPages({ config: current, stopping: () => stopping });
+  // The other members read this one's figures on its agent port (GET /api/stats?fleet=1 on theirs).
+  const fleetPage = fleetStatsPage(fleet, () => figures().then(statsBody));
+  const pages = (req: IncomingMessage, res: ServerResponse) => portPages(req, res) || fleetPage(req, res);
   const listener = createAgentListener({
     build: async (c: Config) =>
       createProxyServer({
@@ -215,7 +220,16 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     main.index.flush();
     return { platform: main.pipeline.inFlight(), patch: patch.cache()?.pipeline.inFlight() ?? 0 };
   };
-  const downloads = primary ? primary.report : async () => local();
+  // A worker asked for its member's figures by another member has the primary gather every worker's first.
+  const downloads = primary ? primary.report : worker ? worker.report : async () => local();
+  const statsDeps = {
+    stats,
+    index: main.index,
+    maxBytes: () => current().cache.maxSizeBytes,
+    downloads,
+    patchDisk: patch.usage,
+  };
+  const figures = statsFigures(statsDeps);
 
   const adminApp = (caPem: () => string) =>
     createAdminApp({
@@ -235,13 +249,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       }),
       routes: [
         configRoutes({ config, log }),
-        statsRoutes({
-          stats,
-          index: main.index,
-          maxBytes: () => current().cache.maxSizeBytes,
-          downloads,
-          patchDisk: patch.usage,
-        }),
+        statsRoutes({ ...statsDeps, fleet: (own) => gatherFleetFigures(fleet, own) }),
         cacheRoutes({ index: main.index, verifier: main.verifier, ttlRules: () => current().cache.ttlRules, now, log }),
         tlsRoutes({ caPem }),
         agentRoutes({ agents, log }),

@@ -1,4 +1,6 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
+import { NOT_IN_A_FLEET } from "../admin/stats-routes.ts";
+import { GatewayError } from "../errors.ts";
 import { PEER_HEADER } from "../proxy/hop-by-hop.ts";
 import type { Fleet } from "./members.ts";
 
@@ -25,7 +27,8 @@ export interface FleetFigures {
  * that does not answer within `timeoutMs` is listed with why, never left out.
  */
 export async function gatherFleetFigures(fleet: Fleet, own: Figures, timeoutMs = 3000): Promise<FleetFigures> {
-  const self = fleet.self()!;
+  const self = fleet.self();
+  if (self === undefined) throw new GatewayError(409, "not_in_a_fleet", NOT_IN_A_FLEET);
   const members = await Promise.all(
     fleet.view().map(async ({ member }): Promise<MemberFigures> => {
       if (member === self) return { member, self: true, answered: true, stats: own };

@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { admin, agentGet } from "../support/admin.ts";
+import { admin, agentGet, jsonOf } from "../support/admin.ts";
 import { cleanupAfterEach } from "../support/cleanup.ts";
 import { startTestGateway, type TestGateway } from "../support/gateway.ts";
 import { type Origin, startOrigin } from "../support/origin.ts";
@@ -123,6 +123,47 @@ describe("a fleet fetches each object once", () => {
     expect(res.status).toBe(403);
     expect(res.body.toString()).toContain("CACHEGATE_PEERS");
     expect(origin.count()).toBe(0);
+  });
+});
+
+describe("the fleet's figures from any member: GET /api/stats?fleet=1", () => {
+  test("every member's figures and their sum; a member that does not answer is listed as such", async () => {
+    const origin = objectOrigin();
+    const members = await startFleet();
+    const [a, , c] = members as [TestGateway, TestGateway, TestGateway];
+    for (let i = 0; i < 6; i++) {
+      for (const m of members) expect((await agentGet(m.proxyUrl, origin.url(`/f/${i}`))).status).toBe(200);
+    }
+    const view = await admin(a).json("/api/stats?fleet=1");
+    expect(view.requests).toBe(6); // its own figures stay where they were
+    expect(view.fleet.members.map((m: { member: string }) => m.member)).toEqual(members.map((m) => m.proxyUrl));
+    expect(view.fleet.members.every((m: { answered: boolean }) => m.answered)).toBe(true);
+    expect(view.fleet.total.requests).toBe(18);
+    expect(view.fleet.total.peer).toBe(12);
+    expect(view.fleet.total.bytesUpstream).toBe(6 * body("/f/0").length);
+    const today = view.fleet.total.bandwidth.filter((r: { day: string }) => r.day === view.bandwidth[0].day);
+    expect(today.reduce((n: number, r: { requests: number }) => n + r.requests, 0)).toBe(18);
+
+    await c.stop();
+    const partial = await admin(a).json("/api/stats?fleet=1");
+    const gone = partial.fleet.members.find((m: { member: string }) => m.member === c.proxyUrl);
+    expect(gone).toMatchObject({ answered: false });
+    expect(gone.error).toBeString();
+    expect(partial.fleet.total.requests).toBe(12);
+  });
+
+  test("a member's figures are for the other members only; ?fleet=1 outside a fleet says how to make one", async () => {
+    const gw = await startTestGateway();
+    defer(() => gw.close());
+    const res = await admin(gw).get("/api/stats?fleet=1");
+    expect(res.status).toBe(409);
+    expect((await jsonOf(res)).error).toContain("CACHEGATE_PEERS");
+    expect((await admin(gw).get("/api/stats?fleet=yes")).status).toBe(400);
+    const peers = ["http://127.0.0.2:8080", "http://127.0.0.3:8080"];
+    expect((await admin(gw).patch({ cluster: { peers, self: peers[0] } })).status).toBe(200);
+    const page = await fetch(`${gw.proxyUrl}/fleet/stats`, { headers: { "x-cachegate-peer": peers[1]! } });
+    expect(page.status).toBe(403);
+    expect((await jsonOf(page)).error).toContain("/api/stats?fleet=1");
   });
 });
 

@@ -49,6 +49,12 @@ test("behind HAProxy (round-robin on purpose): 30 objects × 3 requests → 30 o
     }
     expect(origin.count()).toBe(30);
     expect(labels.get("PEER") ?? 0).toBeGreaterThan(0);
+    // Each agent request counted once in the fleet, by the member (or worker) that held the agent.
+    const fleet = (await members[0]!.json("/api/stats?fleet=1")).fleet;
+    expect(fleet.total.requests).toBe(90);
+    expect(fleet.total.bytesUpstream).toBe(
+      Array.from({ length: 30 }, (_, i) => body(i).length).reduce((a, b) => a + b),
+    );
 
     // One member dies (no goodbye): HAProxy retries another member, and the members skip it for its URLs.
     await members[1]!.kill("SIGKILL");
