@@ -1,12 +1,13 @@
 import { randomBytes } from "node:crypto";
 import { chmod } from "node:fs/promises";
+import type { IncomingMessage, ServerResponse } from "node:http";
 import { join } from "node:path";
 import { createAccessLog } from "./access-log/access-log.ts";
 import { agentRoutes } from "./admin/agent-routes.ts";
 import { createAdminApp } from "./admin/app.ts";
 import { cacheRoutes } from "./admin/cache-routes.ts";
 import { configRoutes } from "./admin/config-routes.ts";
-import { statsRoutes } from "./admin/stats-routes.ts";
+import { statsBody, statsFigures, statsRoutes } from "./admin/stats-routes.ts";
 import { tlsRoutes } from "./admin/tls-routes.ts";
 import { loadAdminToken } from "./admin/token.ts";
 import { versionRoutes } from "./admin/version-routes.ts";
@@ -28,6 +29,9 @@ import type { Config, ConfigInput } from "./config/schema.ts";
 import { loadOverrides, saveOverrides } from "./config/settings-store.ts";
 import { openDb } from "./db/client.ts";
 import { GatewayError } from "./errors.ts";
+import { fleetStatsPage, gatherFleetFigures } from "./fleet/fleet-stats.ts";
+import { createFleet } from "./fleet/members.ts";
+import { createPeerFetch } from "./fleet/peer-fetch.ts";
 import { createLogger, type Logger } from "./log.ts";
 import { createAddressGuard } from "./net/address-guard.ts";
 import { createPatchCache, type PatchCache } from "./patch/patch-cache.ts";
@@ -152,12 +156,15 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   // A corporate proxy or parent gateway (upstreamProxy) that upstream fetches and piped tunnels go through.
   const upstreamProxy = await createUpstreamProxy(current, log);
   const fetchUpstream = createUpstreamFetch({ guard, via, onBody: stats.upstream, proxyFor: upstreamProxy.hopFor });
+  // In a fleet, the caches ask the member that owns a URL before the origin (src/fleet/); the primary serves no agents.
+  const fleet = createFleet({ cluster: () => current().cluster, log });
+  const fetchForCache = primary ? fetchUpstream : createPeerFetch({ fleet, upstream: fetchUpstream, via, log });
   // A worker sends what it cannot answer from the store to the URL's owner worker.
   const relay = worker && createRelayClient({ self: worker.slot, secret: worker.secret, peers: worker.peers, log });
 
   const cacheOptions = {
     serveStaleOnError: () => current().cache.serveStaleOnError,
-    fetchUpstream,
+    fetchUpstream: fetchForCache,
     ttlRules: () => current().cache.ttlRules,
     onResume: stats.resumed,
     log,
@@ -221,10 +228,19 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   agents.onRevoke((username) => (primary ? primary.revoke(username) : tunnel.closeAgent(username)));
   // Set when graceful shutdown begins: the agent port's /healthz then answers 503.
   let stopping = false;
-  const pages = createPortPages({ config: current, stopping: () => stopping });
+  const portPages = createPortPages({ config: current, stopping: () => stopping });
+  // The other members read this one's figures on its agent port (GET /api/stats?fleet=1 on theirs).
+  const fleetPage = fleetStatsPage(fleet, () => figures().then(statsBody));
+  const pages = (req: IncomingMessage, res: ServerResponse) => portPages(req, res) || fleetPage(req, res);
   const listener = createAgentListener({
     build: async (c: Config) =>
-      createProxyServer({ ...handlerOptions, connect: tunnel, pages, tls: await tls.agentListenerOptions(c) }),
+      createProxyServer({
+        ...handlerOptions,
+        connect: tunnel,
+        pages,
+        tls: await tls.agentListenerOptions(c),
+        memberAt: fleet.memberAt,
+      }),
     host: runtime.host,
     ownPorts,
     log,
@@ -236,7 +252,16 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     main.index.flush();
     return { platform: main.pipeline.inFlight(), patch: patch.cache()?.pipeline.inFlight() ?? 0 };
   };
-  const downloads = primary ? primary.report : async () => local();
+  // A worker asked for its member's figures by another member has the primary gather every worker's first.
+  const downloads = primary ? primary.report : worker ? worker.report : async () => local();
+  const statsDeps = {
+    stats,
+    index: main.index,
+    maxBytes: () => current().cache.maxSizeBytes,
+    downloads,
+    patchDisk: patch.usage,
+  };
+  const figures = statsFigures(statsDeps);
 
   const adminApp = (caPem: () => string) =>
     createAdminApp({
@@ -248,6 +273,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
         patchMode: current().patchMode.enabled,
         uptimeSeconds: Math.floor((now() - started) / 1000),
         downloads: (await downloads()).platform,
+        ...(fleet.self() ? { fleet: fleet.view() } : {}),
         // With workers, agents are served once all started, and then while at least one runs.
         ...(primary
           ? { workers: primary.workers(), workersConfigured: runtime.workers, status: primary.unavailable() ?? "ok" }
@@ -255,13 +281,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       }),
       routes: [
         configRoutes({ config, log }),
-        statsRoutes({
-          stats,
-          index: main.index,
-          maxBytes: () => current().cache.maxSizeBytes,
-          downloads,
-          patchDisk: patch.usage,
-        }),
+        statsRoutes({ ...statsDeps, fleet: (own) => gatherFleetFigures(fleet, own) }),
         cacheRoutes({ index: main.index, verifier: main.verifier, ttlRules: () => current().cache.ttlRules, now, log }),
         tlsRoutes({ caPem }),
         agentRoutes({ agents, log }),
@@ -340,6 +360,8 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       await relayServer?.stop();
       await Promise.all([main.pipeline.stop(), patch.cache()?.pipeline.stop()]);
       relay?.close();
+      fleet.stop();
+      if (fetchForCache !== fetchUpstream) fetchForCache.close();
       fetchUpstream.close();
       stats.stop();
       accessLog?.stop();

@@ -72,6 +72,8 @@ export function configInputFromEnv(env: Env): ConfigInput {
   if (env.CACHEGATE_CACHE_MAX_SIZE !== undefined) section("cache").maxSizeBytes = int(env.CACHEGATE_CACHE_MAX_SIZE);
   // An empty value means no upstream proxy, as an unset one (http_proxy= does the same for curl).
   if (env.CACHEGATE_UPSTREAM_PROXY?.trim()) section("upstreamProxy").url = env.CACHEGATE_UPSTREAM_PROXY;
+  if (env.CACHEGATE_PEERS !== undefined) section("cluster").peers = list(env.CACHEGATE_PEERS);
+  if (env.CACHEGATE_PEER_SELF !== undefined) section("cluster").self = env.CACHEGATE_PEER_SELF.trim();
   return doc as ConfigInput;
 }
 
@@ -89,12 +91,18 @@ const ENV_OF_PATH: Record<string, string> = {
   "patchDisk.path": "CACHEGATE_PATCH_DISK",
   "patchDisk.minFreeBytes": "CACHEGATE_PATCH_DISK_MIN_FREE",
   "upstreamProxy.url": "CACHEGATE_UPSTREAM_PROXY",
+  "cluster.self": "CACHEGATE_PEER_SELF",
 };
+
+const ENV_OF_LIST: [prefix: string, name: string][] = [
+  ["platformDomains", "CACHEGATE_PLATFORM_DOMAINS"],
+  ["cluster.peers", "CACHEGATE_PEERS"],
+];
 
 /** Errors in env values are reported under the variable's name, which is what the operator typed. */
 function envNames(errors: FieldError[]): FieldError[] {
   return errors.map((e) => {
-    const name = ENV_OF_PATH[e.path] ?? (e.path.startsWith("platformDomains") ? "CACHEGATE_PLATFORM_DOMAINS" : e.path);
+    const name = ENV_OF_PATH[e.path] ?? ENV_OF_LIST.find(([prefix]) => e.path.startsWith(prefix))?.[1] ?? e.path;
     // The proxy's password must not reach the start-up log.
     const value = e.path === "upstreamProxy.url" && typeof e.value === "string" ? maskProxyUrl(e.value) : e.value;
     return { ...e, path: name, value, message: e.message.replace(e.path, name) };

@@ -51,7 +51,7 @@ export function createFastHit(opts: FastHitOptions): FastHit {
     if (env.form !== "absolute" || hasLooped(headers, opts.via) || onlyRespondAnswers(headers)) return undefined;
     const config = opts.config();
     const { patchMode } = config;
-    if (patchMode.enabled) {
+    if (patchMode.enabled && !env.peer) {
       try {
         const header = headers.get("proxy-authorization");
         env.client = await admitRequest(opts.agents, patchMode.clientNetworks, env, header);

@@ -2,6 +2,7 @@ import { createServer, type IncomingMessage, type Server } from "node:http";
 import { createServer as createTlsServer, type ServerOptions as TlsServerOptions } from "node:https";
 import type { Duplex } from "node:stream";
 import type { Served } from "../stats/collector.ts";
+import { PEER_HEADER } from "./hop-by-hop.ts";
 import type { PortPages } from "./port-pages.ts";
 import { createRequestHandler, type RequestHandlerOptions } from "./request-handler.ts";
 
@@ -9,6 +10,8 @@ export interface ProxyServerOptions extends RequestHandlerOptions {
   connect: (req: IncomingMessage, socket: Duplex, head: Buffer) => Promise<void>;
   /** When set, agents speak TLS to the proxy port itself (an HTTPS proxy). */
   tls?: TlsServerOptions;
+  /** The fleet member at a connection's address, if any (src/fleet/members.ts): only they may send peer requests. */
+  memberAt?: (address: string | undefined) => string | undefined;
   /** The port's own origin-form pages (/healthz, /proxy.pac): answered before the proxy sees the request. */
   pages?: PortPages;
 }
@@ -24,11 +27,12 @@ export function createProxyServer(opts: ProxyServerOptions): Server {
   const handler = createRequestHandler(opts, (req) => {
     const target = req.url ?? "/";
     const agent = req.socket.remoteAddress ?? "unknown";
+    const peer = req.headers[PEER_HEADER] === undefined ? undefined : (opts.memberAt?.(agent) ?? false);
     // origin-form (`GET /path`): the client did not treat us as a proxy.
     if (target.startsWith("/")) {
-      return { url: `http://${req.headers.host || "gateway"}${target}`, form: "origin", agent, address: agent };
+      return { url: `http://${req.headers.host || "gateway"}${target}`, form: "origin", agent, address: agent, peer };
     }
-    return { url: target, form: "absolute", agent, address: agent };
+    return { url: target, form: "absolute", agent, address: agent, peer };
   });
   const pages = opts.pages;
   const listener: typeof handler = pages

@@ -4,6 +4,7 @@ import type { Logger } from "../log.ts";
 import type { Served } from "../stats/collector.ts";
 import type { ProxyBindings } from "./app.ts";
 import type { FastHit } from "./fast-hit.ts";
+import { PEER_HEADER } from "./hop-by-hop.ts";
 import { headersOf, toRequest, writeResponse } from "./node-adapter.ts";
 import { refusalResponse } from "./refusal.ts";
 
@@ -26,6 +27,8 @@ export type TargetOf = (req: IncomingMessage) => {
   /** The agent's address (`agent` is its user name in a tunnel it authorized). */
   address: string;
   authenticated?: boolean;
+  /** A fleet member's request (its mark, from its address); false when the mark came from elsewhere. */
+  peer?: string | false;
 };
 
 /** How a response went out: its X-Cache label (null for a refusal), body bytes and type, and whether from memory. */
@@ -35,6 +38,10 @@ export interface Outcome {
   contentType?: string | null;
   fromMemory?: boolean;
 }
+
+const NOT_A_MEMBER =
+  "x-cachegate-peer is for requests between the fleet members listed in CACHEGATE_PEERS (cluster.peers), " +
+  "from their own addresses; send this request without it";
 
 /**
  * Answers node:http requests: a small fresh hit straight from memory (the
@@ -74,8 +81,8 @@ export function createRequestHandler(opts: RequestHandlerOptions, urlOf: TargetO
 
   return (req, res) => {
     const started = performance.now();
-    const { url, form, agent, address, authenticated } = urlOf(req);
-    const env: ProxyBindings = { client: agent, form, authenticated };
+    const { url, form, agent, address, authenticated, peer } = urlOf(req);
+    const env: ProxyBindings = { client: agent, form, authenticated, ...(peer ? { peer } : {}) };
     const served: Report = {
       env,
       // Told once the body is sent; env.client is the agent's user name by then if it authenticated.
@@ -92,6 +99,7 @@ export function createRequestHandler(opts: RequestHandlerOptions, urlOf: TargetO
           httpVersion: req.httpVersion,
           referer: req.headers.referer,
           userAgent: req.headers["user-agent"],
+          peer: env.peer,
         }),
     };
     let parsed: URL;
@@ -103,6 +111,13 @@ export function createRequestHandler(opts: RequestHandlerOptions, urlOf: TargetO
     } catch {
       return badTarget(req, res, served);
     }
+    if (peer === false) {
+      const response = refusalResponse(new GatewayError(403, "not_a_fleet_member", NOT_A_MEMBER), opts.via);
+      const contentType = response.headers.get("content-type");
+      void writeResponse(res, response).then((bytes) => served.report({ label: null, bytes, contentType }));
+      return;
+    }
+    if (peer === undefined) headers.delete(PEER_HEADER); // trusted only from a member (and never inside a tunnel)
     // Only GET and HEAD can be fast hits; a request with a body goes to the app at once.
     const bodiless = req.method === "GET" || req.method === "HEAD";
     if (!opts.fastHit || !bodiless) return viaApp(req, res, url, headers, served);

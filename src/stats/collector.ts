@@ -37,11 +37,14 @@ export interface Served {
   httpVersion?: string;
   referer?: string;
   userAgent?: string;
+  /** Asked by this fleet member (src/fleet/) for its agent: counted there, where the agent is. */
+  peer?: string;
 }
 
 const LABEL_COUNTER: Record<string, string> = {
   HIT: "hits",
   MISS: "misses",
+  PEER: "peer",
   COALESCED: "coalesced",
   REVALIDATED: "revalidated",
   STALE: "stale",
@@ -54,6 +57,7 @@ const COUNTERS = [
   "refused",
   "hits",
   "misses",
+  "peer",
   "coalesced",
   "revalidated",
   "stale",
@@ -156,6 +160,7 @@ export function createStats(db: Db, opts: StatsOptions) {
     served(s: Served): void {
       // Tunnels are the access log's: their bytes are not the cache's to account for.
       if (s.method === "CONNECT") return;
+      if (s.peer) return; // the fleet's figures add up members' figures: each agent request is counted once
       // Refusals the gateway made itself (403, 407, 400…) carry no X-Cache: not agent traffic.
       if (s.label === null) return void add("refused", 1);
       add("requests", 1);
@@ -225,6 +230,7 @@ export function createStats(db: Db, opts: StatsOptions) {
         refused: totals.refused,
         hits: totals.hits,
         misses: totals.misses,
+        peer: totals.peer,
         coalesced: totals.coalesced,
         revalidated: totals.revalidated,
         stale: totals.stale,

@@ -21,6 +21,8 @@ export interface PoolOptions {
   idleMs?: number;
   /** Idle connections kept per target. */
   maxIdlePerTarget?: number;
+  /** A connection not made (and for TLS, verified) within this long fails; unset, only the caller's signal bounds it. */
+  connectTimeoutMs?: number;
 }
 
 /**
@@ -106,13 +108,25 @@ export function createConnectionPool(opts: PoolOptions = {}) {
           reject(signal.reason);
         };
         signal.addEventListener("abort", abandon, { once: true });
+        const slow =
+          opts.connectTimeoutMs === undefined
+            ? undefined
+            : setTimeout(() => {
+                signal.removeEventListener("abort", abandon);
+                socket.destroy();
+                reject(
+                  Object.assign(new Error(`no connection within ${opts.connectTimeoutMs} ms`), { code: "ETIMEDOUT" }),
+                );
+              }, opts.connectTimeoutMs);
         socket.once(target.tls ? "secureConnect" : "connect", () => {
+          clearTimeout(slow);
           signal.removeEventListener("abort", abandon);
           socket.off("error", reject);
           socket.setNoDelay(true);
           resolve(socket);
         });
         socket.once("error", (err) => {
+          clearTimeout(slow);
           signal.removeEventListener("abort", abandon);
           tunnel?.destroy();
           reject(err);
