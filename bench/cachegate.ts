@@ -25,6 +25,10 @@ export interface CachegateOptions {
   name?: string;
   /** CACHEGATE_WORKERS; unset (also when the caller's env has it) means the gateway's default, one per core. */
   workers?: number;
+  /** The agent port (a fleet's members name each other's before they start); default a free one. */
+  proxyPort?: number;
+  /** More CACHEGATE_* settings (a fleet's CACHEGATE_PEERS and CACHEGATE_PEER_SELF). */
+  env?: Record<string, string>;
 }
 
 /**
@@ -35,7 +39,7 @@ export interface CachegateOptions {
 export async function startCachegate(logDir: string, opts: CachegateOptions = {}): Promise<Cachegate> {
   const name = opts.name ?? "cachegate";
   const { CACHEGATE_WORKERS: _, ...env } = process.env;
-  const [proxyPort, adminPort] = [await freePort(), await freePort()];
+  const [proxyPort, adminPort] = [opts.proxyPort ?? (await freePort()), await freePort()];
   let starts = 0;
   let errLog = "";
   let outLog = "";
@@ -59,6 +63,7 @@ export async function startCachegate(logDir: string, opts: CachegateOptions = {}
         CACHEGATE_CACHE_MODE: "1",
         CACHEGATE_PLATFORM_DOMAINS: "localhost",
         CACHEGATE_ALLOW_PRIVATE_UPSTREAMS: "1",
+        ...opts.env,
       },
       stdout: await freshLog(outLog),
       stderr: await freshLog(errLog),

@@ -1,12 +1,14 @@
 import { randomBytes } from "node:crypto";
-import { chmod, mkdir } from "node:fs/promises";
+import { chmod } from "node:fs/promises";
+import type { IncomingMessage, ServerResponse } from "node:http";
 import { join } from "node:path";
+import { createAccessLog } from "./access-log/access-log.ts";
 import { activityRoutes } from "./admin/activity-routes.ts";
 import { agentRoutes } from "./admin/agent-routes.ts";
 import { createAdminApp } from "./admin/app.ts";
 import { cacheRoutes } from "./admin/cache-routes.ts";
 import { configRoutes } from "./admin/config-routes.ts";
-import { statsRoutes } from "./admin/stats-routes.ts";
+import { statsBody, statsFigures, statsRoutes } from "./admin/stats-routes.ts";
 import { tlsRoutes } from "./admin/tls-routes.ts";
 import { loadAdminToken } from "./admin/token.ts";
 import { versionRoutes } from "./admin/version-routes.ts";
@@ -28,6 +30,9 @@ import type { Config, ConfigInput } from "./config/schema.ts";
 import { loadOverrides, saveOverrides } from "./config/settings-store.ts";
 import { openDb } from "./db/client.ts";
 import { GatewayError } from "./errors.ts";
+import { fleetStatsPage, gatherFleetFigures } from "./fleet/fleet-stats.ts";
+import { createFleet } from "./fleet/members.ts";
+import { createPeerFetch } from "./fleet/peer-fetch.ts";
 import { createLogger, type Logger } from "./log.ts";
 import { createAddressGuard } from "./net/address-guard.ts";
 import { createPatchCache, type PatchCache } from "./patch/patch-cache.ts";
@@ -39,11 +44,13 @@ import { createPortPages } from "./proxy/port-pages.ts";
 import { createProxyServer } from "./proxy/proxy-server.ts";
 import { createTunnelHandler } from "./proxy/tunnel.ts";
 import { createUpstreamFetch } from "./proxy/upstream.ts";
-import { createStats, type Stats } from "./stats/collector.ts";
+import { createStats, type Served, type Stats } from "./stats/collector.ts";
 import { cacheDisk } from "./store/disk-usage.ts";
+import { ensureWritableDir } from "./store/writable-dir.ts";
 import type { LeafMinter } from "./tls/leaf-cache.ts";
 import { TLS_VERSIONS } from "./tls/versions.ts";
 import { createWorkerTls } from "./tls/worker-tls.ts";
+import { createUpstreamProxy } from "./upstream/upstream-proxy.ts";
 import { VERSION } from "./version.ts";
 
 export interface GatewayOptions {
@@ -78,12 +85,17 @@ export interface Gateway {
   minter: LeafMinter;
   /** Removes what a process that died (a worker) was downloading into the caches' temp dirs. */
   sweepDownloadsOf(pid: number): Promise<void>;
+  /** SIGHUP: writes the pending counters and reopens the access log (logrotate); with workers, in each of them. */
+  reopen(): void;
   stop(): Promise<void>;
 }
 
-/** The data dir holds the admin token, the CA key and agent password hashes: 0700, whoever created it. */
+/**
+ * The data dir holds the admin token, the CA key and agent password hashes: 0700, whoever created it. It must be
+ * writable by this process's user, or the start stops here with who is who and how to fix it.
+ */
 async function ownerOnly(dir: string, log: Logger): Promise<void> {
-  await mkdir(dir, { recursive: true, mode: 0o700 });
+  await ensureWritableDir(dir, { what: "data dir", variable: "CACHEGATE_DATA_DIR" });
   await chmod(dir, 0o700).catch((error) => log.warn("cannot make the data dir owner-only (0700)", { dir, error }));
 }
 
@@ -101,6 +113,9 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const primary = opts.cluster?.role === "primary" ? opts.cluster.workers : undefined;
   const worker = opts.cluster?.role === "worker" ? opts.cluster.link : undefined;
   const started = now();
+  // Opened first, in every process: a path that cannot be written refuses the start before anything is made.
+  // A primary writes no line (its workers serve the agents).
+  const accessLog = runtime.accessLog && createAccessLog({ ...runtime.accessLog, log, now });
   await ownerOnly(runtime.dataDir, log);
   const adminToken = await loadAdminToken(runtime.dataDir, runtime.adminToken, log);
   if (runtime.metricsToken === adminToken) {
@@ -123,19 +138,35 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   // Its workers will share the agent port with SO_REUSEPORT: first make sure nobody else has it.
   if (primary) assertPortFree(runtime.host, config.current.cacheMode.port);
   const stats = createStats(db, { kinds: () => current().stats.kinds, now, log });
+  // One report per response, for the counters and the access log alike.
+  const onServed = accessLog
+    ? (served: Served) => {
+        stats.served(served);
+        accessLog.served(served);
+      }
+    : stats.served;
+  const reopenHere = () => {
+    stats.flush();
+    accessLog?.reopen();
+  };
 
   // The ports this gateway listens on, as the listeners bind them: requests through it must not loop back.
   const ownPorts = new Set<number>();
   if (worker) ownPorts.add(worker.adminPort);
   const guard = createAddressGuard({ allowPrivate: runtime.allowPrivateUpstreams, ownPorts });
   const via = worker?.via ?? `cachegate-${randomBytes(3).toString("hex")}`;
-  const fetchUpstream = createUpstreamFetch({ guard, via, onBody: stats.upstream });
+  // A corporate proxy or parent gateway (upstreamProxy) that upstream fetches and piped tunnels go through.
+  const upstreamProxy = await createUpstreamProxy(current, log);
+  const fetchUpstream = createUpstreamFetch({ guard, via, onBody: stats.upstream, proxyFor: upstreamProxy.hopFor });
+  // In a fleet, the caches ask the member that owns a URL before the origin (src/fleet/); the primary serves no agents.
+  const fleet = createFleet({ cluster: () => current().cluster, log });
+  const fetchForCache = primary ? fetchUpstream : createPeerFetch({ fleet, upstream: fetchUpstream, via, log });
   // A worker sends what it cannot answer from the store to the URL's owner worker.
   const relay = worker && createRelayClient({ self: worker.slot, secret: worker.secret, peers: worker.peers, log });
 
   const cacheOptions = {
     serveStaleOnError: () => current().cache.serveStaleOnError,
-    fetchUpstream,
+    fetchUpstream: fetchForCache,
     ttlRules: () => current().cache.ttlRules,
     onResume: stats.resumed,
     log,
@@ -180,21 +211,38 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     fastHit: createFastHit({ config: current, pipelines, agents: agentGate, via, log }),
     via,
     log,
-    onServed: stats.served,
+    onServed,
   };
   const interceptor = createInterceptor({
     ...handlerOptions,
     minter: tls.minter,
     minVersion: () => TLS_VERSIONS[current().tls.minVersion],
   });
-  const tunnel = createTunnelHandler({ config: current, guard, log, interceptor, agents: agentGate });
+  const tunnel = createTunnelHandler({
+    config: current,
+    guard,
+    log,
+    interceptor,
+    agents: agentGate,
+    proxyFor: upstreamProxy.hopFor,
+    onServed,
+  });
   agents.onRevoke((username) => (primary ? primary.revoke(username) : tunnel.closeAgent(username)));
   // Set when graceful shutdown begins: the agent port's /healthz then answers 503.
   let stopping = false;
-  const pages = createPortPages({ config: current, stopping: () => stopping });
+  const portPages = createPortPages({ config: current, stopping: () => stopping });
+  // The other members read this one's figures on its agent port (GET /api/stats?fleet=1 on theirs).
+  const fleetPage = fleetStatsPage(fleet, () => figures().then(statsBody));
+  const pages = (req: IncomingMessage, res: ServerResponse) => portPages(req, res) || fleetPage(req, res);
   const listener = createAgentListener({
     build: async (c: Config) =>
-      createProxyServer({ ...handlerOptions, connect: tunnel, pages, tls: await tls.agentListenerOptions(c) }),
+      createProxyServer({
+        ...handlerOptions,
+        connect: tunnel,
+        pages,
+        tls: await tls.agentListenerOptions(c),
+        memberAt: fleet.memberAt,
+      }),
     host: runtime.host,
     ownPorts,
     log,
@@ -211,7 +259,17 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     ];
     return { platform: main.pipeline.inFlight(), patch: patchPipeline?.inFlight() ?? 0, active };
   };
-  const downloads = primary ? primary.report : async () => local();
+  // A worker asked for its member's figures by another member has the primary gather every worker's first.
+  const downloads = primary ? primary.report : worker ? worker.report : async () => local();
+  const statsDeps = {
+    stats,
+    index: main.index,
+    maxBytes: () => current().cache.maxSizeBytes,
+    downloads,
+    cacheDisk: () => cacheDisk(runtime.dataDir),
+    patchDisk: patch.usage,
+  };
+  const figures = statsFigures(statsDeps);
 
   const adminApp = (caPem: () => string) =>
     createAdminApp({
@@ -223,6 +281,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
         patchMode: current().patchMode.enabled,
         uptimeSeconds: Math.floor((now() - started) / 1000),
         downloads: (await downloads()).platform,
+        ...(fleet.self() ? { fleet: fleet.view() } : {}),
         // With workers, agents are served once all started, and then while at least one runs.
         ...(primary
           ? { workers: primary.workers(), workersConfigured: runtime.workers, status: primary.unavailable() ?? "ok" }
@@ -230,14 +289,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       }),
       routes: [
         configRoutes({ config, log }),
-        statsRoutes({
-          stats,
-          index: main.index,
-          maxBytes: () => current().cache.maxSizeBytes,
-          downloads,
-          cacheDisk: () => cacheDisk(runtime.dataDir),
-          patchDisk: patch.usage,
-        }),
+        statsRoutes({ ...statsDeps, fleet: (own) => gatherFleetFigures(fleet, own) }),
         cacheRoutes({ index: main.index, verifier: main.verifier, ttlRules: () => current().cache.ttlRules, now, log }),
         tlsRoutes({ caPem }),
         agentRoutes({ agents, log }),
@@ -266,11 +318,12 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   // Appliers run before a change is committed; any of them may refuse it.
   config.onApply(tls.reload);
   config.onApply(patch.apply);
+  config.onApply(upstreamProxy.apply);
   if (primary) config.onApply(primary.applyConfig);
   else config.onApply(listener.apply);
 
   worker?.serve(
-    { config: (doc) => config.adopt(doc), revoke: tunnel.closeAgent, report: local },
+    { config: (doc) => config.adopt(doc), revoke: tunnel.closeAgent, report: local, reopen: reopenHere },
     { proxyPort, relayPort: relayServer!.port },
   );
   log.info(worker ? "cachegate worker serving" : "cachegate listening", {
@@ -304,6 +357,10 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       await main.store.sweepTempsOf(pid);
       await patch.cache()?.store.sweepTempsOf(pid);
     },
+    reopen() {
+      reopenHere();
+      primary?.reopen();
+    },
     async stop() {
       stopping = true; // first: whatever still reaches the agent port's /healthz from here on hears 503
       tunnel.closeAll();
@@ -312,8 +369,11 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       await relayServer?.stop();
       await Promise.all([main.pipeline.stop(), patch.cache()?.pipeline.stop()]);
       relay?.close();
+      fleet.stop();
+      if (fetchForCache !== fetchUpstream) fetchForCache.close();
       fetchUpstream.close();
       stats.stop();
+      accessLog?.stop();
       patch.close();
       main.close();
       db.$client.close();

@@ -3,7 +3,7 @@ import { randomBytes } from "node:crypto";
 import { parseCommandLine } from "./cli.ts";
 import { createSupervisor } from "./cluster/supervisor.ts";
 import { linkToPrimary, WORKER_ENV } from "./cluster/worker-link.ts";
-import { configFromEnv, configInputFromEnv, runtimeFromEnv } from "./config/env.ts";
+import { configFromEnv, configInputFromEnv, logLevelFromEnv, runtimeFromEnv } from "./config/env.ts";
 import { GatewayError } from "./errors.ts";
 import { type Gateway, startGateway } from "./gateway.ts";
 import { createLogger } from "./log.ts";
@@ -16,7 +16,24 @@ if (!command.run) {
 }
 
 const slot = process.env[WORKER_ENV.slot];
-const log = createLogger(undefined, cluster.isWorker ? { worker: Number(slot) } : undefined);
+// A bad CACHEGATE_LOG_LEVEL is reported at `info`, with the other bad values, by runtimeFromEnv below.
+const level = (() => {
+  try {
+    return logLevelFromEnv(process.env);
+  } catch {
+    return "info";
+  }
+})();
+// Workers inherit the environment, and with it the level.
+const log = createLogger(undefined, cluster.isWorker ? { worker: Number(slot) } : undefined, level);
+
+/**
+ * SIGHUP (logrotate's postrotate `kill -HUP`) reopens the access log and
+ * writes the pending counters; it never stops the process, whose default
+ * on SIGHUP is to exit. Caught from the start, before the gateway is up.
+ */
+let hangup = () => log.info("SIGHUP before the gateway was up: nothing to reopen yet");
+process.on("SIGHUP", () => hangup());
 
 /**
  * One process (`CACHEGATE_WORKERS=1`), or a primary that holds the admin API
@@ -24,19 +41,15 @@ const log = createLogger(undefined, cluster.isWorker ? { worker: Number(slot) } 
  * download per URL (src/cluster/). node:cluster runs this same file in each
  * worker.
  */
-async function start(): Promise<() => Promise<void>> {
+async function start(): Promise<{ stop(): Promise<void>; reopen(): void }> {
   configFromEnv(process.env); // reports bad CACHEGATE_* values by their variable names
   const runtime = runtimeFromEnv(process.env);
   const base = { config: configInputFromEnv(process.env), runtime, log };
   if (cluster.isWorker) {
     const link = linkToPrimary(process.env, log);
-    const gateway = await startGateway({ ...base, cluster: { role: "worker", link } });
-    return () => gateway.stop();
+    return startGateway({ ...base, cluster: { role: "worker", link } });
   }
-  if (runtime.workers === 1) {
-    const gateway = await startGateway(base);
-    return () => gateway.stop();
-  }
+  if (runtime.workers === 1) return startGateway(base);
 
   let gateway: Gateway | undefined;
   const secret = randomBytes(24).toString("hex");
@@ -64,17 +77,24 @@ async function start(): Promise<() => Promise<void>> {
     throw err;
   }
   log.info("cachegate workers serving", { workers: runtime.workers });
-  return async () => {
-    await workers.stop();
-    await gateway.stop();
+  return {
+    reopen: () => gateway!.reopen(),
+    async stop() {
+      await workers.stop();
+      await gateway!.stop();
+    },
   };
 }
 
 try {
-  const stop = await start();
+  const gateway = await start();
+  hangup = () => {
+    log.info("SIGHUP: writing the counters and reopening the access log");
+    gateway.reopen();
+  };
   const shutdown = async (signal: string) => {
     log.info("shutting down", { signal });
-    await stop();
+    await gateway.stop();
     process.exit(0);
   };
   process.once("SIGTERM", () => void shutdown("SIGTERM"));

@@ -7,6 +7,7 @@ import type { StatsFigures } from "./stats-routes.ts";
 const OUTCOMES = [
   ["HIT", "hits"],
   ["MISS", "misses"],
+  ["PEER", "peer"],
   ["COALESCED", "coalesced"],
   ["REVALIDATED", "revalidated"],
   ["STALE", "stale"],

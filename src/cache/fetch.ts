@@ -8,7 +8,7 @@ import { freshness, matchTtlRule, type ResponseTiming, storability, type TtlRule
 import { parseVary, variantOf } from "./key.ts";
 import { type Representation, respond, type XCache } from "./respond.ts";
 import { createRevalidation, upstreamRequest } from "./revalidate.ts";
-import { labelled, type ServeEntry } from "./serve.ts";
+import { fetchedLabel, labelled, type ServeEntry } from "./serve.ts";
 import { mayServeOnError } from "./stale.ts";
 
 export interface FetchDeps {
@@ -132,6 +132,6 @@ export function createFetch(deps: FetchDeps) {
     flight.settle({ kind: "download", download, rep, vary, variant, ...timing });
     const meta = { url, vary, status: res.status, headers: rep.headers, ...timing };
     void deps.filler.run(download, res, upstreamReq, meta, req.headers, flight.land);
-    return respond(req, rep, () => download.retain(), "MISS");
+    return respond(req, rep, () => download.retain(), fetchedLabel(res));
   }
 }

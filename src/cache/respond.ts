@@ -9,7 +9,8 @@ export interface Representation {
   size: number | undefined;
 }
 
-export type XCache = "HIT" | "MISS" | "REVALIDATED" | "COALESCED" | "STALE" | "UPDATING" | "BYPASS";
+/** PEER: fetched through the fleet member that owns the URL (src/fleet/), not from the origin. */
+export type XCache = "HIT" | "MISS" | "PEER" | "REVALIDATED" | "COALESCED" | "STALE" | "UPDATING" | "BYPASS";
 
 /**
  * Builds the agent's response from a stored or downloading body: a 304 for

@@ -1,5 +1,6 @@
 import type { Logger } from "../log.ts";
 import type { BlobStore } from "../store/blob-store.ts";
+import { answeredByPeer } from "../upstream/client.ts";
 import { BlobSource, type BodySource, MemorySource } from "./body-source.ts";
 import type { CacheIndex, StoredEntry } from "./cache-index.ts";
 import { respond, type XCache } from "./respond.ts";
@@ -101,9 +102,12 @@ function sharedCopies(index: CacheIndex, store: BlobStore) {
   };
 }
 
-/** An upstream response passed on to the agent, with its X-Cache label. */
+/** An upstream response passed on to the agent, with its X-Cache label (PEER for a miss a fleet member answered). */
 export function labelled(res: Response, label: XCache): Response {
   const headers = new Headers(res.headers);
-  headers.set("x-cache", label);
+  headers.set("x-cache", label === "MISS" ? fetchedLabel(res) : label);
   return new Response(res.body, { status: res.status, statusText: res.statusText, headers });
 }
+
+/** What the agent is told about a response fetched for it: from the origin, or through the member that owns it. */
+export const fetchedLabel = (res: Response): XCache => (answeredByPeer(res) ? "PEER" : "MISS");

@@ -29,18 +29,29 @@ export type ToWorker =
   | { t: "revoke"; username: string }
   /** Write pending counters to the database, then reply with the downloads in progress. */
   | { t: "report"; id: number }
-  /** The answer to a worker's question (`ask`). */
-  | { t: "answer"; id: number; value?: Leaf; error?: string };
+  /** The primary got SIGHUP: write pending counters and reopen the access log (logrotate moved it). */
+  | { t: "reopen" }
+  /** The answer to a worker's question (`ask`): a leaf, or the downloads after a flush. */
+  | { t: "answer"; id: number; value?: Leaf | Downloads; error?: string };
 
 export type FromWorker =
   /** Serving: the agent port it listens on, and its relay port. */
   | { t: "ready"; slot: number; proxyPort: number; relayPort: number }
   | { t: "reply"; id: number; error?: { status: number; code: string; message: string }; value?: unknown }
   /** A certificate for these names, signed by the gateway CA (the primary holds it). */
-  | { t: "leaf"; id: number; names: string[] };
+  | { t: "leaf"; id: number; names: string[] }
+  /** Have every worker write its counters (a fleet member asked this one for its figures), then answer. */
+  | { t: "flush"; id: number };
 
-const TO_WORKER = new Set<string>(["peers", "config", "revoke", "report", "answer"] satisfies ToWorker["t"][]);
-const FROM_WORKER = new Set<string>(["ready", "reply", "leaf"] satisfies FromWorker["t"][]);
+const TO_WORKER = new Set<string>([
+  "peers",
+  "config",
+  "revoke",
+  "report",
+  "reopen",
+  "answer",
+] satisfies ToWorker["t"][]);
+const FROM_WORKER = new Set<string>(["ready", "reply", "leaf", "flush"] satisfies FromWorker["t"][]);
 
 const kind = (m: unknown) => (typeof m === "object" && m !== null ? String((m as { t?: unknown }).t) : "");
 export const isToWorker = (m: unknown): m is ToWorker => TO_WORKER.has(kind(m));

@@ -107,6 +107,15 @@ export function createSupervisor(opts: SupervisorOptions) {
     return settled.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
   }
 
+  /** Every worker writes its pending counters; the sum of their downloads in progress, and the list of them. */
+  async function report(): Promise<Downloads> {
+    const answers = (await ask((id) => ({ t: "report", id }), "report")) as Downloads[];
+    return answers.reduce(
+      (a, b) => ({ platform: a.platform + b.platform, patch: a.patch + b.patch, active: a.active.concat(b.active) }),
+      { platform: 0, patch: 0, active: [] as Downloads["active"] },
+    );
+  }
+
   function onMessage(slot: number, message: unknown, started: () => void): void {
     if (!isFromWorker(message)) return;
     if (message.t === "ready") {
@@ -120,6 +129,13 @@ export function createSupervisor(opts: SupervisorOptions) {
       const worker = slots.get(slot)?.worker;
       const { id, names } = message;
       opts.leaf(names).then(
+        (value) => worker && send(worker, { t: "answer", id, value }),
+        (err) => worker && send(worker, { t: "answer", id, error: (err as Error).message }),
+      );
+    } else if (message.t === "flush") {
+      const worker = slots.get(slot)?.worker;
+      const { id } = message;
+      report().then(
         (value) => worker && send(worker, { t: "answer", id, value }),
         (err) => worker && send(worker, { t: "answer", id, error: (err as Error).message }),
       );
@@ -211,14 +227,12 @@ export function createSupervisor(opts: SupervisorOptions) {
       for (const s of running()) send(s.worker!, { t: "revoke", username });
     },
 
-    /** Every worker writes its pending counters; the sum of their downloads in progress, and the list of them. */
-    async report(): Promise<Downloads> {
-      const answers = (await ask((id) => ({ t: "report", id }), "report")) as Downloads[];
-      return answers.reduce(
-        (a, b) => ({ platform: a.platform + b.platform, patch: a.patch + b.patch, active: a.active.concat(b.active) }),
-        { platform: 0, patch: 0, active: [] as Downloads["active"] },
-      );
+    /** SIGHUP reaches the primary (logrotate signals its pid): every worker writes its counters and reopens its log. */
+    reopen(): void {
+      for (const s of running()) send(s.worker!, { t: "reopen" });
     },
+
+    report,
 
     workers: () => running().length,
     /** Why agents cannot be served now, if they cannot: still starting, or no worker left running. */

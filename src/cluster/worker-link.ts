@@ -10,6 +10,8 @@ export interface WorkerDuties {
   revoke(username: string): void;
   /** Writes pending counters; says what is downloading. */
   report(): Downloads;
+  /** Writes pending counters and reopens the access log (the primary's SIGHUP). */
+  reopen(): void;
 }
 
 /** The worker's side of the cluster: who it is, what the primary shared, and the channel to it. */
@@ -27,10 +29,12 @@ export interface WorkerLink {
   serve(duties: WorkerDuties, ports: { proxyPort: number; relayPort: number }): void;
   /** A leaf certificate from the primary's minter. */
   leaf(names: readonly string[]): Promise<Leaf>;
+  /** Has every worker (this one too) write its pending counters; the downloads in progress of all of them. */
+  report(): Promise<Downloads>;
 }
 
-/** The primary signs in a few milliseconds; past this it is not answering. */
-const LEAF_MS = 10_000;
+/** The primary signs or gathers in a few milliseconds; past this it is not answering. */
+const ANSWER_MS = 10_000;
 
 /** Environment the primary gives each worker (src/cluster/supervisor.ts). */
 export const WORKER_ENV = {
@@ -50,19 +54,40 @@ export function linkToPrimary(env: Record<string, string | undefined>, log: Logg
   };
   const slot = Number(read(WORKER_ENV.slot));
   let peers: ReadonlyMap<number, number> = new Map(JSON.parse(env[WORKER_ENV.peers] || "[]") as [number, number][]);
-  const asked = new Map<number, { resolve: (leaf: Leaf) => void; reject: (err: Error) => void }>();
+  const asked = new Map<number, { resolve: (value: unknown) => void; reject: (err: Error) => void }>();
   let nextId = 1;
   // Answers are listened for from the start: leaves are asked for before the worker serves (a TLS agent port).
   process.on("message", (message: unknown) => {
     if (!isToWorker(message) || message.t !== "answer") return;
     const pending = asked.get(message.id);
     asked.delete(message.id);
-    if (message.value) pending?.resolve(message.value);
-    else pending?.reject(new Error(`the primary could not mint a certificate: ${message.error}`));
+    if (message.error === undefined) pending?.resolve(message.value);
+    else pending?.reject(new Error(message.error));
   });
   // The primary may be gone (it is shutting down, or died): then there is nobody to tell.
   const tell = (message: FromWorker) => {
     if (process.connected) process.send?.(message, undefined, undefined, () => {});
+  };
+  /** A question to the primary; `what` names it in the errors. */
+  const ask = <T>(question: (id: number) => FromWorker, what: string) => {
+    const id = nextId++;
+    return new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        asked.delete(id);
+        reject(new Error(`the primary did not send ${what} within ${ANSWER_MS / 1000} s`));
+      }, ANSWER_MS);
+      asked.set(id, {
+        resolve: (value) => {
+          clearTimeout(timer);
+          resolve(value as T);
+        },
+        reject: (err) => {
+          clearTimeout(timer);
+          reject(new Error(`the primary could not send ${what}: ${err.message}`));
+        },
+      });
+      tell(question(id));
+    });
   };
 
   return {
@@ -71,23 +96,8 @@ export function linkToPrimary(env: Record<string, string | undefined>, log: Logg
     via: read(WORKER_ENV.via),
     adminPort: Number(read(WORKER_ENV.adminPort)),
     peers: () => peers,
-    leaf(names) {
-      const id = nextId++;
-      return new Promise<Leaf>((resolve, reject) => {
-        const timer = setTimeout(() => {
-          asked.delete(id);
-          reject(new Error(`the primary did not send a certificate within ${LEAF_MS / 1000} s`));
-        }, LEAF_MS);
-        const settle =
-          <T>(f: (v: T) => void) =>
-          (v: T) => {
-            clearTimeout(timer);
-            f(v);
-          };
-        asked.set(id, { resolve: settle(resolve), reject: settle(reject) });
-        tell({ t: "leaf", id, names: [...names] });
-      });
-    },
+    leaf: (names) => ask<Leaf>((id) => ({ t: "leaf", id, names: [...names] }), "a certificate"),
+    report: () => ask<Downloads>((id) => ({ t: "flush", id }), "the counters of every worker"),
     serve(duties, ports) {
       process.on("message", (message: unknown) => {
         if (!isToWorker(message)) return;
@@ -97,6 +107,8 @@ export function linkToPrimary(env: Record<string, string | undefined>, log: Logg
             return;
           case "revoke":
             return duties.revoke(message.username);
+          case "reopen":
+            return duties.reopen();
           case "report":
             try {
               return tell({ t: "reply", id: message.id, value: duties.report() });

@@ -1,7 +1,9 @@
 import { availableParallelism } from "node:os";
 import * as v from "valibot";
 import { type FieldError, GatewayError } from "../errors.ts";
+import { LOG_LEVELS, type LogLevel } from "../log.ts";
 import { toFieldErrors } from "./issues.ts";
+import { maskProxyUrl } from "./proxy-url.ts";
 import { type Config, type ConfigInput, ConfigSchema, Port } from "./schema.ts";
 
 /** Settings fixed at start: where things live and lab switches the admin API must never flip. */
@@ -17,6 +19,18 @@ export interface RuntimeSettings {
   allowPrivateUpstreams: boolean;
   /** Processes serving agents on the one agent port (CACHEGATE_WORKERS); 1 keeps everything in one process. */
   workers: number;
+  /** One line per proxied request (CACHEGATE_ACCESS_LOG, CACHEGATE_ACCESS_LOG_FORMAT); unset: no access log. */
+  accessLog?: AccessLogSettings;
+  /** The quietest level of the gateway's own log (CACHEGATE_LOG_LEVEL); `info` when unset. */
+  logLevel?: LogLevel;
+}
+
+export const ACCESS_LOG_FORMATS = ["squid", "combined", "json"] as const;
+export type AccessLogFormat = (typeof ACCESS_LOG_FORMATS)[number];
+export interface AccessLogSettings {
+  /** A file (opened for appending), or `-` for stdout. */
+  path: string;
+  format: AccessLogFormat;
 }
 
 /** More workers than this buys nothing but memory on any appliance we know. */
@@ -56,6 +70,10 @@ export function configInputFromEnv(env: Env): ConfigInput {
   if (env.CACHEGATE_PATCH_DISK_MIN_FREE !== undefined)
     section("patchDisk").minFreeBytes = int(env.CACHEGATE_PATCH_DISK_MIN_FREE);
   if (env.CACHEGATE_CACHE_MAX_SIZE !== undefined) section("cache").maxSizeBytes = int(env.CACHEGATE_CACHE_MAX_SIZE);
+  // An empty value means no upstream proxy, as an unset one (http_proxy= does the same for curl).
+  if (env.CACHEGATE_UPSTREAM_PROXY?.trim()) section("upstreamProxy").url = env.CACHEGATE_UPSTREAM_PROXY;
+  if (env.CACHEGATE_PEERS !== undefined) section("cluster").peers = list(env.CACHEGATE_PEERS);
+  if (env.CACHEGATE_PEER_SELF !== undefined) section("cluster").self = env.CACHEGATE_PEER_SELF.trim();
   return doc as ConfigInput;
 }
 
@@ -72,13 +90,22 @@ const ENV_OF_PATH: Record<string, string> = {
   "patchMode.enabled": "CACHEGATE_PATCH_MODE",
   "patchDisk.path": "CACHEGATE_PATCH_DISK",
   "patchDisk.minFreeBytes": "CACHEGATE_PATCH_DISK_MIN_FREE",
+  "upstreamProxy.url": "CACHEGATE_UPSTREAM_PROXY",
+  "cluster.self": "CACHEGATE_PEER_SELF",
 };
+
+const ENV_OF_LIST: [prefix: string, name: string][] = [
+  ["platformDomains", "CACHEGATE_PLATFORM_DOMAINS"],
+  ["cluster.peers", "CACHEGATE_PEERS"],
+];
 
 /** Errors in env values are reported under the variable's name, which is what the operator typed. */
 function envNames(errors: FieldError[]): FieldError[] {
   return errors.map((e) => {
-    const name = ENV_OF_PATH[e.path] ?? (e.path.startsWith("platformDomains") ? "CACHEGATE_PLATFORM_DOMAINS" : e.path);
-    return { ...e, path: name, message: e.message.replace(e.path, name) };
+    const name = ENV_OF_PATH[e.path] ?? ENV_OF_LIST.find(([prefix]) => e.path.startsWith(prefix))?.[1] ?? e.path;
+    // The proxy's password must not reach the start-up log.
+    const value = e.path === "upstreamProxy.url" && typeof e.value === "string" ? maskProxyUrl(e.value) : e.value;
+    return { ...e, path: name, value, message: e.message.replace(e.path, name) };
   });
 }
 
@@ -126,9 +153,30 @@ function metricsTokenOf(env: Env): string | undefined {
   return raw;
 }
 
+/** A start-up-only choice among fixed words: its default when unset, else one of them (any case) or an error naming them. */
+function startupChoice<T extends string>(env: Env, name: string, allowed: readonly T[], fallback: T): T {
+  const raw = env[name];
+  if (raw === undefined || raw.trim() === "") return fallback;
+  const parsed = v.safeParse(v.picklist(allowed), raw.trim().toLowerCase());
+  if (parsed.success) return parsed.output;
+  const message = `${name} must be one of ${allowed.join(", ")} (default ${fallback})`;
+  throw envError([{ path: name, value: raw, rule: "picklist", message }]);
+}
+
+/** The gateway's own log level alone: main.ts needs it before anything else, to report the rest. */
+export const logLevelFromEnv = (env: Env): LogLevel => startupChoice(env, "CACHEGATE_LOG_LEVEL", LOG_LEVELS, "info");
+
+function accessLogFromEnv(env: Env): AccessLogSettings | undefined {
+  const format = startupChoice(env, "CACHEGATE_ACCESS_LOG_FORMAT", ACCESS_LOG_FORMATS, "squid");
+  const path = env.CACHEGATE_ACCESS_LOG?.trim();
+  return path ? { path, format } : undefined;
+}
+
 export function runtimeFromEnv(env: Env): RuntimeSettings {
   const adminPort = startupNumber(env, "CACHEGATE_ADMIN_PORT", Port, 9090);
   const workers = startupNumber(env, "CACHEGATE_WORKERS", Workers, availableParallelism());
+  const accessLog = accessLogFromEnv(env);
+  const logLevel = logLevelFromEnv(env);
   return {
     dataDir: env.CACHEGATE_DATA_DIR || "./data",
     host: env.CACHEGATE_HOST || "0.0.0.0",
@@ -138,5 +186,7 @@ export function runtimeFromEnv(env: Env): RuntimeSettings {
     metricsToken: metricsTokenOf(env),
     allowPrivateUpstreams: flag(env.CACHEGATE_ALLOW_PRIVATE_UPSTREAMS),
     workers: Math.min(workers, MAX_WORKERS),
+    accessLog,
+    logLevel,
   };
 }

@@ -2,6 +2,8 @@ import { isIP } from "node:net";
 import * as v from "valibot";
 import { parseCidr } from "../net/ip.ts";
 import { DomainList } from "./domain-name.ts";
+import { MemberUrl } from "./member-url.ts";
+import { ProxyUrl } from "./proxy-url.ts";
 import { patternProblem } from "./url-pattern.ts";
 
 /**
@@ -269,6 +271,46 @@ const ConfigObject = v.strictObject({
       /** CONNECT tunnels may only reach these ports (Squid's SSL_ports). */
       ports: v.optional(v.array(Port), [443]),
     }),
+    {},
+  ),
+  /** A corporate proxy or a parent gateway that every upstream fetch goes through (src/upstream/proxy-hop.ts). */
+  upstreamProxy: v.optional(
+    section({
+      /** http://[user:pass@]host:port; unset means upstreams are reached directly. */
+      url: v.optional(ProxyUrl),
+      /** Hosts fetched directly, not through the proxy (each entry covers its subdomains). */
+      bypass: v.optional(DomainList, []),
+      /** PEM CA(s) trusted, besides the system store, for origins reached through the proxy: a parent gateway's CA. */
+      caFile: v.optional(FilePath),
+    }),
+    {},
+  ),
+  /**
+   * A fleet: several gateways that fetch each object once between them
+   * (src/fleet/). Every member gets the same list, itself included, and is
+   * told which entry it is.
+   */
+  cluster: v.optional(
+    v.pipe(
+      section({
+        peers: v.optional(v.array(MemberUrl), []),
+        self: v.optional(MemberUrl),
+      }),
+      v.forward(
+        v.check(
+          (c) => new Set(c.peers).size === c.peers.length,
+          "lists a member twice; give each member's agent port once",
+        ),
+        ["peers"],
+      ),
+      v.forward(
+        v.check(
+          (c) => c.peers.length === 0 || (c.self !== undefined && c.peers.includes(c.self)),
+          "must name this member, as one entry of cluster.peers (CACHEGATE_PEERS), e.g. http://10.0.0.11:8080",
+        ),
+        ["self"],
+      ),
+    ),
     {},
   ),
 });

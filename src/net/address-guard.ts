@@ -157,3 +157,23 @@ export function createAddressGuard(opts: GuardOptions): AddressGuard {
     return accepted[0]!;
   };
 }
+
+/**
+ * The guard for an origin reached through an upstream proxy, which resolves
+ * the name itself: an origin that is, or resolves here to, a private or
+ * loopback address is still refused, but a name this host cannot resolve
+ * (common behind a corporate proxy, where only the proxy has DNS) passes,
+ * left to the proxy. Resolves with the checked address, or undefined then.
+ */
+export async function checkBehindProxy(
+  guard: AddressGuard,
+  host: string,
+  port: number,
+): Promise<ResolvedUpstream | undefined> {
+  try {
+    return await guard(host, port);
+  } catch (err) {
+    if (err instanceof GatewayError && err.code === "upstream_unresolvable") return undefined;
+    throw err;
+  }
+}

@@ -1,6 +1,7 @@
 import { stat, unlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { diskUsage } from "../store/disk-usage.ts";
+import { ownershipHint } from "../store/writable-dir.ts";
 
 const GB = 1_000_000_000;
 const gb = (bytes: number) => `${(bytes / GB).toFixed(1)} GB`;
@@ -24,7 +25,8 @@ export async function patchDiskProblem(path: string, minFreeBytes: number): Prom
     await unlink(probe);
   } catch (err) {
     const why = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
-    return `the patch disk at ${path} is not writable by the gateway (${why}); fix its permissions or mount options`;
+    const fix = why === "EROFS" ? "mount it read-write." : ownershipHint(path);
+    return `the patch disk at ${path} is not writable by the gateway (${why}); ${fix}`;
   }
   const { freeBytes } = diskUsage(path);
   if (freeBytes < minFreeBytes) {

@@ -17,6 +17,11 @@ export interface ProxyBindings {
   form: "absolute" | "origin";
   /** Set once Patch Mode admitted the agent: at a tunnel's CONNECT, or by the fast path (the app checks again). */
   authenticated?: boolean;
+  /**
+   * The fleet member (src/fleet/) that sent this request for one of its agents, which it admitted:
+   * answered here, never sent on to another member, and counted there.
+   */
+  peer?: string;
 }
 
 export interface ProxyAppOptions {
@@ -56,7 +61,7 @@ export function createProxyApp(opts: ProxyAppOptions) {
 
   app.use(async function agentsOnlyInPatchMode(c, next) {
     const { patchMode } = opts.config();
-    if (!patchMode.enabled) return next();
+    if (!patchMode.enabled || c.env.peer) return next();
     const header = c.req.header("proxy-authorization");
     c.env.client = await admitRequest(opts.agents, patchMode.clientNetworks, c.env, header);
     c.env.authenticated = true;

@@ -9,6 +9,7 @@ import { addVia, hasLooped } from "./hop-by-hop.ts";
 import { nodeHeaders, writeResponse } from "./node-adapter.ts";
 import { cacheFor, type Pipelines, reachOf } from "./policy.ts";
 import { failedRequest } from "./refusal.ts";
+import type { Outcome } from "./request-handler.ts";
 
 export interface FastHitOptions {
   config: () => Config;
@@ -18,11 +19,8 @@ export interface FastHitOptions {
   log: Logger;
 }
 
-/** A response the fast path wrote: its X-Cache label (null for a refusal) and body bytes, for the stats. */
-export interface Answered {
-  label: string | null;
-  bytes: number;
-}
+/** A response the fast path wrote, for the stats and the access log. */
+export type Answered = Outcome;
 
 /**
  * Answers a request straight onto the node:http response, or resolves
@@ -53,13 +51,15 @@ export function createFastHit(opts: FastHitOptions): FastHit {
     if (env.form !== "absolute" || hasLooped(headers, opts.via) || onlyRespondAnswers(headers)) return undefined;
     const config = opts.config();
     const { patchMode } = config;
-    if (patchMode.enabled) {
+    if (patchMode.enabled && !env.peer) {
       try {
         const header = headers.get("proxy-authorization");
         env.client = await admitRequest(opts.agents, patchMode.clientNetworks, env, header);
         env.authenticated = true;
       } catch (err) {
-        return { label: null, bytes: await writeResponse(res, failedRequest(err, url.href, opts.via, opts.log)) };
+        const refusal = failedRequest(err, url.href, opts.via, opts.log);
+        const contentType = refusal.headers.get("content-type");
+        return { label: null, bytes: await writeResponse(res, refusal), contentType };
       }
     }
     const pipeline = cacheFor(reachOf(url.hostname, config), config, opts.pipelines);
@@ -98,10 +98,12 @@ function createHeads(via: string) {
 /** Writes a hit; a HEAD gets the head alone. */
 function writeHit(req: IncomingMessage, res: ServerResponse, hit: MemoryHit, head: OutgoingHttpHeaders): Answered {
   res.writeHead(200, head);
+  const type = head["content-type"]; // from the head built once per stored response: no Headers lookup per hit
+  const contentType = typeof type === "string" ? type : undefined;
   if (req.method === "HEAD") {
     res.end();
-    return { label: "HIT", bytes: 0 };
+    return { label: "HIT", bytes: 0, contentType, fromMemory: true };
   }
   res.end(hit.body);
-  return { label: "HIT", bytes: hit.body.length };
+  return { label: "HIT", bytes: hit.body.length, contentType, fromMemory: true };
 }

@@ -1,4 +1,14 @@
 /**
+ * Set on every request one fleet member sends another (src/fleet/), with the
+ * sender's entry of cluster.peers. A request that carries it, from a listed
+ * member's address (proxy/proxy-server.ts), is answered by the member it
+ * reached and never sent on to a third: no loops, and no URL fetched twice
+ * because two members briefly disagreed about who owns it. It is meant for
+ * that one hop, so it is hop-by-hop.
+ */
+export const PEER_HEADER = "x-cachegate-peer";
+
+/**
  * Hop-by-hop headers describe one connection, not the message, so a proxy
  * must not forward them (RFC 9110 §7.6.1): Connection and every header it
  * names, plus the ones listed here. Proxy-Authorization and
@@ -13,6 +23,7 @@ const HOP_BY_HOP = [
   "upgrade",
   "proxy-authorization",
   "proxy-authenticate",
+  PEER_HEADER,
 ];
 
 /** A copy of `headers` without hop-by-hop fields. */

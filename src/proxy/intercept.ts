@@ -9,6 +9,8 @@ interface TunnelInfo {
   origin: string; // https://host[:port]
   /** The agent's user name if its CONNECT was authorized (Patch Mode), else its address. */
   agent: string;
+  /** The agent's address, for the access log. */
+  address: string;
   authenticated: boolean;
 }
 
@@ -36,6 +38,7 @@ export function createInterceptor(opts: InterceptorOptions) {
     const info = tunnels.get(req.socket) ?? {
       origin: "https://unknown.invalid",
       agent: "unknown",
+      address: "unknown",
       authenticated: false,
     };
     // The tunnel's host decides where requests go, whatever Host header they carry:
@@ -45,7 +48,8 @@ export function createInterceptor(opts: InterceptorOptions) {
       const u = new URL(path, info.origin);
       path = `${u.pathname}${u.search}`;
     }
-    return { url: `${info.origin}${path}`, form: "absolute", agent: info.agent, authenticated: info.authenticated };
+    const { agent, address, authenticated } = info;
+    return { url: `${info.origin}${path}`, form: "absolute", agent, address, authenticated };
   });
   const inner = createServer({ maxHeaderSize: 32 * 1024 }, handler);
   const firstRequestMs = opts.timeouts?.firstRequestMs ?? 30_000;
@@ -90,6 +94,7 @@ export function createInterceptor(opts: InterceptorOptions) {
     port: number,
     agent: string,
     authenticated: boolean,
+    address = agent,
   ): Promise<void> {
     const leaf = await opts.minter.leafFor(host.replace(/^\[|\]$/g, ""));
     client.write("HTTP/1.1 200 Connection Established\r\n\r\n");
@@ -101,7 +106,7 @@ export function createInterceptor(opts: InterceptorOptions) {
     const authority = (scheme: string, standard: number) =>
       port === standard ? `${scheme}://${host}` : `${scheme}://${host}:${port}`;
     if (first[0] !== 0x16) {
-      serve(client, client, { origin: authority("http", 80), agent, authenticated });
+      serve(client, client, { origin: authority("http", 80), agent, address, authenticated });
       return void client.resume(); // paused while its first bytes were looked at
     }
 
@@ -123,7 +128,7 @@ export function createInterceptor(opts: InterceptorOptions) {
       secure.destroy();
       client.destroy();
     });
-    serve(secure, client, { origin: authority("https", 443), agent, authenticated });
+    serve(secure, client, { origin: authority("https", 443), agent, address, authenticated });
   };
 }
 

@@ -1,6 +1,8 @@
 import { createServer, type IncomingMessage, type Server } from "node:http";
 import { createServer as createTlsServer, type ServerOptions as TlsServerOptions } from "node:https";
 import type { Duplex } from "node:stream";
+import type { Served } from "../stats/collector.ts";
+import { PEER_HEADER } from "./hop-by-hop.ts";
 import type { PortPages } from "./port-pages.ts";
 import { createRequestHandler, type RequestHandlerOptions } from "./request-handler.ts";
 
@@ -8,6 +10,8 @@ export interface ProxyServerOptions extends RequestHandlerOptions {
   connect: (req: IncomingMessage, socket: Duplex, head: Buffer) => Promise<void>;
   /** When set, agents speak TLS to the proxy port itself (an HTTPS proxy). */
   tls?: TlsServerOptions;
+  /** The fleet member at a connection's address, if any (src/fleet/members.ts): only they may send peer requests. */
+  memberAt?: (address: string | undefined) => string | undefined;
   /** The port's own origin-form pages (/healthz, /proxy.pac): answered before the proxy sees the request. */
   pages?: PortPages;
 }
@@ -23,11 +27,12 @@ export function createProxyServer(opts: ProxyServerOptions): Server {
   const handler = createRequestHandler(opts, (req) => {
     const target = req.url ?? "/";
     const agent = req.socket.remoteAddress ?? "unknown";
+    const peer = req.headers[PEER_HEADER] === undefined ? undefined : (opts.memberAt?.(agent) ?? false);
     // origin-form (`GET /path`): the client did not treat us as a proxy.
     if (target.startsWith("/")) {
-      return { url: `http://${req.headers.host || "gateway"}${target}`, form: "origin", agent };
+      return { url: `http://${req.headers.host || "gateway"}${target}`, form: "origin", agent, address: agent, peer };
     }
-    return { url: target, form: "absolute", agent };
+    return { url: target, form: "absolute", agent, address: agent, peer };
   });
   const pages = opts.pages;
   const listener: typeof handler = pages
@@ -45,9 +50,17 @@ export function createProxyServer(opts: ProxyServerOptions): Server {
       socket.destroy();
     });
   });
-  server.on("clientError", (err, socket) => {
-    if (socket.writable) socket.end("HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
-    else socket.destroy(err);
+  server.on("clientError", (err: Error & { code?: string }, socket: Duplex & { remoteAddress?: string }) => {
+    if (!socket.writable) return void socket.destroy(err);
+    socket.end("HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+    // A request that could not be parsed is still one the access log shows, as Squid's error:invalid-request.
+    if (err.code?.startsWith("HPE_")) opts.onServed?.(unparsable(socket.remoteAddress ?? "unknown"));
   });
   return server;
+}
+
+/** Squid logs a request it could not parse as `NONE_NONE/400 … NONE error:invalid-request`. */
+function unparsable(client: string): Served {
+  const no = { label: null, bytes: 0, elapsedMs: 0 };
+  return { ...no, agent: client, client, url: "error:invalid-request", method: "NONE", status: 400 };
 }

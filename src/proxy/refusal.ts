@@ -26,14 +26,20 @@ export function failedRequest(err: unknown, url: string, via: string, log: Logge
   return refusalResponse(err, via);
 }
 
-/** Answers a CONNECT the gateway will not tunnel, on the raw socket, and closes it. */
-export function writeRefusal(client: Duplex, err: unknown): void {
+/** Answers a CONNECT the gateway will not tunnel, on the raw socket, and closes it; says what was sent. */
+export function writeRefusal(
+  client: Duplex,
+  err: unknown,
+): { label: null; status: number; bytes: number; contentType: string } {
   const e = asGatewayError(err);
   const body = refusalText(e.message);
   const extra = Object.entries(e.headers).map(([name, value]) => `${name}: ${value}\r\n`);
+  const contentType = "text/plain; charset=utf-8";
+  const bytes = Buffer.byteLength(body);
   client.end(
     `HTTP/1.1 ${e.status} ${STATUS_CODES[e.status] ?? "Error"}\r\n` +
-      `Content-Type: text/plain; charset=utf-8\r\n${extra.join("")}` +
-      `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+      `Content-Type: ${contentType}\r\n${extra.join("")}` +
+      `Content-Length: ${bytes}\r\nConnection: close\r\n\r\n${body}`,
   );
+  return { label: null, status: e.status, bytes, contentType };
 }

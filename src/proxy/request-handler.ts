@@ -4,6 +4,7 @@ import type { Logger } from "../log.ts";
 import type { Served } from "../stats/collector.ts";
 import type { ProxyBindings } from "./app.ts";
 import type { FastHit } from "./fast-hit.ts";
+import { PEER_HEADER } from "./hop-by-hop.ts";
 import { headersOf, toRequest, writeResponse } from "./node-adapter.ts";
 import { refusalResponse } from "./refusal.ts";
 
@@ -23,8 +24,24 @@ export type TargetOf = (req: IncomingMessage) => {
   url: string;
   form: ProxyBindings["form"];
   agent: string;
+  /** The agent's address (`agent` is its user name in a tunnel it authorized). */
+  address: string;
   authenticated?: boolean;
+  /** A fleet member's request (its mark, from its address); false when the mark came from elsewhere. */
+  peer?: string | false;
 };
+
+/** How a response went out: its X-Cache label (null for a refusal), body bytes and type, and whether from memory. */
+export interface Outcome {
+  label: string | null;
+  bytes: number;
+  contentType?: string | null;
+  fromMemory?: boolean;
+}
+
+const NOT_A_MEMBER =
+  "x-cachegate-peer is for requests between the fleet members listed in CACHEGATE_PEERS (cluster.peers), " +
+  "from their own addresses; send this request without it";
 
 /**
  * Answers node:http requests: a small fresh hit straight from memory (the
@@ -39,29 +56,52 @@ export function createRequestHandler(opts: RequestHandlerOptions, urlOf: TargetO
   }
 
   /** The proxy app's way: Request → Hono → Response → node:http. */
-  function viaApp(req: IncomingMessage, res: ServerResponse, url: string, headers: Headers, env: ProxyBindings) {
+  function viaApp(req: IncomingMessage, res: ServerResponse, url: string, headers: Headers, served: Report) {
     let request: Request;
     try {
       request = toRequest(req, url, headers);
     } catch {
-      return badTarget(req, res);
+      return badTarget(req, res, served);
     }
-    Promise.resolve(opts.fetch(request, env))
+    Promise.resolve(opts.fetch(request, served.env))
       .then(async (response) => {
         const bytes = await writeResponse(res, response);
-        // env.client is the agent's user name if it authenticated.
-        opts.onServed?.({ agent: env.client, url, label: response.headers.get("x-cache"), bytes });
+        const contentType = response.headers.get("content-type");
+        served.report({ label: response.headers.get("x-cache"), bytes, contentType });
       })
       .catch((error) => failed(res, url, error));
   }
 
-  function badTarget(req: IncomingMessage, res: ServerResponse): void {
+  function badTarget(req: IncomingMessage, res: ServerResponse, served: Report): void {
     const message = `"${req.url}" is not a valid request target; send an absolute URL with a valid host name`;
-    void writeResponse(res, refusalResponse(new GatewayError(400, "bad_request_target", message), opts.via));
+    const response = refusalResponse(new GatewayError(400, "bad_request_target", message), opts.via);
+    const contentType = response.headers.get("content-type");
+    void writeResponse(res, response).then((bytes) => served.report({ label: null, bytes, contentType }));
   }
 
   return (req, res) => {
-    const { url, form, agent, authenticated } = urlOf(req);
+    const started = performance.now();
+    const { url, form, agent, address, authenticated, peer } = urlOf(req);
+    const env: ProxyBindings = { client: agent, form, authenticated, ...(peer ? { peer } : {}) };
+    const served: Report = {
+      env,
+      // Told once the body is sent; env.client is the agent's user name by then if it authenticated.
+      report: (outcome) =>
+        opts.onServed?.({
+          agent: env.client,
+          url,
+          ...outcome,
+          method: req.method ?? "GET",
+          status: res.statusCode,
+          elapsedMs: performance.now() - started,
+          client: address,
+          user: env.authenticated ? env.client : undefined,
+          httpVersion: req.httpVersion,
+          referer: req.headers.referer,
+          userAgent: req.headers["user-agent"],
+          peer: env.peer,
+        }),
+    };
     let parsed: URL;
     let headers: Headers;
     try {
@@ -69,18 +109,30 @@ export function createRequestHandler(opts: RequestHandlerOptions, urlOf: TargetO
       parsed = new URL(url);
       headers = headersOf(req);
     } catch {
-      return badTarget(req, res);
+      return badTarget(req, res, served);
     }
-    const env: ProxyBindings = { client: agent, form, authenticated };
+    if (peer === false) {
+      const response = refusalResponse(new GatewayError(403, "not_a_fleet_member", NOT_A_MEMBER), opts.via);
+      const contentType = response.headers.get("content-type");
+      void writeResponse(res, response).then((bytes) => served.report({ label: null, bytes, contentType }));
+      return;
+    }
+    if (peer === undefined) headers.delete(PEER_HEADER); // trusted only from a member (and never inside a tunnel)
     // Only GET and HEAD can be fast hits; a request with a body goes to the app at once.
     const bodiless = req.method === "GET" || req.method === "HEAD";
-    if (!opts.fastHit || !bodiless) return viaApp(req, res, url, headers, env);
+    if (!opts.fastHit || !bodiless) return viaApp(req, res, url, headers, served);
     opts.fastHit(req, res, parsed, headers, env).then(
       (answered) => {
-        if (!answered) return viaApp(req, res, url, headers, env);
-        opts.onServed?.({ agent: env.client, url, ...answered });
+        if (!answered) return viaApp(req, res, url, headers, served);
+        served.report(answered);
       },
       (error) => failed(res, url, error),
     );
   };
+}
+
+/** One request's bindings for the app, and how its outcome is reported. */
+interface Report {
+  env: ProxyBindings;
+  report(outcome: Outcome): void;
 }

@@ -1,5 +1,5 @@
 import type { IncomingMessage } from "node:http";
-import { connect } from "node:net";
+import { connect, type Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import { domainToASCII } from "node:url";
 import type { AgentGate } from "../agents/proxy-auth.ts";
@@ -7,7 +7,9 @@ import { domainMatches } from "../config/domain-name.ts";
 import type { Config } from "../config/schema.ts";
 import { GatewayError } from "../errors.ts";
 import type { Logger } from "../log.ts";
-import type { AddressGuard } from "../net/address-guard.ts";
+import { type AddressGuard, checkBehindProxy } from "../net/address-guard.ts";
+import type { Served } from "../stats/collector.ts";
+import { authorityOf, type ProxyHop, tunnelThrough } from "../upstream/proxy-hop.ts";
 import { admitAgent } from "./agents-only.ts";
 import type { Interceptor } from "./intercept.ts";
 import { domainNotAllowed, reachOf } from "./policy.ts";
@@ -20,7 +22,18 @@ export interface TunnelOptions {
   /** Decrypts tunnels to platform hosts in Cache Mode, so what flows through can be cached. */
   interceptor?: Interceptor;
   agents: AgentGate;
+  /** The upstream proxy a tunnel to this host goes through (upstreamProxy), or undefined to connect directly. */
+  proxyFor?: (host: string) => ProxyHop | undefined;
+  /** Told about every CONNECT once answered: a refusal at once, an interception once set up, a pipe when it closes. */
+  onServed?: (served: Served) => void;
 }
+
+/** How a CONNECT ended, for onServed. */
+type TunnelOutcome = Pick<Served, "label" | "status" | "bytes" | "contentType">;
+type Report = (outcome: TunnelOutcome) => void;
+
+/** How long the upstream proxy may take to open a tunnel. */
+const PROXY_TUNNEL_TIMEOUT_MS = 30_000;
 
 /** Parses a CONNECT authority (`host:port`, `[v6]:port`), or returns null. */
 export function parseAuthority(authority: string): { host: string; port: number } | null {
@@ -60,7 +73,14 @@ export function createTunnelHandler(opts: TunnelOptions) {
     });
   }
 
-  async function establish(req: IncomingMessage, client: Duplex, head: Buffer): Promise<void> {
+  /** `who` is filled in as the agent is admitted: its user name under Patch Mode. */
+  async function establish(
+    req: IncomingMessage,
+    client: Duplex,
+    head: Buffer,
+    who: { user?: string },
+    report: Report,
+  ): Promise<void> {
     const target = parseAuthority(req.url ?? "");
     if (!target) {
       const example = '"CONNECT example.qualys.com:443"';
@@ -71,6 +91,7 @@ export function createTunnelHandler(opts: TunnelOptions) {
     if (config.patchMode.enabled) {
       const header = req.headers["proxy-authorization"];
       agent = await admitAgent(opts.agents, header, agent, config.patchMode.clientNetworks);
+      who.user = agent;
       trackAgent(agent, client);
     }
     const reach = reachOf(target.host, config);
@@ -86,44 +107,108 @@ export function createTunnelHandler(opts: TunnelOptions) {
     const cached = (reach === "platform" && config.cacheMode.enabled) || reach === "patch";
     if (opts.interceptor && cached && !domainMatches(target.host, config.tls.doNotIntercept)) {
       // Upstream is resolved and checked per request, when (and only if) a request misses the cache.
-      return opts.interceptor(client, head, target.host, target.port, agent, config.patchMode.enabled);
+      const address = req.socket.remoteAddress ?? "unknown";
+      opts.log.debug("intercepting a tunnel", { target: req.url, agent });
+      await opts.interceptor(client, head, target.host, target.port, agent, config.patchMode.enabled, address);
+      return report({ label: "INTERCEPTED", status: 200, bytes: 0 });
     }
+    const proxy = opts.proxyFor?.(target.host.replace(/^\[|\]$/g, ""));
+    if (proxy) return pipeThroughProxy(req, client, head, target.host, target.port, proxy, report);
     const address = await opts.guard(target.host, target.port);
-    pipe(req, client, head, address.address, target.port);
+    pipe(req, client, head, address.address, target.port, report);
+  }
+
+  /**
+   * The same byte pipe when upstream is reached through the upstream proxy:
+   * CONNECT there first (the guard still refuses private origins; a name
+   * only the proxy can resolve goes through), then splice.
+   */
+  async function pipeThroughProxy(
+    req: IncomingMessage,
+    client: Duplex,
+    head: Buffer,
+    host: string,
+    port: number,
+    proxy: ProxyHop,
+    report: Report,
+  ) {
+    const name = host.replace(/^\[|\]$/g, "");
+    await checkBehindProxy(opts.guard, host, port);
+    const authority = authorityOf(name, port);
+    const signal = AbortSignal.timeout(PROXY_TUNNEL_TIMEOUT_MS);
+    let upstream: Socket;
+    try {
+      upstream = await tunnelThrough(proxy, authority, signal);
+    } catch (err) {
+      if (!signal.aborted) throw err;
+      const message =
+        `the upstream proxy ${proxy.label} did not open a tunnel to ${authority} within ` +
+        `${PROXY_TUNNEL_TIMEOUT_MS / 1000} s; check that it is running and reachable`;
+      throw new GatewayError(504, "upstream_timeout", message, { cause: err });
+    }
+    if (client.destroyed) return void upstream.destroy();
+    splice(req, client, head, upstream, report);
+    upstream.resume();
+  }
+
+  /** Answers 200 and joins the two sockets; either closing closes the other. */
+  function splice(req: IncomingMessage, client: Duplex, head: Buffer, upstream: Socket, report: Report): void {
+    client.write("HTTP/1.1 200 Connection Established\r\n\r\n");
+    if (head.length > 0) upstream.write(head);
+    upstream.pipe(client);
+    client.pipe(upstream);
+    upstream.on("error", () => client.destroy());
+    client.on("close", () => upstream.destroy());
+    upstream.on("close", () => client.destroy());
+    // Squid's TCP_TUNNEL line, written when the tunnel closes, with the bytes that went to the agent.
+    upstream.once("close", () => {
+      const bytes = upstream.bytesRead;
+      opts.log.debug("tunnel closed", { target: req.url, bytesToAgent: bytes, bytesToUpstream: upstream.bytesWritten });
+      report({ label: "TUNNEL", status: 200, bytes });
+    });
   }
 
   /** A byte pipe to the checked address; the 200 goes out only once upstream has accepted. */
-  function pipe(req: IncomingMessage, client: Duplex, head: Buffer, address: string, port: number): void {
+  function pipe(req: IncomingMessage, client: Duplex, head: Buffer, address: string, port: number, report: Report) {
     const upstream = connect({ host: address, port });
-    let connected = false;
+    const refuse = (err: Error) => {
+      opts.log.warn("tunnel upstream failed", { target: req.url, error: err });
+      const message = `could not connect to ${req.url}: ${err.message}`;
+      report(writeRefusal(client, new GatewayError(502, "upstream_unreachable", message, { cause: err })));
+      upstream.destroy();
+    };
+    upstream.once("error", refuse);
     upstream.once("connect", () => {
-      connected = true;
-      client.write("HTTP/1.1 200 Connection Established\r\n\r\n");
-      if (head.length > 0) upstream.write(head);
-      upstream.pipe(client);
-      client.pipe(upstream);
-    });
-    upstream.on("error", (err) => {
-      if (!connected) {
-        opts.log.warn("tunnel upstream failed", { target: req.url, error: err });
-        const message = `could not connect to ${req.url}: ${err.message}`;
-        return writeRefusal(client, new GatewayError(502, "upstream_unreachable", message, { cause: err }));
-      }
-      client.destroy();
+      upstream.off("error", refuse);
+      splice(req, client, head, upstream, report);
     });
     client.on("close", () => upstream.destroy());
-    upstream.on("close", () => client.destroy());
   }
 
   const tunnel = async function tunnel(req: IncomingMessage, client: Duplex, head: Buffer): Promise<void> {
+    const started = performance.now();
     client.on("error", () => {});
     open.add(client);
     client.once("close", () => open.delete(client));
+    const who: { user?: string } = {};
+    const address = req.socket.remoteAddress ?? "unknown";
+    const report = (outcome: TunnelOutcome) =>
+      opts.onServed?.({
+        ...outcome,
+        agent: who.user ?? address,
+        url: req.url ?? "",
+        method: "CONNECT",
+        elapsedMs: performance.now() - started,
+        client: address,
+        user: who.user,
+        httpVersion: req.httpVersion,
+        userAgent: req.headers["user-agent"],
+      });
     try {
-      await establish(req, client, head);
+      await establish(req, client, head, who, report);
     } catch (err) {
       if (!(err instanceof GatewayError)) throw err; // the listener logs it and drops the socket
-      writeRefusal(client, err);
+      report(writeRefusal(client, err));
     }
   };
   return Object.assign(tunnel, {

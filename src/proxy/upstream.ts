@@ -1,8 +1,9 @@
 import { GatewayError } from "../errors.ts";
-import type { AddressGuard } from "../net/address-guard.ts";
+import { type AddressGuard, checkBehindProxy } from "../net/address-guard.ts";
 import { createHttp1Client, markEndUnproven, UpstreamTimeout } from "../upstream/client.ts";
 import type { Exchanged } from "../upstream/exchange.ts";
 import { FramingError } from "../upstream/framing.ts";
+import { type ProxyHop, proxyAuthError } from "../upstream/proxy-hop.ts";
 import { addVia, stripHopByHop } from "./hop-by-hop.ts";
 
 export interface UpstreamOptions {
@@ -13,6 +14,8 @@ export interface UpstreamOptions {
   headersTimeoutMs?: number;
   /** Told how many body bytes each upstream response carried, once it ends (bandwidth accounting). */
   onBody?: (url: string, bytes: number) => void;
+  /** The upstream proxy a request to this host goes through (upstreamProxy), or undefined to connect directly. */
+  proxyFor?: (host: string) => ProxyHop | undefined;
 }
 
 /** Error codes of a certificate that does not verify (BoringSSL/OpenSSL names, as Bun reports them). */
@@ -28,6 +31,13 @@ export type UpstreamFetch = (req: Request) => Promise<Response>;
  * Host and as the TLS server name, so a DNS answer that changes between
  * check and connect cannot redirect the request. A response body stream
  * ends cleanly only when its end was proven (see upstream/client.ts).
+ *
+ * Through an upstream proxy (upstream/proxy-hop.ts) an http:// request goes
+ * in absolute form (RFC 9112 §3.2.2) with Proxy-Authorization, an https://
+ * one through a CONNECT tunnel with TLS to the origin inside it. The proxy
+ * resolves the name then: the guard still refuses an origin that is, or
+ * resolves here to, a private address, but lets a name this host cannot
+ * resolve through (behind a corporate proxy, often only the proxy can).
  */
 export function createUpstreamFetch(opts: UpstreamOptions): UpstreamFetch & { close(): void } {
   const client = createHttp1Client({ headersTimeoutMs: opts.headersTimeoutMs });
@@ -37,21 +47,39 @@ export function createUpstreamFetch(opts: UpstreamOptions): UpstreamFetch & { cl
     const tls = url.protocol === "https:";
     const port = Number(url.port) || (tls ? 443 : 80);
     const name = url.hostname.replace(/^\[|\]$/g, "");
-    const target = await opts.guard(url.hostname, port);
+    const proxy = opts.proxyFor?.(name);
+    // Through a proxy, the proxy connects (to the name): only the refusal of private origins applies here.
+    let address = name;
+    if (proxy) await checkBehindProxy(opts.guard, url.hostname, port);
+    else address = (await opts.guard(url.hostname, port)).address;
 
     const headers = stripHopByHop(req.headers);
     headers.set("host", url.host);
     addVia(headers, opts.via);
+    const originForm = `${url.pathname}${url.search}`;
+    // RFC 9112 §3.2.2: to a proxy, the absolute form; the agent's own Proxy-Authorization was stripped above.
+    const absolute = proxy && !tls;
+    if (absolute && proxy.authorization) headers.set("proxy-authorization", proxy.authorization);
     let res: Exchanged;
     try {
       res = await client.request(
-        { address: target.address, port, tls, name },
-        { method: req.method, path: `${url.pathname}${url.search}`, headers, body: req.body },
+        { address, port, tls, name, ...(proxy ? { proxy } : {}) },
+        {
+          method: req.method,
+          path: absolute ? `http://${url.host}${originForm}` : originForm,
+          headers,
+          body: req.body,
+        },
       );
     } catch (err) {
-      throw fetchError(url, err);
+      throw fetchError(url, err, proxy);
     }
     const { status, statusText } = res.head;
+    if (absolute && status === 407) {
+      // Only a proxy answers 407 (RFC 9110 §15.5.8): the proxy's word on the gateway's credentials, never relayed.
+      void res.body?.cancel();
+      throw proxyAuthError(proxy);
+    }
     if (status < 200 || status > 599) {
       void res.body?.cancel();
       throw new GatewayError(
@@ -90,9 +118,13 @@ function responseHeaders(url: URL, res: Exchanged): Headers {
 }
 
 /** Why a request upstream failed, as the agent is told it: a timeout, a certificate, framing, or the connection. */
-function fetchError(url: URL, err: unknown): GatewayError {
+function fetchError(url: URL, err: unknown, proxy: ProxyHop | undefined): GatewayError {
+  if (err instanceof GatewayError) return err; // already says what failed (the upstream proxy)
   if (err instanceof UpstreamTimeout) {
-    return new GatewayError(504, "upstream_timeout", `upstream ${url.host} failed: ${err.message}`, { cause: err });
+    const through = proxy ? ` through the upstream proxy ${proxy.label}` : "";
+    return new GatewayError(504, "upstream_timeout", `upstream ${url.host}${through} failed: ${err.message}`, {
+      cause: err,
+    });
   }
   if (err instanceof FramingError) {
     const message = `upstream ${url.host} sent a malformed response: ${err.message}`;
@@ -104,7 +136,10 @@ function fetchError(url: URL, err: unknown): GatewayError {
       502,
       "upstream_certificate",
       `the certificate of ${url.hostname} did not verify (${code}); the gateway trusts the system store plus ` +
-        "NODE_EXTRA_CA_CERTS, so add the issuing CA there if this upstream is legitimate",
+        "NODE_EXTRA_CA_CERTS, so add the issuing CA there if this upstream is legitimate" +
+        (proxy
+          ? ` (through the upstream proxy ${proxy.label}: a parent gateway's CA goes in upstreamProxy.caFile)`
+          : ""),
       { cause: err },
     );
   }

@@ -7,18 +7,45 @@ import { type Logger, silentLogger } from "../log.ts";
 import { kindOf } from "./kinds.ts";
 import { createObjectSavings } from "./object-savings.ts";
 
-/** One response the proxy finished sending to an agent. */
+/**
+ * One response the proxy finished sending to an agent (or a CONNECT it
+ * answered): what the stats count and the access log writes.
+ */
 export interface Served {
+  /** The agent's user name once it authenticated (Patch Mode), else its address. */
   agent: string;
+  /** The request target: an absolute URL, or `host:port` for CONNECT. */
   url: string;
-  /** The response's X-Cache value; null for gateway-made errors. */
+  /**
+   * The response's X-Cache value; null for gateway-made errors. A CONNECT
+   * that was answered 200 says what became of it: TUNNEL (bytes piped) or
+   * INTERCEPTED (TLS terminated; its requests are reported one by one).
+   */
   label: string | null;
+  /** Body bytes sent to the agent (a tunnel: the bytes piped to it). */
   bytes: number;
+  method: string;
+  status: number;
+  /** From the request's arrival to the end of its response (a tunnel: to its close). */
+  elapsedMs: number;
+  /** The agent's address. */
+  client: string;
+  /** The Patch Mode user name, when the agent authenticated. */
+  user?: string;
+  contentType?: string | null;
+  /** Answered from memory by the fast path (Squid's TCP_MEM_HIT). */
+  fromMemory?: boolean;
+  httpVersion?: string;
+  referer?: string;
+  userAgent?: string;
+  /** Asked by this fleet member (src/fleet/) for its agent: counted there, where the agent is. */
+  peer?: string;
 }
 
 const LABEL_COUNTER: Record<string, string> = {
   HIT: "hits",
   MISS: "misses",
+  PEER: "peer",
   COALESCED: "coalesced",
   REVALIDATED: "revalidated",
   STALE: "stale",
@@ -31,6 +58,7 @@ const COUNTERS = [
   "refused",
   "hits",
   "misses",
+  "peer",
   "coalesced",
   "revalidated",
   "stale",
@@ -135,6 +163,9 @@ export function createStats(db: Db, opts: StatsOptions) {
   return {
     /** Called once per response the proxy finished sending. */
     served(s: Served): void {
+      // Tunnels are the access log's: their bytes are not the cache's to account for.
+      if (s.method === "CONNECT") return;
+      if (s.peer) return; // the fleet's figures add up members' figures: each agent request is counted once
       // Refusals the gateway made itself (403, 407, 400…) carry no X-Cache: not agent traffic.
       if (s.label === null) return void add("refused", 1);
       add("requests", 1);
@@ -207,6 +238,7 @@ export function createStats(db: Db, opts: StatsOptions) {
         refused: totals.refused,
         hits: totals.hits,
         misses: totals.misses,
+        peer: totals.peer,
         coalesced: totals.coalesced,
         revalidated: totals.revalidated,
         stale: totals.stale,

@@ -16,6 +16,11 @@ const unproven = new WeakSet<Response>();
 export const endUnproven = (res: Response) => unproven.has(res);
 export const markEndUnproven = (res: Response) => void unproven.add(res);
 
+/** Responses a fleet member sent (src/fleet/), not the origin: the agent is told X-Cache: PEER. */
+const fromPeer = new WeakSet<Response>();
+export const answeredByPeer = (res: Response) => fromPeer.has(res);
+export const markAnsweredByPeer = (res: Response) => void fromPeer.add(res);
+
 /** Upstream sent no response head in time (connect, TLS and head together). */
 export class UpstreamTimeout extends Error {
   override name = "UpstreamTimeout";
@@ -47,17 +52,23 @@ export function createHttp1Client(opts: PoolOptions & { headersTimeoutMs?: numbe
   }
 
   return {
-    /** Sends a request; resolves with the response head once it arrived, its body still streaming. */
-    async request(target: UpstreamTarget, req: OutgoingRequest): Promise<Exchanged> {
+    /**
+     * Sends a request; resolves with the response head once it arrived, its body still streaming.
+     * `giveUp` abandons it before the head (with its reason), as the headers timeout does.
+     */
+    async request(target: UpstreamTarget, req: OutgoingRequest, giveUp?: AbortSignal): Promise<Exchanged> {
       const abort = new AbortController();
       const timeout = new UpstreamTimeout(`no response within ${headersTimeoutMs / 1000} s`);
       const timer = setTimeout(() => abort.abort(timeout), headersTimeoutMs);
+      const stop = () => abort.abort(giveUp?.reason);
+      giveUp?.addEventListener("abort", stop, { once: true });
       try {
         return await send(target, req, abort.signal);
       } catch (err) {
         throw abort.signal.aborted ? abort.signal.reason : err;
       } finally {
         clearTimeout(timer);
+        giveUp?.removeEventListener("abort", stop);
       }
     },
     close: pool.close,

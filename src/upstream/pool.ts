@@ -1,5 +1,6 @@
 import { isIP, connect as netConnect, type Socket } from "node:net";
 import { connect as tlsConnect } from "node:tls";
+import { authorityOf, connectToProxy, type ProxyHop, tunnelThrough } from "./proxy-hop.ts";
 
 /** Where a request goes: the checked address, and the name TLS verifies the certificate for. */
 export interface UpstreamTarget {
@@ -8,6 +9,11 @@ export interface UpstreamTarget {
   tls: boolean;
   /** The host name (or IP literal) of the URL: TLS server name and certificate identity. */
   name: string;
+  /**
+   * Through this proxy: plain HTTP goes over a connection to the proxy (any origin), TLS through a CONNECT
+   * tunnel to `name:port` (the proxy resolves the name; `address` is then unused).
+   */
+  proxy?: ProxyHop;
 }
 
 export interface PoolOptions {
@@ -15,6 +21,8 @@ export interface PoolOptions {
   idleMs?: number;
   /** Idle connections kept per target. */
   maxIdlePerTarget?: number;
+  /** A connection not made (and for TLS, verified) within this long fails; unset, only the caller's signal bounds it. */
+  connectTimeoutMs?: number;
 }
 
 /**
@@ -26,7 +34,11 @@ export function createConnectionPool(opts: PoolOptions = {}) {
   const idleMs = opts.idleMs ?? 4000;
   const maxIdle = opts.maxIdlePerTarget ?? 32;
   const idle = new Map<string, Set<Socket>>();
-  const keyOf = (t: UpstreamTarget) => `${t.tls ? "https" : "http"}|${t.address}|${t.port}|${t.name}`;
+  const keyOf = (t: UpstreamTarget) => {
+    if (!t.proxy) return `${t.tls ? "https" : "http"}|${t.address}|${t.port}|${t.name}`;
+    // Absolute-form requests to any origin share the connections to the proxy; a tunnel leads to one origin.
+    return t.tls ? `https|via ${t.proxy.key}|${t.name}|${t.port}` : `http|via ${t.proxy.key}`;
+  };
 
   function forget(key: string, socket: Socket): void {
     const set = idle.get(key);
@@ -73,12 +85,18 @@ export function createConnectionPool(opts: PoolOptions = {}) {
     },
 
     /** Opens a new connection; resolves once it is connected (and for TLS, verified). */
-    open(target: UpstreamTarget, signal: AbortSignal): Promise<Socket> {
+    async open(target: UpstreamTarget, signal: AbortSignal): Promise<Socket> {
+      const { proxy } = target;
+      if (proxy && !target.tls) return connectToProxy(proxy, signal);
+      const tunnel = proxy && (await tunnelThrough(proxy, authorityOf(target.name, target.port), signal));
       return new Promise((resolve, reject) => {
         const socket = target.tls
           ? tlsConnect({
-              host: target.address,
-              port: target.port,
+              // Over a tunnel, `host` is only the identity the certificate is checked against (an IP literal has no
+              // SNI): left out, it would not be the origin's.
+              ...(tunnel
+                ? { socket: tunnel, host: target.name, secureContext: proxy.secureContext }
+                : { host: target.address, port: target.port }),
               // RFC 6066 §3: SNI carries host names only; an IP literal is checked against the certificate's IP SANs.
               servername: isIP(target.name) === 0 ? target.name : undefined,
               ALPNProtocols: ["http/1.1"],
@@ -86,17 +104,31 @@ export function createConnectionPool(opts: PoolOptions = {}) {
           : netConnect({ host: target.address, port: target.port });
         const abandon = () => {
           socket.destroy();
+          tunnel?.destroy();
           reject(signal.reason);
         };
         signal.addEventListener("abort", abandon, { once: true });
+        const slow =
+          opts.connectTimeoutMs === undefined
+            ? undefined
+            : setTimeout(() => {
+                signal.removeEventListener("abort", abandon);
+                socket.destroy();
+                reject(
+                  Object.assign(new Error(`no connection within ${opts.connectTimeoutMs} ms`), { code: "ETIMEDOUT" }),
+                );
+              }, opts.connectTimeoutMs);
         socket.once(target.tls ? "secureConnect" : "connect", () => {
+          clearTimeout(slow);
           signal.removeEventListener("abort", abandon);
           socket.off("error", reject);
           socket.setNoDelay(true);
           resolve(socket);
         });
         socket.once("error", (err) => {
+          clearTimeout(slow);
           signal.removeEventListener("abort", abandon);
+          tunnel?.destroy();
           reject(err);
         });
       });

@@ -77,7 +77,35 @@ describe("runtime settings", () => {
       adminToken: undefined,
       allowPrivateUpstreams: false,
       workers: availableParallelism(),
+      accessLog: undefined,
+      logLevel: "info",
     });
+  });
+
+  test("CACHEGATE_ACCESS_LOG turns the access log on, in squid format unless CACHEGATE_ACCESS_LOG_FORMAT says otherwise", () => {
+    expect(runtimeFromEnv({ CACHEGATE_ACCESS_LOG: "/var/log/cachegate/access.log" }).accessLog).toEqual({
+      path: "/var/log/cachegate/access.log",
+      format: "squid",
+    });
+    const env = { CACHEGATE_ACCESS_LOG: "-", CACHEGATE_ACCESS_LOG_FORMAT: " JSON " };
+    expect(runtimeFromEnv(env).accessLog).toEqual({ path: "-", format: "json" });
+    expect(runtimeFromEnv({ CACHEGATE_ACCESS_LOG: "" }).accessLog).toBeUndefined();
+  });
+
+  test.each(["debug", "info", "warn", "error", "WARN"])("CACHEGATE_LOG_LEVEL=%p is read", (value) => {
+    expect(runtimeFromEnv({ CACHEGATE_LOG_LEVEL: value }).logLevel).toBe(value.toLowerCase() as never);
+  });
+
+  test.each([
+    ["CACHEGATE_LOG_LEVEL", "verbose", "debug, info, warn, error"],
+    ["CACHEGATE_LOG_LEVEL", "warning", "debug, info, warn, error"],
+    ["CACHEGATE_ACCESS_LOG_FORMAT", "apache", "squid, combined, json"],
+    ["CACHEGATE_ACCESS_LOG_FORMAT", "common", "squid, combined, json"],
+  ])("%s=%p is refused, naming the variable and the allowed values", (name, value, allowed) => {
+    const err = envError(() => runtimeFromEnv({ CACHEGATE_ACCESS_LOG: "access.log", [name]: value }));
+    expect(err.details![0]!.path).toBe(name);
+    expect(err.message).toContain(`${name} must be one of ${allowed}`);
+    expect(err.message).toContain(JSON.stringify(value));
   });
 
   test("CACHEGATE_WORKERS sets the worker processes; 1 keeps one process", () => {

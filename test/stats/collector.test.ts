@@ -43,7 +43,16 @@ async function collector(opts: { kinds?: () => readonly KindRuleConfig[]; start?
   };
 }
 
-const served = (agent: string, url: string, label: string | null, bytes: number) => ({ agent, url, label, bytes });
+const served = (agent: string, url: string, label: string | null, bytes: number) => ({
+  agent,
+  url,
+  label,
+  bytes,
+  method: "GET",
+  status: label === null ? 403 : 200,
+  elapsedMs: 1,
+  client: agent,
+});
 
 describe("the stats collector", () => {
   test("counts are kept in memory until a flush, not written on every request", async () => {

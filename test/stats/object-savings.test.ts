@@ -24,17 +24,28 @@ async function collector() {
   return { stats, rows, least };
 }
 
-const hit = (url: string, bytes: number) => ({ agent: "10.0.0.1", url, label: "HIT", bytes });
+/** One response as the request handler reports it. */
+const served = (url: string, label: string | null, bytes: number) => ({
+  agent: "10.0.0.1",
+  client: "10.0.0.1",
+  url,
+  label,
+  bytes,
+  method: "GET",
+  status: label === null ? 403 : 200,
+  elapsedMs: 1,
+});
+const hit = (url: string, bytes: number) => served(url, "HIT", bytes);
 
 describe("bytes saved per object", () => {
   test("only responses from the cache count: a MISS, a BYPASS or a refusal saves nothing", async () => {
     const { stats } = await collector();
-    stats.served({ agent: "a", url: "http://dl.qualys.com/a", label: "MISS", bytes: 100 });
-    stats.served({ agent: "a", url: "http://dl.qualys.com/a", label: "BYPASS", bytes: 100 });
-    stats.served({ agent: "a", url: "http://dl.qualys.com/a", label: null, bytes: 100 });
+    stats.served(served("http://dl.qualys.com/a", "MISS", 100));
+    stats.served(served("http://dl.qualys.com/a", "BYPASS", 100));
+    stats.served(served("http://dl.qualys.com/a", null, 100));
     expect(stats.topObjects(10)).toEqual([]);
     for (const label of ["HIT", "COALESCED", "REVALIDATED", "STALE", "UPDATING"])
-      stats.served({ agent: "a", url: "http://dl.qualys.com/a", label, bytes: 10 });
+      stats.served(served("http://dl.qualys.com/a", label, 10));
     expect(stats.topObjects(10)).toMatchObject([{ url: "http://dl.qualys.com/a", responses: 5, bytesSaved: 50 }]);
   });
 

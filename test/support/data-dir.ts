@@ -29,3 +29,13 @@ export function lastAccessOf(dataDir: string, url: string): number | undefined {
     db.close();
   }
 }
+
+/** A counter as written to the index database (stats flush every 5 s, at SIGHUP and at stop); 0 if not yet. */
+export function counterOf(dataDir: string, name: string): number {
+  const db = new Database(join(dataDir, "index.sqlite"), { readonly: true });
+  try {
+    return (db.query("select value from counters where name = ?").get(name) as { value: number } | null)?.value ?? 0;
+  } finally {
+    db.close();
+  }
+}

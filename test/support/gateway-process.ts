@@ -10,6 +10,10 @@ import { freePort } from "./admin.ts";
  * start, so an in-process gateway cannot be taught a new root.
  */
 export interface GatewayProcess {
+  /** The process id (the primary's, with workers): for signals such as SIGHUP. */
+  pid: number;
+  /** Whether the process is still running. */
+  alive(): boolean;
   dataDir: string;
   proxyPort: number;
   adminPort: number;
@@ -24,6 +28,8 @@ export interface GatewayProcess {
   json<T = any>(path: string): Promise<T>;
   /** Resolves once /healthz reports no download in flight: each one committed to the cache, or failed (5 s at most). */
   idle(): Promise<void>;
+  /** Sends a signal (SIGKILL: a member dying); resolves once the process is gone for one that ends it. */
+  kill(signal: "SIGKILL" | "SIGSTOP" | "SIGCONT"): Promise<void>;
   /** SIGTERM, then SIGKILL if it has not exited within `graceMs` (5 s). The data dir stays. */
   stop(graceMs?: number): Promise<void>;
   /** Stops it and starts a new process on the same data dir (new ports). */
@@ -40,6 +46,8 @@ export interface GatewayProcessOptions {
   connectPorts?: number[];
   env?: Record<string, string>;
   token?: string;
+  /** The agent port (a fleet's members name each other's before they start); default a free one. */
+  proxyPort?: number;
 }
 
 const running = new Set<Subprocess>();
@@ -62,7 +70,7 @@ export async function killAllGatewayProcesses(): Promise<void> {
 export async function startGatewayProcess(opts: GatewayProcessOptions = {}): Promise<GatewayProcess> {
   const dataDir = opts.dataDir ?? (await mkdtemp(join(tmpdir(), "cachegate-proc-")));
   const token = opts.token ?? "test-token";
-  const proxyPort = await freePort();
+  const proxyPort = opts.proxyPort ?? (await freePort());
   let adminPort = await freePort();
   while (adminPort === proxyPort) adminPort = await freePort();
   const adminUrl = `http://127.0.0.1:${adminPort}`;
@@ -109,6 +117,8 @@ export async function startGatewayProcess(opts: GatewayProcessOptions = {}): Pro
   };
 
   const gw: GatewayProcess = {
+    pid: child.pid,
+    alive: () => child.exitCode === null && child.signalCode === null,
     dataDir,
     proxyPort,
     adminPort,
@@ -141,6 +151,10 @@ export async function startGatewayProcess(opts: GatewayProcessOptions = {}): Pro
         if (Date.now() > deadline) throw new Error(`downloads still in flight after 5 s: ${JSON.stringify(health)}`);
         await Bun.sleep(10);
       }
+    },
+    async kill(signal) {
+      child.kill(signal);
+      if (signal === "SIGKILL") await child.exited;
     },
     stop: (graceMs) => stop(graceMs),
     async restart() {

@@ -1,6 +1,7 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import type { AccessLogSettings } from "../../src/config/env.ts";
 import type { ConfigInput } from "../../src/config/schema.ts";
 import { type Gateway, type GatewayOptions, startGateway } from "../../src/gateway.ts";
 import { silentLogger } from "../../src/log.ts";
@@ -26,6 +27,8 @@ export interface TestGatewayOptions {
   metricsToken?: string;
   log?: GatewayOptions["log"];
   now?: () => number;
+  /** CACHEGATE_ACCESS_LOG and its format. */
+  accessLog?: AccessLogSettings;
 }
 
 /**
@@ -50,6 +53,7 @@ export async function startTestGateway(opts: TestGatewayOptions = {}): Promise<T
       metricsToken: opts.metricsToken,
       allowPrivateUpstreams: opts.allowPrivate ?? true,
       workers: 1,
+      accessLog: opts.accessLog,
     },
     proxyPort: 0,
     adminPort: 0,

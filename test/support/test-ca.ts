@@ -158,6 +158,8 @@ export interface CountingFront {
   port: number;
   /** TCP connections accepted so far (each one a TLS handshake attempt towards the origin). */
   connections(): number;
+  /** Sockets (accepted, and the relay's own to the target) not closed yet. */
+  open(): number;
   stop(): Promise<void>;
 }
 
@@ -188,6 +190,7 @@ export async function startCountingFront(targetPort: number): Promise<CountingFr
   return {
     port: (server.address() as AddressInfo).port,
     connections: () => count,
+    open: () => sockets.size,
     stop: () =>
       new Promise<void>((resolve) => {
         for (const s of sockets) s.destroy();
