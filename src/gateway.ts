@@ -3,6 +3,7 @@ import { chmod } from "node:fs/promises";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { join } from "node:path";
 import { createAccessLog } from "./access-log/access-log.ts";
+import { activityRoutes } from "./admin/activity-routes.ts";
 import { agentRoutes } from "./admin/agent-routes.ts";
 import { createAdminApp } from "./admin/app.ts";
 import { cacheRoutes } from "./admin/cache-routes.ts";
@@ -44,6 +45,7 @@ import { createProxyServer } from "./proxy/proxy-server.ts";
 import { createTunnelHandler } from "./proxy/tunnel.ts";
 import { createUpstreamFetch } from "./proxy/upstream.ts";
 import { createStats, type Served, type Stats } from "./stats/collector.ts";
+import { cacheDisk } from "./store/disk-usage.ts";
 import { ensureWritableDir } from "./store/writable-dir.ts";
 import type { LeafMinter } from "./tls/leaf-cache.ts";
 import { TLS_VERSIONS } from "./tls/versions.ts";
@@ -250,7 +252,12 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const local = (): Downloads => {
     stats.flush();
     main.index.flush();
-    return { platform: main.pipeline.inFlight(), patch: patch.cache()?.pipeline.inFlight() ?? 0 };
+    const patchPipeline = patch.cache()?.pipeline;
+    const active = [
+      ...main.pipeline.downloads().map((d) => ({ ...d, cache: "platform" as const, worker: worker?.slot })),
+      ...(patchPipeline?.downloads() ?? []).map((d) => ({ ...d, cache: "patch" as const, worker: worker?.slot })),
+    ];
+    return { platform: main.pipeline.inFlight(), patch: patchPipeline?.inFlight() ?? 0, active };
   };
   // A worker asked for its member's figures by another member has the primary gather every worker's first.
   const downloads = primary ? primary.report : worker ? worker.report : async () => local();
@@ -259,6 +266,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     index: main.index,
     maxBytes: () => current().cache.maxSizeBytes,
     downloads,
+    cacheDisk: () => cacheDisk(runtime.dataDir),
     patchDisk: patch.usage,
   };
   const figures = statsFigures(statsDeps);
@@ -285,6 +293,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
         cacheRoutes({ index: main.index, verifier: main.verifier, ttlRules: () => current().cache.ttlRules, now, log }),
         tlsRoutes({ caPem }),
         agentRoutes({ agents, log }),
+        activityRoutes({ stats, downloads }),
         versionRoutes(),
       ],
     });

@@ -3,6 +3,7 @@ import type { ContentfulStatusCode } from "hono/utils/http-status";
 import { asGatewayError, GatewayError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { adminAuth } from "./auth.ts";
+import { UI_PATHS, uiRoutes } from "./ui-routes.ts";
 
 export interface AdminDeps {
   log: Logger;
@@ -16,8 +17,8 @@ export interface AdminDeps {
 }
 
 /**
- * The admin listener's Hono app. Every route but /healthz needs the bearer
- * token. Errors share one JSON shape: `{ "error": "<what was wrong and what
+ * The admin listener's Hono app. Every route but /healthz and the status
+ * page's files (GET / and /ui/…, which hold no data) needs the bearer token. Errors share one JSON shape: `{ "error": "<what was wrong and what
  * to do>", "code": "<stable name>", "details": [{ path, value, rule, message }] }`,
  * details only for validation errors.
  */
@@ -28,7 +29,7 @@ export function createAdminApp(deps: AdminDeps) {
       token: deps.token,
       metricsToken: deps.metricsToken,
       log: deps.log,
-      open: ["/healthz"],
+      open: ["/healthz", ...UI_PATHS],
       metricsPaths: ["/metrics"],
     }),
   );
@@ -36,6 +37,7 @@ export function createAdminApp(deps: AdminDeps) {
     const health = { status: "ok", ...(await deps.health()) };
     return c.json(health, health.status === "ok" ? 200 : 503);
   });
+  app.route("/", uiRoutes());
   for (const routes of deps.routes) app.route("/", routes);
 
   app.notFound((c) => {

@@ -11,6 +11,8 @@ export interface StatsDeps {
   maxBytes: () => number;
   /** Writes every serving process's pending counters, then says what they are downloading. */
   downloads: () => Promise<Downloads>;
+  /** The size and free space of the disk the cache (the data dir) is on. */
+  cacheDisk: () => Record<string, unknown>;
   /** The patch disk's size, free space and what the patch cache holds. */
   patchDisk: () => Record<string, unknown>;
   /** In a fleet: the other members' figures beside these, and their sum (`?fleet=1`, src/fleet/fleet-stats.ts). */
@@ -19,7 +21,7 @@ export interface StatsDeps {
 
 /** Everything GET /api/stats and GET /metrics report, read at one moment. */
 export type StatsFigures = StatsSnapshot & {
-  cache: { entries: number; bytes: number; maxBytes: number; downloadsInFlight: number };
+  cache: { entries: number; bytes: number; maxBytes: number; downloadsInFlight: number; disk: Record<string, unknown> };
   patchDisk: Record<string, unknown>;
 };
 
@@ -38,6 +40,7 @@ export function statsFigures(deps: StatsDeps): () => Promise<StatsFigures> {
         bytes: deps.index.totalBytes(),
         maxBytes: deps.maxBytes(),
         downloadsInFlight: downloads.platform,
+        disk: deps.cacheDisk(),
       },
       patchDisk: { ...deps.patchDisk(), ...(downloads.patch > 0 ? { downloadsInFlight: downloads.patch } : {}) },
     };

@@ -20,6 +20,18 @@ export interface FillDeps {
   idleTimeoutMs: number;
 }
 
+/** A download in progress, as the admin API reports it. */
+export interface DownloadProgress {
+  url: string;
+  /** "asking": upstream's answer head has not come yet; "downloading": its body is being stored. */
+  state: "asking" | "downloading";
+  receivedBytes: number;
+  /** Content-Length; null for a chunked or close-delimited body, or before the head came. */
+  expectedBytes: number | null;
+  /** When it began (ms since the epoch). */
+  startedAt: number;
+}
+
 /** What is indexed with the body once it is complete. */
 export type EntryMeta = Omit<StoredEntry, "id" | "variant" | "sha256" | "size">;
 
@@ -49,12 +61,14 @@ export function createFiller(deps: FillDeps) {
   let diskTroubleUntil = 0;
   let stopping = false;
   const upstreamReaders = new Set<ReadableStreamDefaultReader<Uint8Array>>();
-  const active = new Set<Download>();
+  /** Downloads running, with the URL each stores and when it began (the status page shows them). */
+  const active = new Map<Download, { url: string; startedAt: number }>();
 
   /** Bytes the downloads in progress will still write (those of known size). */
   const reserved = () => {
     let bytes = 0;
-    for (const d of active) if (d.expectedSize !== undefined && !d.spilled) bytes += d.expectedSize - d.available();
+    for (const d of active.keys())
+      if (d.expectedSize !== undefined && !d.spilled) bytes += d.expectedSize - d.available();
     return Math.max(0, bytes);
   };
 
@@ -68,7 +82,7 @@ export function createFiller(deps: FillDeps) {
         throw new Error("the cache disk has no room for it, even after evicting what can go");
       }
       const download = new Download(await store.createTemp(), expected);
-      active.add(download);
+      active.set(download, { url, startedAt: now() });
       return download;
     } catch (error) {
       log.warn("cannot store; passing the response through uncached", { url, error });
@@ -213,6 +227,15 @@ export function createFiller(deps: FillDeps) {
     run,
     /** Downloads running (a flight replaced by a newer one still counts until its download ends). */
     active: () => active.size,
+    /** What each running download has received so far, of how much (when upstream said). */
+    progress: (): DownloadProgress[] =>
+      [...active].map(([d, { url, startedAt }]) => ({
+        url,
+        state: "downloading",
+        receivedBytes: d.available(),
+        expectedBytes: d.expectedSize ?? null,
+        startedAt,
+      })),
     /** Shutdown: every download in progress fails (nothing half-written is indexed). */
     stop() {
       stopping = true;

@@ -46,8 +46,9 @@ export interface LeadFlight extends Flight {
  * for a URL that is being fetched waits on that fetch (its waiting list)
  * instead of starting its own, so coalescing is part of lookup.
  */
-export function createFlights() {
+export function createFlights(now: () => number = Date.now) {
   const flights = new Map<string, LeadFlight>();
+  const began = new WeakMap<LeadFlight, number>();
   let waiting = 0;
 
   return {
@@ -71,6 +72,7 @@ export function createFlights() {
         },
       };
       flights.set(url, flight);
+      began.set(flight, now());
       return flight;
     },
 
@@ -89,6 +91,12 @@ export function createFlights() {
       let n = 0;
       for (const flight of flights.values()) if (!flight.settled) n++;
       return n;
+    },
+    /** The fetches whose response head has not arrived yet: their URL and when each began. */
+    asking(): { url: string; startedAt: number }[] {
+      const out: { url: string; startedAt: number }[] = [];
+      for (const [url, flight] of flights) if (!flight.settled) out.push({ url, startedAt: began.get(flight) ?? 0 });
+      return out;
     },
     /** Requests waiting on another request's fetch for its response head. */
     waiting: () => waiting,

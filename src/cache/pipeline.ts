@@ -4,7 +4,7 @@ import type { CacheIndex, StoredEntry } from "./cache-index.ts";
 import type { EvictionPolicy } from "./eviction.ts";
 import { createMemoryHits, type MemoryHit } from "./fast-hit.ts";
 import { createFetch } from "./fetch.ts";
-import { createFiller } from "./fill.ts";
+import { createFiller, type DownloadProgress } from "./fill.ts";
 import { createFlights, type Flight } from "./flights.ts";
 import { currentAge, parseCacheControl, type TtlRule } from "./freshness.ts";
 import { cacheKey, variantOf } from "./key.ts";
@@ -63,6 +63,8 @@ export interface CachePipeline {
   invalidate(url: string): Promise<void>;
   /** Downloads in progress (for graceful shutdown and stats). */
   inFlight(): number;
+  /** The downloads inFlight() counts, each with its URL and progress (the admin API's /api/downloads). */
+  downloads(): DownloadProgress[];
   /** Requests waiting on another request's download for its response head (Varnish's waiting list). */
   waiting(): number;
   /** Shutdown: aborts downloads in progress (nothing half-written is indexed) and waits for them to wind up. */
@@ -72,7 +74,7 @@ export interface CachePipeline {
 export function createCachePipeline(deps: PipelineDeps): CachePipeline {
   const { index, log } = deps;
   const now = deps.now ?? Date.now;
-  const flights = createFlights();
+  const flights = createFlights(now);
   const serveEntry = createEntryServer({ index, store: deps.store, log });
   const filler = createFiller({ ...deps, now, idleTimeoutMs: deps.idleTimeoutMs ?? 60_000 });
   const pass = async (req: Request, label: XCache) => {
@@ -177,6 +179,10 @@ export function createCachePipeline(deps: PipelineDeps): CachePipeline {
     },
     // Fetches waiting for their head, and downloads still running (also those of a replaced flight).
     inFlight: () => flights.pending() + filler.active(),
+    downloads: () => [
+      ...flights.asking().map((f) => ({ ...f, state: "asking" as const, receivedBytes: 0, expectedBytes: null })),
+      ...filler.progress(),
+    ],
     waiting: flights.waiting,
     async stop() {
       filler.stop();

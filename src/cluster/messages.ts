@@ -4,12 +4,20 @@
  * its kind before it is acted on (`isToWorker`, `isFromWorker`).
  */
 
+import type { DownloadProgress } from "../cache/fill.ts";
 import type { Leaf } from "../tls/leaf-cache.ts";
 
-/** Downloads in progress in one worker, per cache. */
+/** One download in progress: which cache runs it, and in which worker (none in a gateway of one process). */
+export interface ActiveDownload extends DownloadProgress {
+  cache: "platform" | "patch";
+  worker?: number;
+}
+
+/** Downloads in progress in one worker (or, summed by the primary, in all): how many per cache, and each one. */
 export interface Downloads {
   platform: number;
   patch: number;
+  active: ActiveDownload[];
 }
 
 export type ToWorker =

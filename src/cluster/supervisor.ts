@@ -107,13 +107,13 @@ export function createSupervisor(opts: SupervisorOptions) {
     return settled.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
   }
 
-  /** Every worker writes its pending counters; the sum of their downloads in progress. */
+  /** Every worker writes its pending counters; the sum of their downloads in progress, and the list of them. */
   async function report(): Promise<Downloads> {
     const answers = (await ask((id) => ({ t: "report", id }), "report")) as Downloads[];
-    return answers.reduce((a, b) => ({ platform: a.platform + b.platform, patch: a.patch + b.patch }), {
-      platform: 0,
-      patch: 0,
-    });
+    return answers.reduce(
+      (a, b) => ({ platform: a.platform + b.platform, patch: a.patch + b.patch, active: a.active.concat(b.active) }),
+      { platform: 0, patch: 0, active: [] as Downloads["active"] },
+    );
   }
 
   function onMessage(slot: number, message: unknown, started: () => void): void {

@@ -98,3 +98,20 @@ export const agents = sqliteTable("agents", {
   passwordHash: text("password_hash").notNull(),
   createdAt: integer("created_at").notNull(),
 });
+
+/**
+ * Per URL, what agents received from the cache (hits, coalesced, revalidated,
+ * stale): bytes that did not cross the internet. Kept by the stats collector,
+ * added to in its batches; feeds the status page's top objects.
+ */
+export const objectSavings = sqliteTable(
+  "object_savings",
+  {
+    url: text("url").primaryKey(),
+    /** Responses served from the cache for this URL. */
+    responses: integer("responses").notNull().default(0),
+    bytesSaved: integer("bytes_saved").notNull().default(0),
+    lastServed: integer("last_served").notNull(),
+  },
+  (t) => [index("object_savings_bytes_saved").on(t.bytesSaved)],
+);

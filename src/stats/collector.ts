@@ -5,6 +5,7 @@ import type { Db } from "../db/client.ts";
 import { clients, counters, dailyAgents, dailyStats, entries } from "../db/schema.ts";
 import { type Logger, silentLogger } from "../log.ts";
 import { kindOf } from "./kinds.ts";
+import { createObjectSavings } from "./object-savings.ts";
 
 /**
  * One response the proxy finished sending to an agent (or a CONNECT it
@@ -90,6 +91,7 @@ export function createStats(db: Db, opts: StatsOptions) {
   const pendingDaily = new Map<string, { requests: number; served: number; upstream: number }>();
   const pendingAgents = new Set<string>(); // day \t kind \t agent
   const pendingClients = new Map<string, number>(); // agent → last seen
+  const savings = createObjectSavings(db);
 
   const add = (name: string, n: number) => pendingCounters.set(name, (pendingCounters.get(name) ?? 0) + n);
   // The UTC day, recomputed at most once a second: this runs on every request.
@@ -114,7 +116,8 @@ export function createStats(db: Db, opts: StatsOptions) {
   };
 
   function flush(): void {
-    if (pendingCounters.size + pendingDaily.size + pendingAgents.size + pendingClients.size === 0) return;
+    const pending = pendingCounters.size + pendingDaily.size + pendingAgents.size + pendingClients.size;
+    if (pending + savings.pending() === 0) return;
     db.transaction((tx) => {
       for (const [name, n] of pendingCounters) {
         tx.insert(counters)
@@ -146,7 +149,9 @@ export function createStats(db: Db, opts: StatsOptions) {
           .onConflictDoUpdate({ target: clients.agent, set: { lastSeen: seen } })
           .run();
       }
+      savings.write(now());
     });
+    savings.written();
     pendingCounters.clear();
     pendingDaily.clear();
     pendingAgents.clear();
@@ -168,7 +173,10 @@ export function createStats(db: Db, opts: StatsOptions) {
       add("bytes_served", s.bytes);
       const counter = LABEL_COUNTER[s.label];
       if (counter) add(counter, 1);
-      if (FROM_CACHE.has(s.label)) add("bytes_from_cache", s.bytes);
+      if (FROM_CACHE.has(s.label)) {
+        add("bytes_from_cache", s.bytes);
+        savings.record(s.url, s.bytes);
+      }
       const kind = kindOf(s.url, opts.kinds());
       const row = daily(kind);
       row.requests++;
@@ -245,6 +253,12 @@ export function createStats(db: Db, opts: StatsOptions) {
         entries: entryCount,
         bandwidth,
       };
+    },
+
+    /** The objects that saved the most bytes (after writing what is pending). */
+    topObjects(limit: number) {
+      flusher.now();
+      return savings.top(limit);
     },
 
     stop(): void {

@@ -15,3 +15,15 @@ export function diskUsage(path: string): DiskUsage {
   const freeBytes = s.bavail * s.bsize;
   return { path, totalBytes, freeBytes, used: totalBytes === 0 ? 1 : 1 - freeBytes / totalBytes };
 }
+
+/** What GET /api/stats says of the cache's disk: its size and free space, or why they cannot be read. */
+export function cacheDisk(path: string): { totalBytes: number; freeBytes: number } | { problem: string } {
+  try {
+    const { totalBytes, freeBytes } = diskUsage(path);
+    return { totalBytes, freeBytes };
+  } catch (err) {
+    return {
+      problem: `the cache disk cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`,
+    };
+  }
+}
