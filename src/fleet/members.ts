@@ -120,7 +120,12 @@ export function createFleet(opts: FleetOptions): Fleet {
     let why: string | undefined;
     let refused = false;
     try {
-      const res = await fetch(`${m.url}/healthz`, { signal: AbortSignal.timeout(checkTimeoutMs) });
+      // proxy: false: Bun's fetch would send it through an http_proxy of the environment, common on the hosts
+      // behind a corporate proxy; members reach each other directly, as they do for objects.
+      const res = await fetch(`${m.url}/healthz`, {
+        signal: AbortSignal.timeout(checkTimeoutMs),
+        proxy: false,
+      } as RequestInit);
       void res.body?.cancel();
       // 503: it is stopping (or not yet serving), and says so.
       if (res.status !== 200) [why, refused] = [`GET /healthz answered ${res.status}`, true];
