@@ -76,6 +76,12 @@ export function createPeerFetch(opts: PeerFetchOptions): UpstreamFetch & { close
     } finally {
       clearInterval(watchdog);
     }
+    // A status no proxy may relay (101 to a plain GET, or outside 1xx–5xx): not a member that serves, so not the
+    // agent's answer (upstream.ts refuses the same from an origin).
+    if (res.head.status < 200 || res.head.status > 599) {
+      void res.body?.cancel();
+      throw new MemberUnavailable(`${member} answered status ${res.head.status}, which a proxy cannot relay`);
+    }
     const fields = new Headers(res.head.fields);
     if (res.head.status === 403 && fields.get(PEER_HEADER) === PEER_REFUSED) {
       void res.body?.cancel();
