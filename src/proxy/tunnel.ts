@@ -10,6 +10,7 @@ import type { Logger } from "../log.ts";
 import { type AddressGuard, checkBehindProxy } from "../net/address-guard.ts";
 import type { Served } from "../stats/collector.ts";
 import { authorityOf, type ProxyHop, tunnelThrough } from "../upstream/proxy-hop.ts";
+import { watchAgent } from "./agent-watch.ts";
 import { admitAgent } from "./agents-only.ts";
 import type { Interceptor } from "./intercept.ts";
 import { domainNotAllowed, reachOf } from "./policy.ts";
@@ -135,19 +136,26 @@ export function createTunnelHandler(opts: TunnelOptions) {
     const name = host.replace(/^\[|\]$/g, "");
     await checkBehindProxy(opts.guard, host, port);
     const authority = authorityOf(name, port);
-    const signal = AbortSignal.timeout(PROXY_TUNNEL_TIMEOUT_MS);
+    if (client.destroyed) return;
+    let early: Buffer = Buffer.alloc(0);
+    const timeout = AbortSignal.timeout(PROXY_TUNNEL_TIMEOUT_MS);
+    // An agent that gives up before the proxy answers takes the connection to the proxy with it, not 30 s later.
+    const agent = watchAgent(client);
     let upstream: Socket;
     try {
-      upstream = await tunnelThrough(proxy, authority, signal);
+      upstream = await tunnelThrough(proxy, authority, AbortSignal.any([timeout, agent.gone]));
     } catch (err) {
-      if (!signal.aborted) throw err;
+      if (agent.gone.aborted) return;
+      if (!timeout.aborted) throw err;
       const message =
         `the upstream proxy ${proxy.label} did not open a tunnel to ${authority} within ` +
         `${PROXY_TUNNEL_TIMEOUT_MS / 1000} s; check that it is running and reachable`;
       throw new GatewayError(504, "upstream_timeout", message, { cause: err });
+    } finally {
+      early = agent.stop();
     }
-    if (client.destroyed) return void upstream.destroy();
-    splice(req, client, head, upstream, report);
+    if (client.destroyed || agent.gone.aborted) return void upstream.destroy();
+    splice(req, client, early.length > 0 ? Buffer.concat([head, early]) : head, upstream, report);
     upstream.resume();
   }
 

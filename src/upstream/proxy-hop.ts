@@ -56,6 +56,7 @@ function unreachable(hop: ProxyHop, err: unknown): GatewayError {
 /** A TCP connection to the proxy; a failure names the proxy, not the origin the request was for. */
 export function connectToProxy(hop: ProxyHop, signal: AbortSignal): Promise<Socket> {
   return new Promise((resolve, reject) => {
+    if (signal.aborted) return reject(signal.reason); // its abort event has fired already
     const socket = netConnect({ host: hop.host, port: hop.port });
     const abandon = () => {
       socket.destroy();
