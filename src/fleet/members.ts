@@ -1,6 +1,7 @@
 import { lookup } from "node:dns/promises";
 import { isIP } from "node:net";
 import type { Logger } from "../log.ts";
+import { discard } from "../upstream/client.ts";
 
 /** cluster.peers and cluster.self: every member's agent port, the same list everywhere, and which one is this. */
 export interface ClusterConfig {
@@ -126,7 +127,7 @@ export function createFleet(opts: FleetOptions): Fleet {
         signal: AbortSignal.timeout(checkTimeoutMs),
         proxy: false,
       } as RequestInit);
-      void res.body?.cancel();
+      discard(res.body);
       // 503: it is stopping (or not yet serving), and says so.
       if (res.status !== 200) [why, refused] = [`GET /healthz answered ${res.status}`, true];
     } catch (err) {

@@ -1,7 +1,7 @@
 import type { Logger } from "../log.ts";
 import { addVia, PEER_HEADER, PEER_REFUSED, stripHopByHop } from "../proxy/hop-by-hop.ts";
 import type { UpstreamFetch } from "../proxy/upstream.ts";
-import { createHttp1Client, markAnsweredByPeer, markEndUnproven } from "../upstream/client.ts";
+import { createHttp1Client, discard, markAnsweredByPeer, markEndUnproven } from "../upstream/client.ts";
 import type { Exchanged } from "../upstream/exchange.ts";
 import type { Fleet } from "./members.ts";
 
@@ -79,12 +79,12 @@ export function createPeerFetch(opts: PeerFetchOptions): UpstreamFetch & { close
     // A status no proxy may relay (101 to a plain GET, or outside 1xx–5xx): not a member that serves, so not the
     // agent's answer (upstream.ts refuses the same from an origin).
     if (res.head.status < 200 || res.head.status > 599) {
-      void res.body?.cancel();
+      discard(res.body);
       throw new MemberUnavailable(`${member} answered status ${res.head.status}, which a proxy cannot relay`);
     }
     const fields = new Headers(res.head.fields);
     if (res.head.status === 403 && fields.get(PEER_HEADER) === PEER_REFUSED) {
-      void res.body?.cancel();
+      discard(res.body);
       throw new MemberRefused(`${member} does not take peer requests from this member's address`);
     }
     // RFC 9112 §6.3: a chunked body's Content-Length is wrong by definition.

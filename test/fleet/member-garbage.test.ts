@@ -17,6 +17,11 @@ test.each([
   ["a status outside 1xx–5xx", "HTTP/1.1 999 Weird\r\nContent-Length: 2\r\n\r\nhi"],
   ["101 Switching Protocols to a plain GET", "HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\nhi"],
   ["no HTTP at all", "garbage\r\n\r\n"],
+  // The body fails in the same packet as the head: dropping it must not become an unhandled rejection.
+  [
+    "a status outside 1xx–5xx and a broken chunked body",
+    "HTTP/1.1 999 Weird\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+  ],
 ])("a member that answers %s is skipped: the agent gets the object from the origin", async (_, answer) => {
   const origin = startOrigin(() => new Response("the object", { headers: { "cache-control": "max-age=600" } }));
   defer(() => origin.stop());

@@ -85,3 +85,24 @@ test("bytes an agent sends after CONNECT, before the proxy has answered, go thro
   expect(received).toBe(`HTTP/1.1 200 Connection Established\r\n\r\n${echoed}`);
   agent.destroy();
 });
+
+test("a proxy's 407 whose body breaks in the same packet gives the agent the 502 about credentials, and the gateway serves on", async () => {
+  let asked = 0;
+  const proxy = createServer((socket) => {
+    socket.on("error", () => {});
+    socket.on("data", () => {
+      asked++;
+      socket.write("HTTP/1.1 407 Proxy Authentication Required\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n");
+    });
+  });
+  await new Promise<void>((resolve) => proxy.listen(0, "127.0.0.1", resolve));
+  defer(() => new Promise<void>((resolve) => proxy.close(() => resolve())));
+  const gw = await gatewayBehind(`http://127.0.0.1:${(proxy.address() as { port: number }).port}`);
+  for (let i = 0; i < 2; i++) {
+    // Dropping the 407's body rejected (it had failed already): unhandled, that ends the process.
+    const res = await fetch(`http://localhost:9/manifest-${i}.json`, { proxy: gw.proxyUrl } as RequestInit);
+    expect(res.status).toBe(502);
+    expect(await res.text()).toContain("asks for credentials");
+  }
+  expect(asked).toBe(2);
+});
