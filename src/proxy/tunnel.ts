@@ -12,6 +12,7 @@ import type { Served } from "../stats/collector.ts";
 import { authorityOf, type ProxyHop, tunnelThrough } from "../upstream/proxy-hop.ts";
 import { watchAgent } from "./agent-watch.ts";
 import { admitAgent } from "./agents-only.ts";
+import { hasLooped } from "./hop-by-hop.ts";
 import type { Interceptor } from "./intercept.ts";
 import { domainNotAllowed, reachOf } from "./policy.ts";
 import { writeRefusal } from "./refusal.ts";
@@ -25,6 +26,8 @@ export interface TunnelOptions {
   agents: AgentGate;
   /** The upstream proxy a tunnel to this host goes through (upstreamProxy), or undefined to connect directly. */
   proxyFor?: (host: string) => ProxyHop | undefined;
+  /** This gateway's Via pseudonym: a CONNECT that already passed through it is a loop. */
+  via?: string;
   /** Told about every CONNECT once answered: a refusal at once, an interception once set up, a pipe when it closes. */
   onServed?: (served: Served) => void;
 }
@@ -82,6 +85,13 @@ export function createTunnelHandler(opts: TunnelOptions) {
     who: { user?: string },
     report: Report,
   ): Promise<void> {
+    const via = req.headers.via;
+    if (opts.via && via && hasLooped(new Headers({ via }), opts.via)) {
+      const message =
+        `CONNECT loop: this CONNECT already passed through this gateway (see its Via header); check the ` +
+        "upstream proxy settings (upstreamProxy.url) of the gateways and proxies it went through";
+      throw new GatewayError(508, "request_loop", message);
+    }
     const target = parseAuthority(req.url ?? "");
     if (!target) {
       const example = '"CONNECT example.qualys.com:443"';
@@ -143,7 +153,9 @@ export function createTunnelHandler(opts: TunnelOptions) {
     const agent = watchAgent(client);
     let upstream: Socket;
     try {
-      upstream = await tunnelThrough(proxy, authority, AbortSignal.any([timeout, agent.gone]));
+      // The CONNECT's Via as it came, and this gateway's (RFC 9110 §7.6.3), so a loop of proxies is seen.
+      const via = [req.headers.via, opts.via && `1.1 ${opts.via}`].filter(Boolean).join(", ");
+      upstream = await tunnelThrough(proxy, authority, AbortSignal.any([timeout, agent.gone]), via);
     } catch (err) {
       if (agent.gone.aborted) return;
       if (!timeout.aborted) throw err;

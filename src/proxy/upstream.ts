@@ -40,7 +40,7 @@ export type UpstreamFetch = (req: Request) => Promise<Response>;
  * resolve through (behind a corporate proxy, often only the proxy can).
  */
 export function createUpstreamFetch(opts: UpstreamOptions): UpstreamFetch & { close(): void } {
-  const client = createHttp1Client({ headersTimeoutMs: opts.headersTimeoutMs });
+  const client = createHttp1Client({ headersTimeoutMs: opts.headersTimeoutMs, via: opts.via });
 
   const fetchUpstream = async function fetchUpstream(req: Request): Promise<Response> {
     const url = new URL(req.url);
