@@ -19,6 +19,8 @@ const FLUSH_AT = 256;
 const MAX_UNWRITTEN = 8 * 1024 * 1024;
 /** How long a stop waits for the last lines to be written (an output that takes none must not hold the shutdown). */
 const STOP_WAIT_MS = 2000;
+/** A full non-blocking pipe (EAGAIN) is tried again this soon, not a second later: the reader is only behind. */
+const RETRY_MS = 10;
 
 /**
  * The access log: one line per proxied request, in the configured format.
@@ -42,6 +44,9 @@ export function createAccessLog(opts: AccessLogOptions) {
   let head: Uint8Array | undefined;
   let writing = false;
   let failing = false;
+  /** The last write met a full non-blocking pipe; a retry is due. */
+  let full = false;
+  let retry: Timer | undefined;
   let reopenWanted = false;
   let stopped = false;
   const idle: (() => void)[] = [];
@@ -82,16 +87,28 @@ export function createAccessLog(opts: AccessLogOptions) {
       }
       if (failing) opts.log.info("writing the access log works again");
       failing = false;
+      full = false;
       queued -= written;
       head = written < head!.length ? head!.subarray(written) : undefined;
       pump();
     });
   }
 
-  /** A write failed: what is left waits for the next flush (a timer tick, or 256 more lines). */
+  /**
+   * A write failed: what is left waits for the next flush (a timer tick, or
+   * 256 more lines). EAGAIN is no fault: a non-blocking stdout (Bun's
+   * process.stdout makes the pipe so) whose reader is behind; tried again
+   * in RETRY_MS.
+   */
   function failed(error: NodeJS.ErrnoException): void {
-    // EAGAIN: a non-blocking stdout whose pipe is full. Not a fault: the reader is behind.
-    if (error.code !== "EAGAIN" && !failing) {
+    full = error.code === "EAGAIN";
+    if (full) {
+      retry ??= setTimeout(() => {
+        retry = undefined;
+        pump();
+      }, RETRY_MS);
+      retry.unref();
+    } else if (!failing) {
       opts.log.error("writing the access log failed; the gateway keeps serving and retries", { error });
       failing = true;
     }
@@ -150,11 +167,14 @@ export function createAccessLog(opts: AccessLogOptions) {
       flusher.stop();
       flusher.now();
       const deadline = Date.now() + STOP_WAIT_MS;
-      while (writing && Date.now() < deadline) {
+      // Until written, or the output takes nothing more: a write in flight, or a full pipe being retried.
+      while ((writing || (full && queued > 0)) && Date.now() < deadline) {
         let timer: Timer | undefined;
-        await Promise.race([whenIdle(), new Promise((r) => (timer = setTimeout(r, deadline - Date.now())))]);
+        const pause = new Promise((r) => (timer = setTimeout(r, Math.min(100, deadline - Date.now()))));
+        await Promise.race(writing ? [whenIdle(), pause] : [pause]);
         clearTimeout(timer);
       }
+      clearTimeout(retry);
       const left = queued;
       if (left > 0)
         opts.log.error("access log lines not written at stop: the output did not take them", { bytes: left });
