@@ -49,6 +49,8 @@ export function createAccessLog(opts: AccessLogOptions) {
   let retry: Timer | undefined;
   let reopenWanted = false;
   let stopped = false;
+  /** Stopped while a write was still in flight: that write's return closes the sink. */
+  let abandoned = false;
   const idle: (() => void)[] = [];
 
   function flush(): void {
@@ -62,9 +64,11 @@ export function createAccessLog(opts: AccessLogOptions) {
       queued += chunk.length;
     }
     if (queued > MAX_UNWRITTEN) {
-      opts.log.error("access log lines dropped: they could not be written", { bytes: queued });
+      // The chunk being written stays (a write may hold it); what waits behind it goes.
+      const kept = head?.length ?? 0;
+      opts.log.error("access log lines dropped: they could not be written", { bytes: queued - kept });
       queue = [];
-      queued = 0;
+      queued = kept;
     }
     pump();
   }
@@ -81,6 +85,10 @@ export function createAccessLog(opts: AccessLogOptions) {
     writing = true;
     sink.write(piece, (error, written) => {
       writing = false;
+      if (abandoned) {
+        sink.close(); // the stop gave up waiting for this write: nothing more is written
+        return;
+      }
       if (error) {
         failed(error);
         return;
@@ -178,8 +186,10 @@ export function createAccessLog(opts: AccessLogOptions) {
       const left = queued;
       if (left > 0)
         opts.log.error("access log lines not written at stop: the output did not take them", { bytes: left });
-      // A write still in flight holds the descriptor: closing it under the write could hand its number to another file.
-      if (!writing) sink.close();
+      // A write still in flight holds the descriptor: closing it under the write could hand its number to
+      // another file. It is closed when that write returns, and nothing is written after it.
+      if (writing) abandoned = true;
+      else sink.close();
     },
   };
 }
