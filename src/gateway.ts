@@ -374,7 +374,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       if (fetchForCache !== fetchUpstream) fetchForCache.close();
       fetchUpstream.close();
       stats.stop();
-      accessLog?.stop();
+      await accessLog?.stop();
       patch.close();
       main.close();
       db.$client.close();
