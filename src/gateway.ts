@@ -33,7 +33,7 @@ import { GatewayError } from "./errors.ts";
 import { fleetStatsPage, gatherFleetFigures } from "./fleet/fleet-stats.ts";
 import { createFleet } from "./fleet/members.ts";
 import { createPeerFetch } from "./fleet/peer-fetch.ts";
-import { createLogger, type Logger } from "./log.ts";
+import { createLogger, type Logger, silentLogger } from "./log.ts";
 import { createAddressGuard } from "./net/address-guard.ts";
 import { createPatchCache, type PatchCache } from "./patch/patch-cache.ts";
 import { createAgentListener } from "./proxy/agent-listener.ts";
@@ -117,7 +117,8 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   // A primary writes no line (its workers serve the agents).
   const accessLog = runtime.accessLog && createAccessLog({ ...runtime.accessLog, log, now });
   await ownerOnly(runtime.dataDir, log);
-  const adminToken = await loadAdminToken(runtime.dataDir, runtime.adminToken, log);
+  // The primary made or read it and said so; a worker only compares the metrics token with it.
+  const adminToken = await loadAdminToken(runtime.dataDir, runtime.adminToken, worker ? silentLogger : log);
   if (runtime.metricsToken === adminToken) {
     const message =
       "CACHEGATE_METRICS_TOKEN is the admin token; give Prometheus a token of its own (it reads only /metrics)";
@@ -374,7 +375,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       if (fetchForCache !== fetchUpstream) fetchForCache.close();
       fetchUpstream.close();
       stats.stop();
-      accessLog?.stop();
+      await accessLog?.stop();
       patch.close();
       main.close();
       db.$client.close();

@@ -6,6 +6,7 @@ import { linkToPrimary, WORKER_ENV } from "./cluster/worker-link.ts";
 import { configFromEnv, configInputFromEnv, logLevelFromEnv, runtimeFromEnv } from "./config/env.ts";
 import { GatewayError } from "./errors.ts";
 import { type Gateway, startGateway } from "./gateway.ts";
+import { createHangup } from "./hangup.ts";
 import { createLogger } from "./log.ts";
 
 // --version and --help answer and exit before anything is created (no data dir, no token, no CA).
@@ -32,8 +33,8 @@ const log = createLogger(undefined, cluster.isWorker ? { worker: Number(slot) } 
  * writes the pending counters; it never stops the process, whose default
  * on SIGHUP is to exit. Caught from the start, before the gateway is up.
  */
-let hangup = () => log.info("SIGHUP before the gateway was up: nothing to reopen yet");
-process.on("SIGHUP", () => hangup());
+const hangup = createHangup(log);
+process.on("SIGHUP", hangup.signal);
 
 /**
  * One process (`CACHEGATE_WORKERS=1`), or a primary that holds the admin API
@@ -88,11 +89,9 @@ async function start(): Promise<{ stop(): Promise<void>; reopen(): void }> {
 
 try {
   const gateway = await start();
-  hangup = () => {
-    log.info("SIGHUP: writing the counters and reopening the access log");
-    gateway.reopen();
-  };
+  hangup.up(() => gateway.reopen());
   const shutdown = async (signal: string) => {
+    hangup.closing();
     log.info("shutting down", { signal });
     await gateway.stop();
     process.exit(0);

@@ -74,12 +74,15 @@ export const LINE_FORMATS: Record<AccessLogFormat, LineFormat> = {
 const address = (client: string) => (client.startsWith("::ffff:") ? client.slice(7) : client) || "-";
 
 /**
- * A space-separated field: `-` when absent; whitespace, `"` and `%` (and
- * control characters) percent-encoded, so a field never splits in two.
+ * A space-separated field: `-` when absent; whitespace and `"` (and control
+ * characters) percent-encoded, so a field never splits in two. A `%` stays
+ * as it is, as Squid's rfc1738_escape_unescaped leaves it: URLs arrive
+ * percent-encoded already (`/Windows%2010.msu`), and encoding their `%`
+ * again would log a URL the agent never asked for (`%2520`).
  */
 function token(value: string | null | undefined): string {
   if (!value) return "-";
-  return value.replace(/[\s"%\p{Cc}]/gu, (c) => `%${c.charCodeAt(0).toString(16).padStart(2, "0").toUpperCase()}`);
+  return value.replace(/[\s"\p{Cc}]/gu, (c) => `%${c.charCodeAt(0).toString(16).padStart(2, "0").toUpperCase()}`);
 }
 
 /** A quoted field of the combined format, escaped as nginx does (`\x22` for a quote). */

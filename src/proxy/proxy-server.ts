@@ -2,7 +2,6 @@ import { createServer, type IncomingMessage, type Server } from "node:http";
 import { createServer as createTlsServer, type ServerOptions as TlsServerOptions } from "node:https";
 import type { Duplex } from "node:stream";
 import type { Served } from "../stats/collector.ts";
-import { PEER_HEADER } from "./hop-by-hop.ts";
 import type { PortPages } from "./port-pages.ts";
 import { createRequestHandler, type RequestHandlerOptions } from "./request-handler.ts";
 
@@ -27,12 +26,19 @@ export function createProxyServer(opts: ProxyServerOptions): Server {
   const handler = createRequestHandler(opts, (req) => {
     const target = req.url ?? "/";
     const agent = req.socket.remoteAddress ?? "unknown";
-    const peer = req.headers[PEER_HEADER] === undefined ? undefined : (opts.memberAt?.(agent) ?? false);
+    // Asked only of a request that carries the fleet's mark (the handler looks for it).
+    const memberAt = () => opts.memberAt?.(agent);
     // origin-form (`GET /path`): the client did not treat us as a proxy.
     if (target.startsWith("/")) {
-      return { url: `http://${req.headers.host || "gateway"}${target}`, form: "origin", agent, address: agent, peer };
+      return {
+        url: `http://${req.headers.host || "gateway"}${target}`,
+        form: "origin",
+        agent,
+        address: agent,
+        memberAt,
+      };
     }
-    return { url: target, form: "absolute", agent, address: agent, peer };
+    return { url: target, form: "absolute", agent, address: agent, memberAt };
   });
   const pages = opts.pages;
   const listener: typeof handler = pages

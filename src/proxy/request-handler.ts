@@ -27,8 +27,11 @@ export type TargetOf = (req: IncomingMessage) => {
   /** The agent's address (`agent` is its user name in a tunnel it authorized). */
   address: string;
   authenticated?: boolean;
-  /** A fleet member's request (its mark, from its address); false when the mark came from elsewhere. */
-  peer?: string | false;
+  /**
+   * On the agent port: the fleet member at the connection's address, if any. A request with the
+   * fleet's mark is a member's only from there; inside a tunnel the mark is never trusted.
+   */
+  memberAt?: () => string | undefined;
 };
 
 /** How a response went out: its X-Cache label (null for a refusal), body bytes and type, and whether from memory. */
@@ -81,8 +84,11 @@ export function createRequestHandler(opts: RequestHandlerOptions, urlOf: TargetO
 
   return (req, res) => {
     const started = performance.now();
-    const { url, form, agent, address, authenticated, peer } = urlOf(req);
-    const env: ProxyBindings = { client: agent, form, authenticated, ...(peer ? { peer } : {}) };
+    const { url, form, agent, address, authenticated, memberAt } = urlOf(req);
+    const env: ProxyBindings = { client: agent, form, authenticated };
+    let headers: Headers | undefined;
+    // The request's own fields once parsed (node's req.headers object is not built on the hot path).
+    const field = (name: string) => (headers ? (headers.get(name) ?? undefined) : (req.headers[name] as string));
     const served: Report = {
       env,
       // Told once the body is sent; env.client is the agent's user name by then if it authenticated.
@@ -97,13 +103,12 @@ export function createRequestHandler(opts: RequestHandlerOptions, urlOf: TargetO
           client: address,
           user: env.authenticated ? env.client : undefined,
           httpVersion: req.httpVersion,
-          referer: req.headers.referer,
-          userAgent: req.headers["user-agent"],
+          referer: field("referer"),
+          userAgent: field("user-agent"),
           peer: env.peer,
         }),
     };
     let parsed: URL;
-    let headers: Headers;
     try {
       // WHATWG URL rules, stricter than Request's: e.g. a host "xn--a" that is not valid punycode.
       parsed = new URL(url);
@@ -111,15 +116,19 @@ export function createRequestHandler(opts: RequestHandlerOptions, urlOf: TargetO
     } catch {
       return badTarget(req, res, served);
     }
-    if (peer === false) {
-      const headers = { [PEER_HEADER]: PEER_REFUSED };
-      const refusal = new GatewayError(403, "not_a_fleet_member", NOT_A_MEMBER, { headers });
-      const response = refusalResponse(refusal, opts.via);
-      const contentType = response.headers.get("content-type");
-      void writeResponse(res, response).then((bytes) => served.report({ label: null, bytes, contentType }));
-      return;
+    if (headers.has(PEER_HEADER)) {
+      const member = memberAt?.();
+      if (member) env.peer = member;
+      else if (memberAt) {
+        const refusal = new GatewayError(403, "not_a_fleet_member", NOT_A_MEMBER, {
+          headers: { [PEER_HEADER]: PEER_REFUSED },
+        });
+        const response = refusalResponse(refusal, opts.via);
+        const contentType = response.headers.get("content-type");
+        void writeResponse(res, response).then((bytes) => served.report({ label: null, bytes, contentType }));
+        return;
+      } else headers.delete(PEER_HEADER); // inside a tunnel the mark means nothing
     }
-    if (peer === undefined) headers.delete(PEER_HEADER); // trusted only from a member (and never inside a tunnel)
     // Only GET and HEAD can be fast hits; a request with a body goes to the app at once.
     const bodiless = req.method === "GET" || req.method === "HEAD";
     if (!opts.fastHit || !bodiless) return viaApp(req, res, url, headers, served);

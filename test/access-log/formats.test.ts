@@ -93,6 +93,12 @@ describe("the access log's line formats", () => {
     expect(line).toContain("text/plain;%20charset=%22x%22");
   });
 
+  test("a URL the agent sent percent-encoded is logged as it sent it, in squid and combined alike", () => {
+    const url = "http://h/Windows%2010/kb%2B1.msu?x=%22";
+    expect(squidLine(served({ url }), TIME).split(" ")).toContain(url);
+    expect(combinedLine(served({ url }), TIME)).toContain(`"GET ${url} HTTP/1.1"`);
+  });
+
   test("combined: Apache's combined line with the cache label after it", () => {
     const line = combinedLine(served({ referer: "http://r/", userAgent: 'Agent "7"', user: "agent-1" }), TIME);
     expect(line).toBe(

@@ -58,6 +58,13 @@ test("sees a read-only system but for the data dir it is given and the patch dis
   expect(writable).toContain("-/mnt/patch");
 });
 
+test("may write the access log where the README's logrotate rule rotates it: its own /var/log/cachegate", async () => {
+  // Under ProtectSystem=strict, /var/log is read-only but for a LogsDirectory= (or a ReadWritePaths= entry).
+  expect(value("LogsDirectory")).toBe("cachegate");
+  const readme = await Bun.file(join(import.meta.dir, "../../README.md")).text();
+  expect(readme).toContain("/var/log/cachegate/access.log {");
+});
+
 test("holds no capability (the default ports are above 1024) and lets Bun's JIT map code", () => {
   expect(value("CapabilityBoundingSet")).toBe("");
   expect(value("AmbientCapabilities")).toBe("");

@@ -3,6 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
 import { freePort } from "./admin.ts";
+import { outputOf } from "./child-output.ts";
 
 /**
  * The gateway as its own process (`bun src/main.ts`), for tests that need
@@ -99,13 +100,7 @@ export async function startGatewayProcess(opts: GatewayProcessOptions = {}): Pro
   });
   running.add(child);
   void child.exited.then(() => running.delete(child));
-  let log = "";
-  const drain = async (stream: ReadableStream<Uint8Array>) => {
-    const decoder = new TextDecoder();
-    for await (const chunk of stream) log += decoder.decode(chunk, { stream: true });
-  };
-  void drain(child.stdout as ReadableStream<Uint8Array>);
-  void drain(child.stderr as ReadableStream<Uint8Array>);
+  const output = outputOf(child);
 
   const auth = { authorization: `Bearer ${token}` };
   const stop = async (graceMs = 5000) => {
@@ -125,7 +120,7 @@ export async function startGatewayProcess(opts: GatewayProcessOptions = {}): Pro
     proxyUrl: `http://127.0.0.1:${proxyPort}`,
     adminUrl,
     token,
-    output: () => log,
+    output,
     async configure(patch) {
       const res = await fetch(`${adminUrl}/api/config`, {
         method: "PATCH",
@@ -172,7 +167,7 @@ export async function startGatewayProcess(opts: GatewayProcessOptions = {}): Pro
   for (;;) {
     if (child.exitCode !== null) {
       running.delete(child);
-      throw new Error(`the gateway exited with ${child.exitCode} before it was ready:\n${log}`);
+      throw new Error(`the gateway exited with ${child.exitCode} before it was ready:\n${output()}`);
     }
     const ok = await fetch(`${adminUrl}/healthz`).then(
       (r) => r.ok,
@@ -181,7 +176,7 @@ export async function startGatewayProcess(opts: GatewayProcessOptions = {}): Pro
     if (ok) break;
     if (Date.now() > deadline) {
       await stop();
-      throw new Error(`the gateway did not answer /healthz within 10 s:\n${log}`);
+      throw new Error(`the gateway did not answer /healthz within 10 s:\n${output()}`);
     }
     await Bun.sleep(25);
   }

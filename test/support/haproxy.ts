@@ -2,6 +2,7 @@ import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { freePort } from "./admin.ts";
+import { outputOf } from "./child-output.ts";
 
 export interface Haproxy {
   port: number;
@@ -47,20 +48,14 @@ export async function startHaproxy(opts: HaproxyOptions): Promise<Haproxy> {
   await writeFile(file, cfg);
 
   const child = Bun.spawn(["haproxy", "-db", "-f", file], { stdout: "pipe", stderr: "pipe" });
-  let log = "";
-  const drain = async (stream: ReadableStream<Uint8Array>) => {
-    const decoder = new TextDecoder();
-    for await (const chunk of stream) log += decoder.decode(chunk, { stream: true });
-  };
-  void drain(child.stdout as ReadableStream<Uint8Array>);
-  void drain(child.stderr as ReadableStream<Uint8Array>);
+  const output = outputOf(child);
   const stop = async () => {
     child.kill("SIGKILL");
     await child.exited;
     await rm(dir, { recursive: true, force: true });
   };
 
-  // Listening, and every member's health check passed (HAProxy's own log line says so).
+  // Listening (its servers start as up; the first health checks follow within 200 ms).
   const deadline = Date.now() + 10_000;
   while (
     !(await fetch(`http://127.0.0.1:${port}/`).then(
@@ -70,9 +65,9 @@ export async function startHaproxy(opts: HaproxyOptions): Promise<Haproxy> {
   ) {
     if (child.exitCode !== null || Date.now() > deadline) {
       await stop();
-      throw new Error(`haproxy did not start:\n${log}`);
+      throw new Error(`haproxy did not start:\n${output()}`);
     }
     await Bun.sleep(20);
   }
-  return { port, url: `http://127.0.0.1:${port}`, output: () => log, stop };
+  return { port, url: `http://127.0.0.1:${port}`, output, stop };
 }
