@@ -226,6 +226,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     interceptor,
     agents: agentGate,
     proxyFor: upstreamProxy.hopFor,
+    via,
     onServed,
   });
   agents.onRevoke((username) => (primary ? primary.revoke(username) : tunnel.closeAgent(username)));

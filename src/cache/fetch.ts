@@ -1,6 +1,6 @@
 import { GatewayError } from "../errors.ts";
 import type { Logger } from "../log.ts";
-import { endUnproven } from "../upstream/client.ts";
+import { discard, endUnproven } from "../upstream/client.ts";
 import type { CacheIndex, StoredEntry } from "./cache-index.ts";
 import { contentLength, type createFiller, storedHeaders } from "./fill.ts";
 import type { DownloadHead, Flights, LeadFlight } from "./flights.ts";
@@ -91,7 +91,7 @@ export function createFetch(deps: FetchDeps) {
     if (stale && res.status === 304) return revalidation.freshen(req, flight, stale, res, timing);
     if (stale && res.status >= 500 && mayStandIn(stale, req, url)) {
       // RFC 9111 §4.2.4 allows a stale response when the origin fails, unless the response forbids it.
-      void res.body?.cancel();
+      discard(res.body);
       log.warn("upstream failed revalidation; serving stale", { url, status: res.status });
       return (await revalidation.serveStale(req, flight, stale)) ?? deps.pass(req, "MISS");
     }

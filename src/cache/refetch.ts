@@ -1,3 +1,5 @@
+import { discard } from "../upstream/client.ts";
+
 /**
  * Asking upstream again for part of a response the cache is downloading: to
  * resume a fill after the connection broke, or for a reader that fell behind
@@ -51,7 +53,7 @@ export async function fetchRange(
   const last = to === undefined ? (range && range[3] !== "*" ? Number(range[3]) - 1 : Number.NaN) : to - 1;
   const exact = range !== null && Number(range[1]) === from && Number(range[2]) === last;
   if (res.status !== 206 || !exact || !res.body) {
-    void res.body?.cancel();
+    discard(res.body);
     const why = res.status === 206 ? `Content-Range "${res.headers.get("content-range")}"` : `status ${res.status}`;
     throw new Error(
       `upstream answered a request for bytes ${from}- with ${why}; the object changed or ranges are refused`,

@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
+import * as v from "valibot";
 import { NOT_IN_A_FLEET } from "../admin/stats-routes.ts";
 import { GatewayError } from "../errors.ts";
 import { PEER_HEADER } from "../proxy/hop-by-hop.ts";
@@ -39,7 +40,11 @@ export async function gatherFleetFigures(fleet: Fleet, own: Figures, timeoutMs =
           proxy: false,
         } as RequestInit);
         if (res.status !== 200) throw new Error(`it answered ${res.status}: ${(await res.text()).slice(0, 200)}`);
-        return { member, self: false, answered: true, stats: (await res.json()) as Figures };
+        // Summed field by field below: anything but a member's figures (another version, something else on
+        // that port) is reported as not answering, never a 500 for the whole fleet's view.
+        const stats = v.safeParse(MemberFiguresShape, await res.json());
+        if (!stats.success) throw new Error(`its figures are not cachegate's: ${v.summarize(stats.issues)}`);
+        return { member, self: false, answered: true, stats: stats.output };
       } catch (err) {
         return { member, self: false, answered: false, error: (err as Error).message };
       }
@@ -48,6 +53,11 @@ export async function gatherFleetFigures(fleet: Fleet, own: Figures, timeoutMs =
   const answered = members.flatMap((m) => (m.answered ? [m.stats] : []));
   return { members, total: sum(answered) };
 }
+
+/** What a member's GET /fleet/stats must look like to be added up: an object, its bandwidth rows by day and kind. */
+const MemberFiguresShape = v.looseObject({
+  bandwidth: v.optional(v.array(v.looseObject({ day: v.string(), kind: v.string() }))),
+});
 
 /** Numbers add up; objects add up field by field; the bandwidth rows add up per day and kind. */
 function sum(all: Figures[]): Figures {

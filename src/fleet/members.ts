@@ -1,6 +1,7 @@
 import { lookup } from "node:dns/promises";
 import { isIP } from "node:net";
 import type { Logger } from "../log.ts";
+import { discard } from "../upstream/client.ts";
 
 /** cluster.peers and cluster.self: every member's agent port, the same list everywhere, and which one is this. */
 export interface ClusterConfig {
@@ -120,8 +121,13 @@ export function createFleet(opts: FleetOptions): Fleet {
     let why: string | undefined;
     let refused = false;
     try {
-      const res = await fetch(`${m.url}/healthz`, { signal: AbortSignal.timeout(checkTimeoutMs) });
-      void res.body?.cancel();
+      // proxy: false: Bun's fetch would send it through an http_proxy of the environment, common on the hosts
+      // behind a corporate proxy; members reach each other directly, as they do for objects.
+      const res = await fetch(`${m.url}/healthz`, {
+        signal: AbortSignal.timeout(checkTimeoutMs),
+        proxy: false,
+      } as RequestInit);
+      discard(res.body);
       // 503: it is stopping (or not yet serving), and says so.
       if (res.status !== 200) [why, refused] = [`GET /healthz answered ${res.status}`, true];
     } catch (err) {

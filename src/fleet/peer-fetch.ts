@@ -1,7 +1,7 @@
 import type { Logger } from "../log.ts";
-import { addVia, PEER_HEADER, stripHopByHop } from "../proxy/hop-by-hop.ts";
+import { addVia, PEER_HEADER, PEER_REFUSED, stripHopByHop } from "../proxy/hop-by-hop.ts";
 import type { UpstreamFetch } from "../proxy/upstream.ts";
-import { createHttp1Client, markAnsweredByPeer, markEndUnproven } from "../upstream/client.ts";
+import { createHttp1Client, discard, markAnsweredByPeer, markEndUnproven } from "../upstream/client.ts";
 import type { Exchanged } from "../upstream/exchange.ts";
 import type { Fleet } from "./members.ts";
 
@@ -20,6 +20,15 @@ export interface PeerFetchOptions {
 /** A member that could not take the request: the next one in the ranking gets it, or the origin. */
 class MemberUnavailable extends Error {
   override name = "MemberUnavailable";
+}
+
+/**
+ * A member that serves, but does not take this one's peer requests: its list does not hold the address this
+ * member's connections come from (another interface of a multi-homed host, or a name it has not resolved yet).
+ * Skipped for this request, not taken down (its health checks pass), and told to the operator once.
+ */
+class MemberRefused extends Error {
+  override name = "MemberRefused";
 }
 
 /**
@@ -44,6 +53,8 @@ export function createPeerFetch(opts: PeerFetchOptions): UpstreamFetch & { close
   const watchEveryMs = opts.watchEveryMs ?? 250;
   // The owner answers once its own upstream did: its head timeout (30 s) runs first.
   const client = createHttp1Client({ headersTimeoutMs: 40_000, connectTimeoutMs });
+  /** Members that refused this one's peer requests, each told to the operator once. */
+  const refusedBy = new Set<string>();
 
   async function ask(member: string, req: Request, self: string): Promise<Response> {
     const { hostname, port } = new URL(member);
@@ -65,7 +76,17 @@ export function createPeerFetch(opts: PeerFetchOptions): UpstreamFetch & { close
     } finally {
       clearInterval(watchdog);
     }
+    // A status no proxy may relay (101 to a plain GET, or outside 1xx–5xx): not a member that serves, so not the
+    // agent's answer (upstream.ts refuses the same from an origin).
+    if (res.head.status < 200 || res.head.status > 599) {
+      discard(res.body);
+      throw new MemberUnavailable(`${member} answered status ${res.head.status}, which a proxy cannot relay`);
+    }
     const fields = new Headers(res.head.fields);
+    if (res.head.status === 403 && fields.get(PEER_HEADER) === PEER_REFUSED) {
+      discard(res.body);
+      throw new MemberRefused(`${member} does not take peer requests from this member's address`);
+    }
     // RFC 9112 §6.3: a chunked body's Content-Length is wrong by definition.
     if (res.framing.kind === "chunked") fields.delete("content-length");
     const response = new Response(res.body, {
@@ -87,6 +108,17 @@ export function createPeerFetch(opts: PeerFetchOptions): UpstreamFetch & { close
       try {
         return await ask(member, req, self);
       } catch (err) {
+        if (err instanceof MemberRefused) {
+          if (!refusedBy.has(member)) {
+            refusedBy.add(member);
+            opts.log.warn(
+              "a fleet member refuses this member's peer requests; list the address this member connects from " +
+                "in CACHEGATE_PEERS on every member (meanwhile its URLs are fetched without it)",
+              { member, self },
+            );
+          }
+          continue;
+        }
         if (!(err instanceof MemberUnavailable)) throw err;
         opts.fleet.down(member, err.message);
       }

@@ -9,6 +9,15 @@
 export const PEER_HEADER = "x-cachegate-peer";
 
 /**
+ * PEER_HEADER's value on a member's 403 for a marked request from an
+ * address that is not a member's: the sender takes it as "ask someone else"
+ * (src/fleet/peer-fetch.ts), not as the answer for its agent. The owner
+ * strips PEER_HEADER from every upstream response, so an origin's 403 never
+ * carries it.
+ */
+export const PEER_REFUSED = "refused";
+
+/**
  * Hop-by-hop headers describe one connection, not the message, so a proxy
  * must not forward them (RFC 9110 §7.6.1): Connection and every header it
  * names, plus the ones listed here. Proxy-Authorization and

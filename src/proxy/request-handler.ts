@@ -4,7 +4,7 @@ import type { Logger } from "../log.ts";
 import type { Served } from "../stats/collector.ts";
 import type { ProxyBindings } from "./app.ts";
 import type { FastHit } from "./fast-hit.ts";
-import { PEER_HEADER } from "./hop-by-hop.ts";
+import { PEER_HEADER, PEER_REFUSED } from "./hop-by-hop.ts";
 import { headersOf, toRequest, writeResponse } from "./node-adapter.ts";
 import { refusalResponse } from "./refusal.ts";
 
@@ -120,7 +120,10 @@ export function createRequestHandler(opts: RequestHandlerOptions, urlOf: TargetO
       const member = memberAt?.();
       if (member) env.peer = member;
       else if (memberAt) {
-        const response = refusalResponse(new GatewayError(403, "not_a_fleet_member", NOT_A_MEMBER), opts.via);
+        const refusal = new GatewayError(403, "not_a_fleet_member", NOT_A_MEMBER, {
+          headers: { [PEER_HEADER]: PEER_REFUSED },
+        });
+        const response = refusalResponse(refusal, opts.via);
         const contentType = response.headers.get("content-type");
         void writeResponse(res, response).then((bytes) => served.report({ label: null, bytes, contentType }));
         return;

@@ -10,7 +10,9 @@ import type { Logger } from "../log.ts";
 import { type AddressGuard, checkBehindProxy } from "../net/address-guard.ts";
 import type { Served } from "../stats/collector.ts";
 import { authorityOf, type ProxyHop, tunnelThrough } from "../upstream/proxy-hop.ts";
+import { watchAgent } from "./agent-watch.ts";
 import { admitAgent } from "./agents-only.ts";
+import { hasLooped } from "./hop-by-hop.ts";
 import type { Interceptor } from "./intercept.ts";
 import { domainNotAllowed, reachOf } from "./policy.ts";
 import { writeRefusal } from "./refusal.ts";
@@ -24,6 +26,8 @@ export interface TunnelOptions {
   agents: AgentGate;
   /** The upstream proxy a tunnel to this host goes through (upstreamProxy), or undefined to connect directly. */
   proxyFor?: (host: string) => ProxyHop | undefined;
+  /** This gateway's Via pseudonym: a CONNECT that already passed through it is a loop. */
+  via?: string;
   /** Told about every CONNECT once answered: a refusal at once, an interception once set up, a pipe when it closes. */
   onServed?: (served: Served) => void;
 }
@@ -81,6 +85,13 @@ export function createTunnelHandler(opts: TunnelOptions) {
     who: { user?: string },
     report: Report,
   ): Promise<void> {
+    const via = req.headers.via;
+    if (opts.via && via && hasLooped(new Headers({ via }), opts.via)) {
+      const message =
+        `CONNECT loop: this CONNECT already passed through this gateway (see its Via header); check the ` +
+        "upstream proxy settings (upstreamProxy.url) of the gateways and proxies it went through";
+      throw new GatewayError(508, "request_loop", message);
+    }
     const target = parseAuthority(req.url ?? "");
     if (!target) {
       const example = '"CONNECT example.qualys.com:443"';
@@ -135,19 +146,28 @@ export function createTunnelHandler(opts: TunnelOptions) {
     const name = host.replace(/^\[|\]$/g, "");
     await checkBehindProxy(opts.guard, host, port);
     const authority = authorityOf(name, port);
-    const signal = AbortSignal.timeout(PROXY_TUNNEL_TIMEOUT_MS);
+    if (client.destroyed) return;
+    let early: Buffer = Buffer.alloc(0);
+    const timeout = AbortSignal.timeout(PROXY_TUNNEL_TIMEOUT_MS);
+    // An agent that gives up before the proxy answers takes the connection to the proxy with it, not 30 s later.
+    const agent = watchAgent(client);
     let upstream: Socket;
     try {
-      upstream = await tunnelThrough(proxy, authority, signal);
+      // The CONNECT's Via as it came, and this gateway's (RFC 9110 §7.6.3), so a loop of proxies is seen.
+      const via = [req.headers.via, opts.via && `1.1 ${opts.via}`].filter(Boolean).join(", ");
+      upstream = await tunnelThrough(proxy, authority, AbortSignal.any([timeout, agent.gone]), via);
     } catch (err) {
-      if (!signal.aborted) throw err;
+      if (agent.gone.aborted) return;
+      if (!timeout.aborted) throw err;
       const message =
         `the upstream proxy ${proxy.label} did not open a tunnel to ${authority} within ` +
         `${PROXY_TUNNEL_TIMEOUT_MS / 1000} s; check that it is running and reachable`;
       throw new GatewayError(504, "upstream_timeout", message, { cause: err });
+    } finally {
+      early = agent.stop();
     }
-    if (client.destroyed) return void upstream.destroy();
-    splice(req, client, head, upstream, report);
+    if (client.destroyed || agent.gone.aborted) return void upstream.destroy();
+    splice(req, client, early.length > 0 ? Buffer.concat([head, early]) : head, upstream, report);
     upstream.resume();
   }
 

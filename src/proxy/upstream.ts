@@ -1,6 +1,6 @@
 import { GatewayError } from "../errors.ts";
 import { type AddressGuard, checkBehindProxy } from "../net/address-guard.ts";
-import { createHttp1Client, markEndUnproven, UpstreamTimeout } from "../upstream/client.ts";
+import { createHttp1Client, discard, markEndUnproven, UpstreamTimeout } from "../upstream/client.ts";
 import type { Exchanged } from "../upstream/exchange.ts";
 import { FramingError } from "../upstream/framing.ts";
 import { type ProxyHop, proxyAuthError } from "../upstream/proxy-hop.ts";
@@ -40,7 +40,7 @@ export type UpstreamFetch = (req: Request) => Promise<Response>;
  * resolve through (behind a corporate proxy, often only the proxy can).
  */
 export function createUpstreamFetch(opts: UpstreamOptions): UpstreamFetch & { close(): void } {
-  const client = createHttp1Client({ headersTimeoutMs: opts.headersTimeoutMs });
+  const client = createHttp1Client({ headersTimeoutMs: opts.headersTimeoutMs, via: opts.via });
 
   const fetchUpstream = async function fetchUpstream(req: Request): Promise<Response> {
     const url = new URL(req.url);
@@ -77,11 +77,11 @@ export function createUpstreamFetch(opts: UpstreamOptions): UpstreamFetch & { cl
     const { status, statusText } = res.head;
     if (absolute && status === 407) {
       // Only a proxy answers 407 (RFC 9110 §15.5.8): the proxy's word on the gateway's credentials, never relayed.
-      void res.body?.cancel();
+      discard(res.body);
       throw proxyAuthError(proxy);
     }
     if (status < 200 || status > 599) {
-      void res.body?.cancel();
+      discard(res.body);
       throw new GatewayError(
         502,
         "upstream_malformed",
@@ -106,7 +106,7 @@ function responseHeaders(url: URL, res: Exchanged): Headers {
   try {
     for (const [name, value] of res.head.fields) headers.append(name, value);
   } catch (err) {
-    void res.body?.cancel();
+    discard(res.body);
     const why = (err as Error).message;
     throw new GatewayError(502, "upstream_malformed", `upstream ${url.host} sent an invalid header (${why})`, {
       cause: err,

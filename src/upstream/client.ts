@@ -21,6 +21,16 @@ const fromPeer = new WeakSet<Response>();
 export const answeredByPeer = (res: Response) => fromPeer.has(res);
 export const markAnsweredByPeer = (res: Response) => void fromPeer.add(res);
 
+/**
+ * Drops a response body that will not be read. Cancelling a body that has
+ * already failed (its connection cut, or a broken chunk, in the packet that
+ * brought the head) rejects with that failure: known already, and left
+ * unhandled it would end the process.
+ */
+export function discard(body: ReadableStream<Uint8Array> | null | undefined): void {
+  body?.cancel().catch(() => {});
+}
+
 /** Upstream sent no response head in time (connect, TLS and head together). */
 export class UpstreamTimeout extends Error {
   override name = "UpstreamTimeout";

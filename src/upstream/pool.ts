@@ -23,6 +23,8 @@ export interface PoolOptions {
   maxIdlePerTarget?: number;
   /** A connection not made (and for TLS, verified) within this long fails; unset, only the caller's signal bounds it. */
   connectTimeoutMs?: number;
+  /** This gateway's Via pseudonym, sent with the CONNECTs that open tunnels through an upstream proxy. */
+  via?: string;
 }
 
 /**
@@ -88,7 +90,8 @@ export function createConnectionPool(opts: PoolOptions = {}) {
     async open(target: UpstreamTarget, signal: AbortSignal): Promise<Socket> {
       const { proxy } = target;
       if (proxy && !target.tls) return connectToProxy(proxy, signal);
-      const tunnel = proxy && (await tunnelThrough(proxy, authorityOf(target.name, target.port), signal));
+      const via = opts.via === undefined ? undefined : `1.1 ${opts.via}`;
+      const tunnel = proxy && (await tunnelThrough(proxy, authorityOf(target.name, target.port), signal, via));
       return new Promise((resolve, reject) => {
         const socket = target.tls
           ? tlsConnect({

@@ -56,6 +56,7 @@ function unreachable(hop: ProxyHop, err: unknown): GatewayError {
 /** A TCP connection to the proxy; a failure names the proxy, not the origin the request was for. */
 export function connectToProxy(hop: ProxyHop, signal: AbortSignal): Promise<Socket> {
   return new Promise((resolve, reject) => {
+    if (signal.aborted) return reject(signal.reason); // its abort event has fired already
     const socket = netConnect({ host: hop.host, port: hop.port });
     const abandon = () => {
       socket.destroy();
@@ -80,11 +81,20 @@ export function connectToProxy(hop: ProxyHop, signal: AbortSignal): Promise<Sock
  * Opens a tunnel to `authority` through the proxy: CONNECT, and resolves
  * with the socket once the proxy answered 2xx (RFC 9110 §9.3.6: any 2xx
  * means the tunnel is open). A 407 or any other answer is a 502 that says
- * what the proxy refused; the socket is then closed.
+ * what the proxy refused; the socket is then closed. `via` is the CONNECT's
+ * Via (RFC 9110 §7.6.3: a forwarded CONNECT is a message like any other),
+ * so a proxy that already passed it on, a gateway set as its own proxy's
+ * proxy, refuses it as a loop instead of tunnelling round for ever.
  */
-export async function tunnelThrough(hop: ProxyHop, authority: string, signal: AbortSignal): Promise<Socket> {
+export async function tunnelThrough(
+  hop: ProxyHop,
+  authority: string,
+  signal: AbortSignal,
+  via?: string,
+): Promise<Socket> {
   const socket = await connectToProxy(hop, signal);
   const lines = [`CONNECT ${authority} HTTP/1.1`, `Host: ${authority}`];
+  if (via) lines.push(`Via: ${via}`);
   if (hop.authorization) lines.push(`Proxy-Authorization: ${hop.authorization}`);
   socket.write(`${lines.join("\r\n")}\r\n\r\n`);
   return new Promise<Socket>((resolve, reject) => {
