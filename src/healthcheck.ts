@@ -26,7 +26,8 @@ export async function probe(env: Record<string, string | undefined>, timeoutMs =
     return [`unhealthy: ${(err as Error).message}`, 1];
   }
   try {
-    const res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
+    // Straight to the admin port: Bun's fetch would honour an http_proxy set in the container's environment.
+    const res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs), proxy: false } as RequestInit);
     const body = (await res.text()).slice(0, 500);
     return [`${res.ok ? "healthy" : "unhealthy"}: ${url} answered ${res.status} ${body}`, res.ok ? 0 : 1];
   } catch (err) {

@@ -5,7 +5,7 @@ import type { CachePipeline, OwnerRoute } from "../cache/pipeline.ts";
 import type { Logger } from "../log.ts";
 import { toRequest, writeResponse } from "../proxy/node-adapter.ts";
 import { failedRequest } from "../proxy/refusal.ts";
-import { createHttp1Client } from "../upstream/client.ts";
+import { createHttp1Client, discard } from "../upstream/client.ts";
 import { ownerOf } from "./owner.ts";
 import { shareIdenticalRelays } from "./relay-sharing.ts";
 
@@ -128,7 +128,7 @@ export function createRelayClient(opts: RelayClientOptions) {
       // Declined (its cache is closed), or a body whose end a dying owner could fake with a FIN:
       // the owner speaks HTTP/1.1 with a length or chunks, so this worker does the work itself.
       if (answer.get(DECLINED) === opts.secret || res.framing.kind === "close") {
-        void res.body?.cancel();
+        discard(res.body);
         return undefined;
       }
       // RFC 9112 §6.3: a chunked body's Content-Length is wrong by definition.

@@ -158,6 +158,8 @@ export function createFleet(opts: FleetOptions): Fleet {
     });
   }, checkEveryMs);
   timer.unref();
+  // Members named by host name are looked up now, so their first peer requests are recognised.
+  current();
 
   return {
     self: () => (opts.cluster().peers.length > 0 ? opts.cluster().self : undefined),
