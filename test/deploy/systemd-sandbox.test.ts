@@ -21,11 +21,16 @@ const defer = cleanupAfterEach();
 const root = join(import.meta.dir, "../..");
 const NOBODY = 65534;
 
+// A checkout under /tmp (CI may clone there) would vanish under the fresh /tmp: it is set aside first
+// ($KEEP, beside the data dir) and mounted back at its own path, read-only like the rest.
 const SANDBOX = `
 set -e
 mount --bind "$DATA" "$DATA"
+mount --bind "$REPO" "$KEEP"
 mount -o remount,bind,ro /
 mount -t tmpfs -o mode=1777 tmpfs /tmp
+case "$REPO" in /tmp/*) mkdir -p "$REPO" && mount --bind "$KEEP" "$REPO" ;; esac
+cd "$REPO"
 exec setpriv --reuid=${NOBODY} --regid=${NOBODY} --clear-groups --no-new-privs --inh-caps=-all --bounding-set=-all "$@"
 `;
 
@@ -37,6 +42,8 @@ test("under the unit's restrictions the gateway starts with its workers, serves 
   await chmod(parent, 0o755);
   const data = join(parent, "data");
   await mkdir(data);
+  const keep = join(parent, "repo");
+  await mkdir(keep);
   await chown(data, NOBODY, NOBODY);
   const origin = startOrigin(() => new Response("patch bytes", { headers: { "cache-control": "max-age=300" } }));
   defer(() => origin.stop());
@@ -61,6 +68,8 @@ test("under the unit's restrictions the gateway starts with its workers, serves 
       env: {
         ...env,
         DATA: data,
+        REPO: root,
+        KEEP: keep,
         HOME: data,
         BUN_RUNTIME_TRANSPILER_CACHE_PATH: "0",
         CACHEGATE_DATA_DIR: data,
