@@ -14,28 +14,24 @@ import { loadAdminToken } from "./admin/token.ts";
 import { versionRoutes } from "./admin/version-routes.ts";
 import { createAgentStore } from "./agents/agent-store.ts";
 import { createProxyAuth } from "./agents/proxy-auth.ts";
-import type { CacheIndex } from "./cache/cache-index.ts";
 import { allOf, diskWatermarks, sizeLimit } from "./cache/eviction.ts";
 import { openCache } from "./cache/open-cache.ts";
-import type { CachePipeline } from "./cache/pipeline.ts";
 import type { Downloads } from "./cluster/messages.ts";
 import { assertPortFree } from "./cluster/port-check.ts";
 import { createRelayClient, startRelayServer } from "./cluster/relay.ts";
-import type { Supervisor } from "./cluster/supervisor.ts";
-import type { WorkerLink } from "./cluster/worker-link.ts";
-import type { RuntimeSettings } from "./config/env.ts";
 import { LiveConfig } from "./config/live-config.ts";
 import type { JsonObject } from "./config/merge-patch.ts";
-import type { Config, ConfigInput } from "./config/schema.ts";
+import type { Config } from "./config/schema.ts";
 import { loadOverrides, saveOverrides } from "./config/settings-store.ts";
 import { openDb } from "./db/client.ts";
 import { GatewayError } from "./errors.ts";
 import { fleetStatsPage, gatherFleetFigures } from "./fleet/fleet-stats.ts";
 import { createFleet } from "./fleet/members.ts";
 import { createPeerFetch } from "./fleet/peer-fetch.ts";
+import type { Gateway, GatewayOptions } from "./gateway-types.ts";
 import { createLogger, type Logger, silentLogger } from "./log.ts";
 import { createAddressGuard } from "./net/address-guard.ts";
-import { createPatchCache, type PatchCache } from "./patch/patch-cache.ts";
+import { createPatchCache } from "./patch/patch-cache.ts";
 import { createAgentListener } from "./proxy/agent-listener.ts";
 import { createProxyApp, type ProxyBindings } from "./proxy/app.ts";
 import { createFastHit } from "./proxy/fast-hit.ts";
@@ -44,51 +40,15 @@ import { createPortPages } from "./proxy/port-pages.ts";
 import { createProxyServer } from "./proxy/proxy-server.ts";
 import { createTunnelHandler } from "./proxy/tunnel.ts";
 import { createUpstreamFetch } from "./proxy/upstream.ts";
-import { createStats, type Served, type Stats } from "./stats/collector.ts";
+import { createStats, type Served } from "./stats/collector.ts";
 import { cacheDisk } from "./store/disk-usage.ts";
 import { ensureWritableDir } from "./store/writable-dir.ts";
-import type { LeafMinter } from "./tls/leaf-cache.ts";
 import { TLS_VERSIONS } from "./tls/versions.ts";
 import { createWorkerTls } from "./tls/worker-tls.ts";
 import { createUpstreamProxy } from "./upstream/upstream-proxy.ts";
 import { VERSION } from "./version.ts";
 
-export interface GatewayOptions {
-  /** The configuration as the environment sets it; admin API changes are layered over it. */
-  config: ConfigInput;
-  runtime: RuntimeSettings;
-  log?: Logger;
-  now?: () => number;
-  /** Overrides cacheMode.port for the first bind (tests listen on port 0). */
-  proxyPort?: number;
-  /** Overrides runtime.adminPort (tests listen on port 0). */
-  adminPort?: number;
-  /**
-   * One part of a gateway run as several processes (src/cluster/): the
-   * primary holds the admin API and no agents; a worker serves agents and no
-   * admin API. Without it, one process is the whole gateway.
-   */
-  cluster?: { role: "primary"; workers: Supervisor } | { role: "worker"; link: WorkerLink };
-}
-
-export interface Gateway {
-  readonly proxyPort: number;
-  adminPort: number;
-  via: string;
-  adminToken: string;
-  config: LiveConfig;
-  index: CacheIndex;
-  pipeline: CachePipeline;
-  patch: PatchCache;
-  stats: Stats;
-  /** The leaf certificates of intercepted tunnels (a primary mints them for its workers). */
-  minter: LeafMinter;
-  /** Removes what a process that died (a worker) was downloading into the caches' temp dirs. */
-  sweepDownloadsOf(pid: number): Promise<void>;
-  /** SIGHUP: writes the pending counters and reopens the access log (logrotate); with workers, in each of them. */
-  reopen(): void;
-  stop(): Promise<void>;
-}
+export type { Gateway, GatewayOptions };
 
 /**
  * The data dir holds the admin token, the CA key and agent password hashes: 0700, whoever created it. It must be

@@ -1,9 +1,10 @@
 import { isIP } from "node:net";
 import * as v from "valibot";
 import { parseCidr } from "../net/ip.ts";
+import { ClusterSection } from "./cluster.ts";
 import { DomainList } from "./domain-name.ts";
-import { MemberUrl } from "./member-url.ts";
 import { ProxyUrl } from "./proxy-url.ts";
+import { section } from "./section.ts";
 import { patternProblem } from "./url-pattern.ts";
 
 /**
@@ -139,24 +140,6 @@ const LowWatermark = v.pipe(
   v.maxValue(0.98, "must be at most 0.98"),
 );
 
-const SECTION_MESSAGE = "must be a JSON object of settings; see GET /api/config for its fields";
-
-/**
- * A section of the document: a JSON object with only its own fields.
- * valibot's objects also take an array, which would reset the section to
- * its defaults (`{"cacheMode": []}`), so anything but an object is refused.
- */
-function section<const T extends v.ObjectEntries>(entries: T) {
-  const fields = v.strictObject(entries, SECTION_MESSAGE);
-  return v.pipe(
-    v.custom<v.InferInput<typeof fields>>(
-      (x) => typeof x === "object" && x !== null && !Array.isArray(x),
-      SECTION_MESSAGE,
-    ),
-    fields,
-  );
-}
-
 const ConfigObject = v.strictObject({
   cacheMode: v.optional(
     section({
@@ -285,34 +268,7 @@ const ConfigObject = v.strictObject({
     }),
     {},
   ),
-  /**
-   * A fleet: several gateways that fetch each object once between them
-   * (src/fleet/). Every member gets the same list, itself included, and is
-   * told which entry it is.
-   */
-  cluster: v.optional(
-    v.pipe(
-      section({
-        peers: v.optional(v.array(MemberUrl), []),
-        self: v.optional(MemberUrl),
-      }),
-      v.forward(
-        v.check(
-          (c) => new Set(c.peers).size === c.peers.length,
-          "lists a member twice; give each member's agent port once",
-        ),
-        ["peers"],
-      ),
-      v.forward(
-        v.check(
-          (c) => c.peers.length === 0 || (c.self !== undefined && c.peers.includes(c.self)),
-          "must name this member, as one entry of cluster.peers (CACHEGATE_PEERS), e.g. http://10.0.0.11:8080",
-        ),
-        ["self"],
-      ),
-    ),
-    {},
-  ),
+  cluster: v.optional(ClusterSection, {}),
 });
 
 /**

@@ -1,4 +1,5 @@
 import * as v from "valibot";
+import { section } from "./section.ts";
 
 /**
  * A fleet member as CACHEGATE_PEERS lists it: its agent port, `http://host:port`.
@@ -33,3 +34,29 @@ function memberUrl(raw: string): string | undefined {
     return undefined;
   }
 }
+
+/**
+ * A fleet: several gateways that fetch each object once between them
+ * (src/fleet/). Every member gets the same list, itself included, and is
+ * told which entry it is.
+ */
+export const ClusterSection = v.pipe(
+  section({
+    peers: v.optional(v.array(MemberUrl), []),
+    self: v.optional(MemberUrl),
+  }),
+  v.forward(
+    v.check(
+      (c) => new Set(c.peers).size === c.peers.length,
+      "lists a member twice; give each member's agent port once",
+    ),
+    ["peers"],
+  ),
+  v.forward(
+    v.check(
+      (c) => c.peers.length === 0 || (c.self !== undefined && c.peers.includes(c.self)),
+      "must name this member, as one entry of cluster.peers (CACHEGATE_PEERS), e.g. http://10.0.0.11:8080",
+    ),
+    ["self"],
+  ),
+);
