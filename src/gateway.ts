@@ -31,6 +31,7 @@ import { createPeerFetch } from "./fleet/peer-fetch.ts";
 import type { Gateway, GatewayOptions } from "./gateway-types.ts";
 import { createLogger, type Logger, silentLogger } from "./log.ts";
 import { createAddressGuard } from "./net/address-guard.ts";
+import { createClientAddress } from "./net/client-address.ts";
 import { createPatchCache } from "./patch/patch-cache.ts";
 import { createAgentListener } from "./proxy/agent-listener.ts";
 import { createProxyApp, type ProxyBindings } from "./proxy/app.ts";
@@ -179,7 +180,10 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     minter: tls.minter,
     minVersion: () => TLS_VERSIONS[current().tls.minVersion],
   });
+  // Behind a trusted front end (trustedProxies), the agent is the one its X-Forwarded-For names.
+  const clientAddress = createClientAddress(() => current().trustedProxies);
   const tunnel = createTunnelHandler({
+    clientAddress,
     config: current,
     guard,
     log,
@@ -204,6 +208,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
         pages,
         tls: await tls.agentListenerOptions(c),
         memberAt: fleet.memberAt,
+        clientOf: clientAddress,
       }),
     host: runtime.host,
     ownPorts,

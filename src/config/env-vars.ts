@@ -65,6 +65,11 @@ export const ENV_VARS: readonly EnvVar[] = [
   },
   { name: "CACHEGATE_PEER_SELF", default: "none", meaning: "which entry of CACHEGATE_PEERS this node is" },
   {
+    name: "CACHEGATE_TRUSTED_PROXIES",
+    default: "none",
+    meaning: "front ends (HAProxy) whose X-Forwarded-For names the agent: comma list of CIDR networks",
+  },
+  {
     name: "CACHEGATE_UPSTREAM_PROXY",
     default: "none",
     meaning: "corporate or parent proxy for upstream fetches: http://[user:pass@]host:port",

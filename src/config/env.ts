@@ -65,6 +65,7 @@ export function configInputFromEnv(env: Env): ConfigInput {
   if (env.CACHEGATE_CACHE_MODE !== undefined) section("cacheMode").enabled = flag(env.CACHEGATE_CACHE_MODE);
   if (env.CACHEGATE_PORT !== undefined) section("cacheMode").port = int(env.CACHEGATE_PORT);
   if (env.CACHEGATE_PLATFORM_DOMAINS !== undefined) doc.platformDomains = list(env.CACHEGATE_PLATFORM_DOMAINS);
+  if (env.CACHEGATE_TRUSTED_PROXIES !== undefined) doc.trustedProxies = list(env.CACHEGATE_TRUSTED_PROXIES);
   if (env.CACHEGATE_PATCH_MODE !== undefined) section("patchMode").enabled = flag(env.CACHEGATE_PATCH_MODE);
   if (env.CACHEGATE_PATCH_DISK !== undefined) section("patchDisk").path = env.CACHEGATE_PATCH_DISK;
   if (env.CACHEGATE_PATCH_DISK_MIN_FREE !== undefined)
@@ -96,6 +97,7 @@ const ENV_OF_PATH: Record<string, string> = {
 
 const ENV_OF_LIST: [prefix: string, name: string][] = [
   ["platformDomains", "CACHEGATE_PLATFORM_DOMAINS"],
+  ["trustedProxies", "CACHEGATE_TRUSTED_PROXIES"],
   ["cluster.peers", "CACHEGATE_PEERS"],
 ];
 

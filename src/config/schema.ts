@@ -149,6 +149,11 @@ const ConfigObject = v.strictObject({
     {},
   ),
   platformDomains: v.optional(DomainList, DEFAULT_PLATFORM_DOMAINS),
+  /**
+   * Networks of the front ends (HAProxy with `option forwardfor`, a load balancer) whose X-Forwarded-For
+   * names the agent behind them (net/client-address.ts); from anyone else the header is ignored.
+   */
+  trustedProxies: v.optional(v.array(CidrNetwork), []),
   allowedDomains: v.optional(
     section({
       enabled: v.optional(v.boolean("must be true or false"), false),

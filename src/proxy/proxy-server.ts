@@ -1,6 +1,7 @@
 import { createServer, type IncomingMessage, type Server } from "node:http";
 import { createServer as createTlsServer, type ServerOptions as TlsServerOptions } from "node:https";
 import type { Duplex } from "node:stream";
+import type { ClientAddress } from "../net/client-address.ts";
 import type { Served } from "../stats/collector.ts";
 import type { PortPages } from "./port-pages.ts";
 import { createRequestHandler, type RequestHandlerOptions } from "./request-handler.ts";
@@ -13,6 +14,8 @@ export interface ProxyServerOptions extends RequestHandlerOptions {
   memberAt?: (address: string | undefined) => string | undefined;
   /** The port's own origin-form pages (/healthz, /proxy.pac): answered before the proxy sees the request. */
   pages?: PortPages;
+  /** The agent's address: the socket's, or behind a trusted front end its X-Forwarded-For (net/client-address.ts). */
+  clientOf?: ClientAddress;
 }
 
 /**
@@ -25,9 +28,10 @@ export interface ProxyServerOptions extends RequestHandlerOptions {
 export function createProxyServer(opts: ProxyServerOptions): Server {
   const handler = createRequestHandler(opts, (req) => {
     const target = req.url ?? "/";
-    const agent = req.socket.remoteAddress ?? "unknown";
-    // Asked only of a request that carries the fleet's mark (the handler looks for it).
-    const memberAt = () => opts.memberAt?.(agent);
+    const socket = req.socket.remoteAddress ?? "unknown";
+    const agent = opts.clientOf ? opts.clientOf(socket, () => req.headers["x-forwarded-for"]) : socket;
+    // Asked only of a request that carries the fleet's mark (the handler looks for it); members connect themselves.
+    const memberAt = () => opts.memberAt?.(socket);
     // origin-form (`GET /path`): the client did not treat us as a proxy.
     if (target.startsWith("/")) {
       return {

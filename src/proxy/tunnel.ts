@@ -8,6 +8,7 @@ import type { Config } from "../config/schema.ts";
 import { GatewayError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { type AddressGuard, checkBehindProxy } from "../net/address-guard.ts";
+import type { ClientAddress } from "../net/client-address.ts";
 import type { Served } from "../stats/collector.ts";
 import { authorityOf, type ProxyHop, tunnelThrough } from "../upstream/proxy-hop.ts";
 import { watchAgent } from "./agent-watch.ts";
@@ -30,6 +31,8 @@ export interface TunnelOptions {
   via?: string;
   /** Told about every CONNECT once answered: a refusal at once, an interception once set up, a pipe when it closes. */
   onServed?: (served: Served) => void;
+  /** The agent's address: the socket's, or behind a trusted front end its X-Forwarded-For (net/client-address.ts). */
+  clientAddress?: ClientAddress;
 }
 
 /** How a CONNECT ended, for onServed. */
@@ -59,6 +62,10 @@ export function parseAuthority(authority: string): { host: string; port: number 
  * never looks into. A refusal is written to the raw socket, which is closed.
  */
 export function createTunnelHandler(opts: TunnelOptions) {
+  const clientOf = (req: IncomingMessage) => {
+    const socket = req.socket.remoteAddress ?? "unknown";
+    return opts.clientAddress ? opts.clientAddress(socket, () => req.headers["x-forwarded-for"]) : socket;
+  };
   // Tunnels outlive the listener's own connection tracking; shutdown must end them itself.
   const open = new Set<Duplex>();
   /** Tunnels opened with agent credentials (Patch Mode), so a revocation can close them at once. */
@@ -98,7 +105,7 @@ export function createTunnelHandler(opts: TunnelOptions) {
       throw new GatewayError(400, "bad_connect_target", `CONNECT needs host:port, e.g. ${example}; got "${req.url}"`);
     }
     const config = opts.config();
-    let agent = req.socket.remoteAddress ?? "unknown";
+    let agent = clientOf(req);
     if (config.patchMode.enabled) {
       const header = req.headers["proxy-authorization"];
       agent = await admitAgent(opts.agents, header, agent, config.patchMode.clientNetworks);
@@ -118,7 +125,7 @@ export function createTunnelHandler(opts: TunnelOptions) {
     const cached = (reach === "platform" && config.cacheMode.enabled) || reach === "patch";
     if (opts.interceptor && cached && !domainMatches(target.host, config.tls.doNotIntercept)) {
       // Upstream is resolved and checked per request, when (and only if) a request misses the cache.
-      const address = req.socket.remoteAddress ?? "unknown";
+      const address = clientOf(req);
       opts.log.debug("intercepting a tunnel", { target: req.url, agent });
       await opts.interceptor(client, head, target.host, target.port, agent, config.patchMode.enabled, address);
       return report({ label: "INTERCEPTED", status: 200, bytes: 0 });
@@ -211,7 +218,7 @@ export function createTunnelHandler(opts: TunnelOptions) {
     open.add(client);
     client.once("close", () => open.delete(client));
     const who: { user?: string } = {};
-    const address = req.socket.remoteAddress ?? "unknown";
+    const address = clientOf(req);
     const report = (outcome: TunnelOutcome) =>
       opts.onServed?.({
         ...outcome,
