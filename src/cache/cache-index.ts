@@ -88,20 +88,8 @@ export function createCacheIndex(db: Db, store: BlobStore, now: () => number, op
   });
   const touched = new Map<number, number>(); // entry id → hit count since last flush
   const pins = new Map<string, number>();
-  const {
-    totalBytes,
-    lastChange,
-    changesSince,
-    trimChanges,
-    unreferenced,
-    byUrl,
-    sizeOf,
-    insertBlob,
-    upsertEntry,
-    touchRow,
-    refreshRow,
-  } = indexStatements(db);
-  let seen = lastChange.get()?.seq ?? 0;
+  const statements = indexStatements(db);
+  let seen = statements.lastChange.get()?.seq ?? 0;
   let trimmedAt = 0;
 
   /**
@@ -112,9 +100,9 @@ export function createCacheIndex(db: Db, store: BlobStore, now: () => number, op
    */
   const catchUp = () => {
     if (!opts.shared) return; // this process's own changes already dropped what they touched
-    const last = lastChange.get()?.seq ?? 0;
+    const last = statements.lastChange.get()?.seq ?? 0;
     if (last === seen) return;
-    const changes = changesSince.all(seen);
+    const changes = statements.changesSince.all(seen);
     if (changes[0] === undefined || changes[0].seq !== seen + 1) memo.clear();
     else for (const c of changes) memo.delete(c.url);
     seen = last;
@@ -129,7 +117,7 @@ export function createCacheIndex(db: Db, store: BlobStore, now: () => number, op
     variant: renormalise(row.variant),
     vary: row.vary === null ? null : (JSON.parse(row.vary) as string[]),
     sha256: row.sha256,
-    size: sizeOf.get({ sha: row.sha256 })?.size ?? 0,
+    size: statements.sizeOf.get({ sha: row.sha256 })?.size ?? 0,
     status: row.status,
     headers: headersFromJson(row.headers),
     requestTime: row.requestTime,
@@ -140,7 +128,7 @@ export function createCacheIndex(db: Db, store: BlobStore, now: () => number, op
     catchUp();
     let list = memo.get(url);
     if (!list) {
-      list = byUrl.all({ url }).map(toEntry);
+      list = statements.byUrl.all({ url }).map(toEntry);
       memo.set(url, list);
     }
     return list;
@@ -151,7 +139,7 @@ export function createCacheIndex(db: Db, store: BlobStore, now: () => number, op
     for (const sha of new Set(shas)) {
       if (pins.has(sha)) continue; // unpin() collects it later
       // One statement: another process (a worker) may index an entry for the same bytes meanwhile.
-      if (unreferenced.get(sha, sha)) await store.remove(sha);
+      if (statements.unreferenced.get(sha, sha)) await store.remove(sha);
     }
   };
 
@@ -184,14 +172,14 @@ export function createCacheIndex(db: Db, store: BlobStore, now: () => number, op
     // Keep the change log short. A process that fell further behind (it looked nothing up meanwhile)
     // sees the gap and forgets its whole memo.
     if (seen - trimmedAt < CHANGES_KEPT) return;
-    trimChanges.run(seen - CHANGES_KEPT);
+    statements.trimChanges.run(seen - CHANGES_KEPT);
     trimmedAt = seen;
   };
   const flush = () => {
     if (touched.size === 0) return trim();
     const at = now();
     db.transaction(() => {
-      for (const [id, hits] of touched) touchRow.run({ at, hits, id });
+      for (const [id, hits] of touched) statements.touchRow.run({ at, hits, id });
     });
     touched.clear();
     trim();
@@ -208,7 +196,7 @@ export function createCacheIndex(db: Db, store: BlobStore, now: () => number, op
       const variant = variantOf(e.vary, requestHeaders);
       const at = now();
       const row = db.transaction((tx) => {
-        insertBlob.run({ sha256: e.sha256, size: e.size, at });
+        statements.insertBlob.run({ sha256: e.sha256, size: e.size, at });
         const values = {
           url: e.url,
           variant,
@@ -221,7 +209,7 @@ export function createCacheIndex(db: Db, store: BlobStore, now: () => number, op
           lastAccess: at,
         };
         // Rows of the same variant: the current one, and any stored under an earlier normalisation (key.ts).
-        const same = byUrl.all({ url: e.url }).filter((r) => renormalise(r.variant) === variant);
+        const same = statements.byUrl.all({ url: e.url }).filter((r) => renormalise(r.variant) === variant);
         const previous = same.sort((a, b) => b.responseTime - a.responseTime)[0];
         // RFC 9111 §4: the most recent response wins. A slow download that lands after a newer one for the
         // same variant (stored by a request that could not wait for it) does not replace it.
@@ -237,7 +225,7 @@ export function createCacheIndex(db: Db, store: BlobStore, now: () => number, op
               ),
             )
             .run();
-        const inserted = upsertEntry.get(values)!;
+        const inserted = statements.upsertEntry.get(values)!;
         return { inserted, previous, kept: false, gone };
       });
       memo.delete(e.url);
@@ -252,7 +240,13 @@ export function createCacheIndex(db: Db, store: BlobStore, now: () => number, op
     },
 
     refresh(entry, headers, requestTime, responseTime) {
-      refreshRow.run({ headers: headersToJson(headers), requestTime, responseTime, at: now(), id: entry.id });
+      statements.refreshRow.run({
+        headers: headersToJson(headers),
+        requestTime,
+        responseTime,
+        at: now(),
+        id: entry.id,
+      });
       memo.delete(entry.url);
       return { ...entry, headers, requestTime, responseTime };
     },
@@ -285,7 +279,7 @@ export function createCacheIndex(db: Db, store: BlobStore, now: () => number, op
       collectInBackground([sha]);
     },
 
-    totalBytes: () => totalBytes.get()?.bytes ?? 0,
+    totalBytes: () => statements.totalBytes.get()?.bytes ?? 0,
 
     leastRecentlyUsed: (limit, offset) =>
       db
@@ -303,7 +297,7 @@ export function createCacheIndex(db: Db, store: BlobStore, now: () => number, op
       flusher.stop();
       flusher.now();
     },
-    knowsBlob: (sha) => sizeOf.get({ sha }) !== undefined,
+    knowsBlob: (sha) => statements.sizeOf.get({ sha }) !== undefined,
 
     list({ prefix, after = 0, limit }) {
       flusher.now();
