@@ -19,9 +19,6 @@ export interface FastHitOptions {
   log: Logger;
 }
 
-/** A response the fast path wrote, for the stats and the access log. */
-export type Answered = Outcome;
-
 /**
  * Answers a request straight onto the node:http response, or resolves
  * undefined and leaves it to the proxy app, with `env` as admission left it.
@@ -32,7 +29,7 @@ export type FastHit = (
   url: URL,
   headers: Headers,
   env: ProxyBindings,
-) => Promise<Answered | undefined>;
+) => Promise<Outcome | undefined>;
 
 /**
  * The fast path for the commonest request, a small fresh hit: no Request,
@@ -96,7 +93,7 @@ function createHeads(via: string) {
 }
 
 /** Writes a hit; a HEAD gets the head alone. */
-function writeHit(req: IncomingMessage, res: ServerResponse, hit: MemoryHit, head: OutgoingHttpHeaders): Answered {
+function writeHit(req: IncomingMessage, res: ServerResponse, hit: MemoryHit, head: OutgoingHttpHeaders): Outcome {
   res.writeHead(200, head);
   const type = head["content-type"]; // from the head built once per stored response: no Headers lookup per hit
   const contentType = typeof type === "string" ? type : undefined;

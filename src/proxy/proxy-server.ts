@@ -10,8 +10,6 @@ export interface ProxyServerOptions extends RequestHandlerOptions {
   connect: (req: IncomingMessage, socket: Duplex, head: Buffer) => Promise<void>;
   /** When set, agents speak TLS to the proxy port itself (an HTTPS proxy). */
   tls?: TlsServerOptions;
-  /** The fleet member at a connection's address, if any (src/fleet/members.ts): only they may send peer requests. */
-  memberAt?: (address: string | undefined) => string | undefined;
   /** The port's own origin-form pages (/healthz, /proxy.pac): answered before the proxy sees the request. */
   pages?: PortPages;
   /** The agent's address: the socket's, or behind a trusted front end its X-Forwarded-For (net/client-address.ts). */
@@ -30,8 +28,7 @@ export function createProxyServer(opts: ProxyServerOptions): Server {
     const target = req.url ?? "/";
     const socket = req.socket.remoteAddress ?? "unknown";
     const agent = opts.clientOf ? opts.clientOf(socket, () => req.headers["x-forwarded-for"]) : socket;
-    // Asked only of a request that carries the fleet's mark (the handler looks for it); members connect themselves.
-    const memberAt = () => opts.memberAt?.(socket);
+    // `connection`: fleet members connect themselves, so their mark is judged by the socket's address.
     // origin-form (`GET /path`): the client did not treat us as a proxy.
     if (target.startsWith("/")) {
       return {
@@ -39,10 +36,10 @@ export function createProxyServer(opts: ProxyServerOptions): Server {
         form: "origin",
         agent,
         address: agent,
-        memberAt,
+        connection: socket,
       };
     }
-    return { url: target, form: "absolute", agent, address: agent, memberAt };
+    return { url: target, form: "absolute", agent, address: agent, connection: socket };
   });
   const pages = opts.pages;
   const listener: typeof handler = pages

@@ -17,6 +17,8 @@ export interface RequestHandlerOptions {
   via: string;
   /** Told about every response once its body has been sent (bandwidth accounting). */
   onServed?: (served: Served) => void;
+  /** The fleet member at a connection's address, if any (src/fleet/members.ts): only they may send peer requests. */
+  memberAt?: (address: string | undefined) => string | undefined;
 }
 
 /** What a request target means: on the proxy port an absolute URL; inside an intercepted tunnel a path on its host. */
@@ -28,10 +30,10 @@ export type TargetOf = (req: IncomingMessage) => {
   address: string;
   authenticated?: boolean;
   /**
-   * On the agent port: the fleet member at the connection's address, if any. A request with the
-   * fleet's mark is a member's only from there; inside a tunnel the mark is never trusted.
+   * On the agent port, the connection's own address: a request with the fleet's mark is a member's
+   * only from a member's address. Inside a tunnel there is none, and the mark is never trusted.
    */
-  memberAt?: () => string | undefined;
+  connection?: string;
 };
 
 /** How a response went out: its X-Cache label (null for a refusal), body bytes and type, and whether from memory. */
@@ -75,16 +77,21 @@ export function createRequestHandler(opts: RequestHandlerOptions, urlOf: TargetO
       .catch((error) => failed(res, url, error));
   }
 
-  function badTarget(req: IncomingMessage, res: ServerResponse, served: Report): void {
-    const message = `"${req.url}" is not a valid request target; send an absolute URL with a valid host name`;
-    const response = refusalResponse(new GatewayError(400, "bad_request_target", message), opts.via);
+  /** A refusal the handler makes itself, written and reported like any other response. */
+  function refuse(res: ServerResponse, error: GatewayError, served: Report): void {
+    const response = refusalResponse(error, opts.via);
     const contentType = response.headers.get("content-type");
     void writeResponse(res, response).then((bytes) => served.report({ label: null, bytes, contentType }));
   }
 
+  function badTarget(req: IncomingMessage, res: ServerResponse, served: Report): void {
+    const message = `"${req.url}" is not a valid request target; send an absolute URL with a valid host name`;
+    refuse(res, new GatewayError(400, "bad_request_target", message), served);
+  }
+
   return (req, res) => {
     const started = performance.now();
-    const { url, form, agent, address, authenticated, memberAt } = urlOf(req);
+    const { url, form, agent, address, authenticated, connection } = urlOf(req);
     const env: ProxyBindings = { client: agent, form, authenticated };
     let headers: Headers | undefined;
     // The request's own fields once parsed (node's req.headers object is not built on the hot path).
@@ -117,17 +124,16 @@ export function createRequestHandler(opts: RequestHandlerOptions, urlOf: TargetO
       return badTarget(req, res, served);
     }
     if (headers.has(PEER_HEADER)) {
-      const member = memberAt?.();
-      if (member) env.peer = member;
-      else if (memberAt) {
-        const refusal = new GatewayError(403, "not_a_fleet_member", NOT_A_MEMBER, {
-          headers: { [PEER_HEADER]: PEER_REFUSED },
-        });
-        const response = refusalResponse(refusal, opts.via);
-        const contentType = response.headers.get("content-type");
-        void writeResponse(res, response).then((bytes) => served.report({ label: null, bytes, contentType }));
-        return;
-      } else headers.delete(PEER_HEADER); // inside a tunnel the mark means nothing
+      if (connection === undefined)
+        headers.delete(PEER_HEADER); // inside a tunnel the mark means nothing
+      else {
+        const member = opts.memberAt?.(connection);
+        if (!member) {
+          const refused = { [PEER_HEADER]: PEER_REFUSED };
+          return refuse(res, new GatewayError(403, "not_a_fleet_member", NOT_A_MEMBER, { headers: refused }), served);
+        }
+        env.peer = member;
+      }
     }
     // Only GET and HEAD can be fast hits; a request with a body goes to the app at once.
     const bodiless = req.method === "GET" || req.method === "HEAD";
