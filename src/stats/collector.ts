@@ -42,16 +42,18 @@ export interface Served {
   peer?: string;
 }
 
-const LABEL_COUNTER: Record<string, string> = {
-  HIT: "hits",
-  MISS: "misses",
-  PEER: "peer",
-  COALESCED: "coalesced",
-  REVALIDATED: "revalidated",
-  STALE: "stale",
-  UPDATING: "updating",
-  BYPASS: "bypass",
-};
+/** X-Cache values with a counter of their own, and its name (also the snapshot's field of that name). */
+export const OUTCOMES = [
+  ["HIT", "hits"],
+  ["MISS", "misses"],
+  ["PEER", "peer"],
+  ["COALESCED", "coalesced"],
+  ["REVALIDATED", "revalidated"],
+  ["STALE", "stale"],
+  ["UPDATING", "updating"],
+  ["BYPASS", "bypass"],
+] as const;
+const LABEL_COUNTER = new Map<string, string>(OUTCOMES);
 const FROM_CACHE = new Set(["HIT", "COALESCED", "REVALIDATED", "STALE", "UPDATING"]);
 const COUNTERS = [
   "requests",
@@ -171,7 +173,7 @@ export function createStats(db: Db, opts: StatsOptions) {
       add("requests", 1);
       pendingClients.set(s.agent, now());
       add("bytes_served", s.bytes);
-      const counter = LABEL_COUNTER[s.label];
+      const counter = LABEL_COUNTER.get(s.label);
       if (counter) add(counter, 1);
       if (FROM_CACHE.has(s.label)) {
         add("bytes_from_cache", s.bytes);
