@@ -107,8 +107,8 @@ export function createStats(db: Db, opts: StatsOptions) {
     }
     return dayValue;
   };
-  const daily = (kind: string) => {
-    const key = `${day()}\t${kind}`;
+  const daily = (kind: string, today = day()) => {
+    const key = `${today}\t${kind}`;
     let row = pendingDaily.get(key);
     if (!row) {
       row = { requests: 0, served: 0, upstream: 0 };
@@ -180,10 +180,11 @@ export function createStats(db: Db, opts: StatsOptions) {
         savings.record(s.url, s.bytes);
       }
       const kind = kindOf(s.url, opts.kinds());
-      const row = daily(kind);
+      const today = day();
+      const row = daily(kind, today);
       row.requests++;
       row.served += s.bytes;
-      pendingAgents.add(`${day()}\t${kind}\t${s.agent}`);
+      pendingAgents.add(`${today}\t${kind}\t${s.agent}`);
     },
 
     /** Called once per upstream response body, with the bytes that crossed the internet. */
