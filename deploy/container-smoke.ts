@@ -19,6 +19,7 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { VERSION } from "../src/version.ts";
 import { buildImage, imageConfig, imageProblems } from "./smoke/image.ts";
 import { exitWithin, freePort, run, waitFor } from "./smoke/proc.ts";
 import { chooseRunner } from "./smoke/runners.ts";
@@ -41,14 +42,13 @@ async function defaultBase(): Promise<string> {
 async function main(): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error("container:smoke needs root (buildah mount, chroot); run it with sudo");
   const baseImage = process.argv[2] ?? (await defaultBase());
-  const version = ((await Bun.file(join(root, "package.json")).json()) as { version: string }).version;
   const source = (await run(["git", "-C", root, "remote", "get-url", "origin"], { check: false })).stdout.trim();
-  const tag = `localhost/cachegate:${version}`;
+  const tag = `localhost/cachegate:${VERSION}`;
   const bunVersion = /^BUN_VERSION=(\S+)/m.exec(await Bun.file(join(root, ".ci/run")).text())?.[1];
   const localBase = `localhost/bun-base:${bunVersion}`;
 
   step(`buildah bud --format docker from ${baseImage} as ${tag}`);
-  await buildImage({ root, tag, baseImage, version, source, localBase });
+  await buildImage({ root, tag, baseImage, version: VERSION, source, localBase });
   const config = await imageConfig(tag);
 
   const { runner, why } = await chooseRunner(tag, config);
@@ -64,7 +64,7 @@ async function main(): Promise<void> {
     },
   });
   try {
-    const problems = imageProblems(config, version, await runner.appFiles());
+    const problems = imageProblems(config, VERSION, await runner.appFiles());
     if (problems.length > 0) throw new Error(`the image is not right:\n  ${problems.join("\n  ")}`);
     step("image: HEALTHCHECK kept, labels set, /app holds only what .containerignore allows");
 

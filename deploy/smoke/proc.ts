@@ -90,7 +90,7 @@ const cleanups = new Set<() => Promise<void>>();
  * (130). Returns the function that unregisters it, for a normal close.
  */
 export function atInterrupt(cleanup: () => Promise<void>): () => void {
-  if (cleanups.size === 0 && !handlersInstalled) installHandlers();
+  if (!handlersInstalled) installHandlers();
   cleanups.add(cleanup);
   return () => cleanups.delete(cleanup);
 }

@@ -38,8 +38,7 @@ export interface SquidResult {
  * TCP_MISS, not TCP_REFRESH_MODIFIED.
  */
 export function squidResult(s: Served): SquidResult {
-  const host = hostOf(s);
-  const direct = (code: string): SquidResult => ({ code, hierarchy: "HIER_DIRECT", upstream: host });
+  const direct = (code: string): SquidResult => ({ code, hierarchy: "HIER_DIRECT", upstream: hostOf(s) });
   const none = (code: string): SquidResult => ({ code, hierarchy: "HIER_NONE", upstream: null });
   switch (s.label) {
     case null:

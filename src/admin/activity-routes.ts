@@ -2,7 +2,7 @@ import { Hono } from "hono";
 import * as v from "valibot";
 import type { Downloads } from "../cluster/messages.ts";
 import type { Stats } from "../stats/collector.ts";
-import { parseInput } from "./input.ts";
+import { limitParam, parseInput } from "./input.ts";
 
 export interface ActivityDeps {
   stats: Stats;
@@ -10,18 +10,7 @@ export interface ActivityDeps {
   downloads: () => Promise<Downloads>;
 }
 
-const TopQuery = v.object({
-  limit: v.optional(
-    v.pipe(
-      v.string(),
-      v.regex(/^\d+$/, "must be a whole number from 1 to 100"),
-      v.transform(Number),
-      v.minValue(1, "must be from 1 to 100"),
-      v.maxValue(100, "must be from 1 to 100"),
-    ),
-    "10",
-  ),
-});
+const TopQuery = v.object({ limit: limitParam(100, 10) });
 
 /**
  * What the gateway is doing now, for the status page and scripts: the

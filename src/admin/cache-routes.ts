@@ -5,7 +5,7 @@ import { freshness, type TtlRule } from "../cache/freshness.ts";
 import { cacheKey } from "../cache/key.ts";
 import type { createVerifier } from "../cache/verify.ts";
 import type { Logger } from "../log.ts";
-import { parseInput } from "./input.ts";
+import { limitParam, parseInput } from "./input.ts";
 
 export interface CacheRouteDeps {
   index: CacheIndex;
@@ -28,16 +28,7 @@ const HttpUrl = v.pipe(
 
 const ListQuery = v.object({
   prefix: v.optional(HttpUrl),
-  limit: v.optional(
-    v.pipe(
-      v.string(),
-      v.regex(/^\d+$/, "must be a whole number from 1 to 1000"),
-      v.transform(Number),
-      v.minValue(1, "must be from 1 to 1000"),
-      v.maxValue(1000, "must be from 1 to 1000"),
-    ),
-    "100",
-  ),
+  limit: limitParam(1000, 100),
   cursor: v.optional(
     v.pipe(v.string(), v.regex(/^\d+$/, "must be the nextCursor value of the previous page"), v.transform(Number)),
   ),

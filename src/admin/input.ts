@@ -33,3 +33,16 @@ export function parseInput<T extends v.GenericSchema>(schema: T, input: unknown,
   }
   return result.output;
 }
+
+/** A `?limit=` query parameter: a whole number from 1 to `max`, `fallback` when absent. */
+export const limitParam = (max: number, fallback: number) =>
+  v.optional(
+    v.pipe(
+      v.string(),
+      v.regex(/^\d+$/, `must be a whole number from 1 to ${max}`),
+      v.transform(Number),
+      v.minValue(1, `must be from 1 to ${max}`),
+      v.maxValue(max, `must be from 1 to ${max}`),
+    ),
+    String(fallback),
+  );

@@ -1,19 +1,8 @@
 import { Counter, Gauge, Registry } from "prom-client";
+import { OUTCOMES } from "../stats/collector.ts";
 import { VERSION } from "../version.ts";
 import { processMetrics } from "./process-metrics.ts";
 import type { StatsFigures } from "./stats-routes.ts";
-
-/** X-Cache outcomes, as the `cache` label of cachegate_requests_total. */
-const OUTCOMES = [
-  ["HIT", "hits"],
-  ["MISS", "misses"],
-  ["PEER", "peer"],
-  ["COALESCED", "coalesced"],
-  ["REVALIDATED", "revalidated"],
-  ["STALE", "stale"],
-  ["UPDATING", "updating"],
-  ["BYPASS", "bypass"],
-] as const;
 
 const num = (value: unknown) => (typeof value === "number" && Number.isFinite(value) ? value : undefined);
 
@@ -34,6 +23,7 @@ export function createMetrics() {
   // Set just before each scrape renders. Each collect() below is synchronous and prom-client calls them all
   // before its first await, so one scrape reads one snapshot even when scrapes overlap.
   let s: StatsFigures | undefined;
+  let today = ""; // its UTC day, e.g. 2026-11-30
   const registers = [registry];
   const counter = (name: string, help: string, value: (s: StatsFigures) => number) =>
     new Counter({
@@ -130,53 +120,40 @@ export function createMetrics() {
       ? ([[path, num(s.patchDisk[field])]] as [string, number | undefined][])
       : [];
   };
-  labelled("cachegate_patch_disk_size_bytes", "Size of the patch disk.", "path", patchDisk("totalBytes"));
-  labelled("cachegate_patch_disk_free_bytes", "Free space on the patch disk.", "path", patchDisk("freeBytes"));
-  labelled(
-    "cachegate_patch_cache_bytes",
-    "Bytes the patch cache holds on the patch disk.",
-    "path",
-    patchDisk("cachedBytes"),
-  );
-  labelled(
-    "cachegate_patch_downloads_in_flight",
-    "Patch downloads in progress.",
-    "path",
-    patchDisk("downloadsInFlight"),
-  );
+  for (const [name, help, field] of [
+    ["cachegate_patch_disk_size_bytes", "Size of the patch disk.", "totalBytes"],
+    ["cachegate_patch_disk_free_bytes", "Free space on the patch disk.", "freeBytes"],
+    ["cachegate_patch_cache_bytes", "Bytes the patch cache holds on the patch disk.", "cachedBytes"],
+    ["cachegate_patch_downloads_in_flight", "Patch downloads in progress.", "downloadsInFlight"],
+  ] as const)
+    labelled(name, help, "path", patchDisk(field));
 
   // The seed's table, today's row per kind of file (UTC day); /api/stats has the last 30 days.
-  const today =
-    (field: "agents" | "requests" | "bytesWithoutCache" | "bytesWithCache" | "bytesSaved") => (s: StatsFigures) => {
-      const day = new Date().toISOString().slice(0, 10);
-      return s.bandwidth.filter((r) => r.day === day).map((r) => [r.kind, r[field]] as [string, number]);
-    };
-  labelled("cachegate_kind_agents_today", "Today (UTC): distinct agents, per kind of file.", "kind", today("agents"));
-  labelled("cachegate_kind_requests_today", "Today (UTC): requests, per kind of file.", "kind", today("requests"));
-  labelled(
-    "cachegate_kind_without_cache_today_bytes",
-    "Today (UTC): bytes agents received (what would cross the internet without the cache), per kind of file.",
-    "kind",
-    today("bytesWithoutCache"),
-  );
-  labelled(
-    "cachegate_kind_with_cache_today_bytes",
-    "Today (UTC): bytes fetched upstream, per kind of file.",
-    "kind",
-    today("bytesWithCache"),
-  );
-  labelled(
-    "cachegate_kind_saved_today_bytes",
-    "Today (UTC): bytes saved, per kind of file.",
-    "kind",
-    today("bytesSaved"),
-  );
+  for (const [name, help, field] of [
+    ["cachegate_kind_agents_today", "Today (UTC): distinct agents, per kind of file.", "agents"],
+    ["cachegate_kind_requests_today", "Today (UTC): requests, per kind of file.", "requests"],
+    [
+      "cachegate_kind_without_cache_today_bytes",
+      "Today (UTC): bytes agents received (what would cross the internet without the cache), per kind of file.",
+      "bytesWithoutCache",
+    ],
+    [
+      "cachegate_kind_with_cache_today_bytes",
+      "Today (UTC): bytes fetched upstream, per kind of file.",
+      "bytesWithCache",
+    ],
+    ["cachegate_kind_saved_today_bytes", "Today (UTC): bytes saved, per kind of file.", "bytesSaved"],
+  ] as const)
+    labelled(name, help, "kind", (s) =>
+      s.bandwidth.filter((r) => r.day === today).map((r) => [r.kind, r[field]] as [string, number]),
+    );
 
   return {
     contentType: registry.contentType,
     /** The Prometheus text for this snapshot. */
     render(figures: StatsFigures): Promise<string> {
       s = figures;
+      today = new Date().toISOString().slice(0, 10);
       return registry.metrics();
     },
   };

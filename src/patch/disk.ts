@@ -1,7 +1,6 @@
-import { stat, unlink, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { stat } from "node:fs/promises";
 import { diskUsage } from "../store/disk-usage.ts";
-import { ownershipHint } from "../store/writable-dir.ts";
+import { ownershipHint, writeProbe } from "../store/writable-dir.ts";
 
 const GB = 1_000_000_000;
 const gb = (bytes: number) => `${(bytes / GB).toFixed(1)} GB`;
@@ -19,12 +18,9 @@ export async function patchDiskProblem(path: string, minFreeBytes: number): Prom
       : `the patch disk path ${path} cannot be read (${info.code ?? info.message})`;
   }
   if (!info.isDirectory()) return `the patch disk path ${path} is not a directory; give the disk's mount point`;
-  const probe = join(path, `.cachegate-write-test-${process.pid}`);
-  try {
-    await writeFile(probe, "ok");
-    await unlink(probe);
-  } catch (err) {
-    const why = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+  const err = await writeProbe(path);
+  if (err) {
+    const why = err.code ?? err.message;
     const fix = why === "EROFS" ? "mount it read-write." : ownershipHint(path);
     return `the patch disk at ${path} is not writable by the gateway (${why}); ${fix}`;
   }

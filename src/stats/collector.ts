@@ -42,16 +42,18 @@ export interface Served {
   peer?: string;
 }
 
-const LABEL_COUNTER: Record<string, string> = {
-  HIT: "hits",
-  MISS: "misses",
-  PEER: "peer",
-  COALESCED: "coalesced",
-  REVALIDATED: "revalidated",
-  STALE: "stale",
-  UPDATING: "updating",
-  BYPASS: "bypass",
-};
+/** X-Cache values with a counter of their own, and its name (also the snapshot's field of that name). */
+export const OUTCOMES = [
+  ["HIT", "hits"],
+  ["MISS", "misses"],
+  ["PEER", "peer"],
+  ["COALESCED", "coalesced"],
+  ["REVALIDATED", "revalidated"],
+  ["STALE", "stale"],
+  ["UPDATING", "updating"],
+  ["BYPASS", "bypass"],
+] as const;
+const LABEL_COUNTER = new Map<string, string>(OUTCOMES);
 const FROM_CACHE = new Set(["HIT", "COALESCED", "REVALIDATED", "STALE", "UPDATING"]);
 const COUNTERS = [
   "requests",
@@ -105,8 +107,8 @@ export function createStats(db: Db, opts: StatsOptions) {
     }
     return dayValue;
   };
-  const daily = (kind: string) => {
-    const key = `${day()}\t${kind}`;
+  const daily = (kind: string, today = day()) => {
+    const key = `${today}\t${kind}`;
     let row = pendingDaily.get(key);
     if (!row) {
       row = { requests: 0, served: 0, upstream: 0 };
@@ -171,17 +173,18 @@ export function createStats(db: Db, opts: StatsOptions) {
       add("requests", 1);
       pendingClients.set(s.agent, now());
       add("bytes_served", s.bytes);
-      const counter = LABEL_COUNTER[s.label];
+      const counter = LABEL_COUNTER.get(s.label);
       if (counter) add(counter, 1);
       if (FROM_CACHE.has(s.label)) {
         add("bytes_from_cache", s.bytes);
         savings.record(s.url, s.bytes);
       }
       const kind = kindOf(s.url, opts.kinds());
-      const row = daily(kind);
+      const today = day();
+      const row = daily(kind, today);
       row.requests++;
       row.served += s.bytes;
-      pendingAgents.add(`${day()}\t${kind}\t${s.agent}`);
+      pendingAgents.add(`${today}\t${kind}\t${s.agent}`);
     },
 
     /** Called once per upstream response body, with the bytes that crossed the internet. */

@@ -35,13 +35,18 @@ export async function ensureWritableDir(path: string, role: DirRole): Promise<vo
   }
   // A real write, not access(2): root passes access() on a read-only file system, and ACLs or mount options
   // (ro, root_squash on NFS) only tell the truth when tried.
-  const probe = resolve(path, `.cachegate-write-check-${process.pid}`);
+  const e = await writeProbe(path);
+  if (e) throw unusable(`${name} is not writable (${e.code ?? e.message}). ${fixFor(path, path, e)}`);
+}
+
+/** Writes and removes a file in `dir`: the error if that fails, else undefined. Also the patch disk's check. */
+export async function writeProbe(dir: string): Promise<NodeJS.ErrnoException | undefined> {
+  const probe = resolve(dir, `.cachegate-write-test-${process.pid}`);
   try {
     await writeFile(probe, "");
     await unlink(probe);
   } catch (err) {
-    const e = err as NodeJS.ErrnoException;
-    throw unusable(`${name} is not writable (${e.code ?? e.message}). ${fixFor(path, path, e)}`);
+    return err as NodeJS.ErrnoException;
   }
 }
 

@@ -9,6 +9,7 @@ import { createStats } from "../../src/stats/collector.ts";
 import { kindOf } from "../../src/stats/kinds.ts";
 import { cleanupAfterEach } from "../support/cleanup.ts";
 import { manualClock } from "../support/clock.ts";
+import { served } from "../support/served.ts";
 
 const defer = cleanupAfterEach();
 const MINUTE = 60_000;
@@ -42,17 +43,6 @@ async function collector(opts: { kinds?: () => readonly KindRuleConfig[]; start?
     },
   };
 }
-
-const served = (agent: string, url: string, label: string | null, bytes: number) => ({
-  agent,
-  url,
-  label,
-  bytes,
-  method: "GET",
-  status: label === null ? 403 : 200,
-  elapsedMs: 1,
-  client: agent,
-});
 
 describe("the stats collector", () => {
   test("counts are kept in memory until a flush, not written on every request", async () => {

@@ -6,6 +6,7 @@ import { DEFAULT_KIND_RULES } from "../../src/config/schema.ts";
 import { openDb } from "../../src/db/client.ts";
 import { createStats } from "../../src/stats/collector.ts";
 import { cleanupAfterEach } from "../support/cleanup.ts";
+import { served } from "../support/served.ts";
 
 const defer = cleanupAfterEach();
 
@@ -24,28 +25,17 @@ async function collector() {
   return { stats, rows, least };
 }
 
-/** One response as the request handler reports it. */
-const served = (url: string, label: string | null, bytes: number) => ({
-  agent: "10.0.0.1",
-  client: "10.0.0.1",
-  url,
-  label,
-  bytes,
-  method: "GET",
-  status: label === null ? 403 : 200,
-  elapsedMs: 1,
-});
-const hit = (url: string, bytes: number) => served(url, "HIT", bytes);
+const hit = (url: string, bytes: number) => served("10.0.0.1", url, "HIT", bytes);
 
 describe("bytes saved per object", () => {
   test("only responses from the cache count: a MISS, a BYPASS or a refusal saves nothing", async () => {
     const { stats } = await collector();
-    stats.served(served("http://dl.qualys.com/a", "MISS", 100));
-    stats.served(served("http://dl.qualys.com/a", "BYPASS", 100));
-    stats.served(served("http://dl.qualys.com/a", null, 100));
+    stats.served(served("10.0.0.1", "http://dl.qualys.com/a", "MISS", 100));
+    stats.served(served("10.0.0.1", "http://dl.qualys.com/a", "BYPASS", 100));
+    stats.served(served("10.0.0.1", "http://dl.qualys.com/a", null, 100));
     expect(stats.topObjects(10)).toEqual([]);
     for (const label of ["HIT", "COALESCED", "REVALIDATED", "STALE", "UPDATING"])
-      stats.served(served("http://dl.qualys.com/a", label, 10));
+      stats.served(served("10.0.0.1", "http://dl.qualys.com/a", label, 10));
     expect(stats.topObjects(10)).toMatchObject([{ url: "http://dl.qualys.com/a", responses: 5, bytesSaved: 50 }]);
   });
 
