@@ -92,11 +92,14 @@ export async function createUpstreamProxy(config: () => Config, log: Logger) {
   }
 
   return {
-    /** The proxy a request to `host` goes through, or undefined for a direct connection. */
+    /**
+     * The proxy a request to `host` goes through, or undefined for a direct connection. `host` is a name or an IP
+     * literal without brackets, as both callers (proxy/upstream.ts, proxy/tunnel.ts) have it already.
+     */
     hopFor(host: string): ProxyHop | undefined {
       const c = config();
       const url = c.upstreamProxy.url;
-      if (url === undefined || domainMatches(host.replace(/^\[|\]$/g, ""), c.upstreamProxy.bypass)) return undefined;
+      if (url === undefined || domainMatches(host, c.upstreamProxy.bypass)) return undefined;
       return hop(url, c);
     },
     /**
