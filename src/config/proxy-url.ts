@@ -66,11 +66,6 @@ function validName(host: string): boolean {
   return ascii !== "" && ascii.split(".").every((l) => /^(?!-)[a-z0-9-]{1,63}(?<!-)$/.test(l));
 }
 
-/** `host:port` as logs and error messages name the proxy (never its credentials). */
-export function proxyLabel(p: ProxyAddress): string {
-  return `${isIP(p.host) === 6 ? `[${p.host}]` : p.host}:${p.port}`;
-}
-
 /** The URL with its password replaced by *** (what GET /api/config and the log show). */
 export function maskProxyUrl(raw: string): string {
   return raw.replace(/^(http:\/\/[^:@/?#]*:)[^@/?#]*@/i, (_, head: string) => `${head}${MASK}@`);
