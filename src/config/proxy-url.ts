@@ -66,25 +66,23 @@ function validName(host: string): boolean {
   return ascii !== "" && ascii.split(".").every((l) => /^(?!-)[a-z0-9-]{1,63}(?<!-)$/.test(l));
 }
 
-/** `host:port` as logs and error messages name the proxy (never its credentials). */
-export function proxyLabel(p: ProxyAddress): string {
-  return `${isIP(p.host) === 6 ? `[${p.host}]` : p.host}:${p.port}`;
-}
+/** `http://user:` (group 1) and the password (group 2) of a proxy URL with credentials, up to its `@`. */
+const PASSWORD = /^(http:\/\/[^:@/?#]*:)([^@/?#]*)@/i;
 
 /** The URL with its password replaced by *** (what GET /api/config and the log show). */
 export function maskProxyUrl(raw: string): string {
-  return raw.replace(/^(http:\/\/[^:@/?#]*:)[^@/?#]*@/i, (_, head: string) => `${head}${MASK}@`);
+  return raw.replace(PASSWORD, (_, head: string) => `${head}${MASK}@`);
 }
 
 /** True when the URL carries *** as its password: an admin sent back what GET /api/config showed. */
 export function hasMaskedPassword(raw: string): boolean {
-  return new RegExp(`^http://[^:@/?#]*:${MASK.replace(/\*/g, "\\*")}@`, "i").test(raw);
+  return PASSWORD.exec(raw)?.[2] === MASK;
 }
 
 /** The same URL with the password of `stored` instead of ***. */
 export function withPasswordOf(raw: string, stored: string): string {
-  const password = /^http:\/\/[^:@/?#]*:([^@/?#]*)@/i.exec(stored)?.[1] ?? "";
-  return raw.replace(/^(http:\/\/[^:@/?#]*:)[^@/?#]*@/i, (_, head: string) => `${head}${password}@`);
+  const password = PASSWORD.exec(stored)?.[2] ?? "";
+  return raw.replace(PASSWORD, (_, head: string) => `${head}${password}@`);
 }
 
 export const ProxyUrl = v.pipe(

@@ -8,6 +8,9 @@ import type { Fleet } from "./members.ts";
 /** Where a member serves its figures to the other members, on its agent port. */
 export const FLEET_STATS_PATH = "/fleet/stats";
 
+/** How long another member may take to send its figures. */
+const ANSWER_WITHIN_MS = 3000;
+
 /** A member's figures as GET /api/stats gives them (JSON); summed field by field for the fleet. */
 export type Figures = Record<string, unknown>;
 
@@ -25,9 +28,9 @@ export interface FleetFigures {
  * GET /api/stats?fleet=1: this member's figures and every other member's,
  * asked on their agent ports (as the members ask each other for objects),
  * and their sum: the whole fleet's bandwidth table from one place. A member
- * that does not answer within `timeoutMs` is listed with why, never left out.
+ * that does not answer within ANSWER_WITHIN_MS is listed with why, never left out.
  */
-export async function gatherFleetFigures(fleet: Fleet, own: Figures, timeoutMs = 3000): Promise<FleetFigures> {
+export async function gatherFleetFigures(fleet: Fleet, own: Figures): Promise<FleetFigures> {
   const self = fleet.self();
   if (self === undefined) throw new GatewayError(409, "not_in_a_fleet", NOT_IN_A_FLEET);
   const members = await Promise.all(
@@ -36,7 +39,7 @@ export async function gatherFleetFigures(fleet: Fleet, own: Figures, timeoutMs =
       try {
         const res = await fetch(`${member}${FLEET_STATS_PATH}`, {
           headers: { [PEER_HEADER]: self },
-          signal: AbortSignal.timeout(timeoutMs),
+          signal: AbortSignal.timeout(ANSWER_WITHIN_MS),
           proxy: false,
         } as RequestInit);
         if (res.status !== 200) throw new Error(`it answered ${res.status}: ${(await res.text()).slice(0, 200)}`);

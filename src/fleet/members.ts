@@ -27,6 +27,8 @@ const FALL = 2;
 
 interface MemberState {
   url: string;
+  /** The URL's host, IPv6 brackets stripped: its own address if an IP literal, else resolved in the background. */
+  host: string;
   /** The seed of this member's score: rendezvous hashing scores (URL, member) pairs. */
   seed: bigint;
   up: boolean;
@@ -86,9 +88,7 @@ export function createFleet(opts: FleetOptions): Fleet {
     if (peers !== listed) {
       listed = peers;
       const old = new Map(members.map((m) => [m.url, m]));
-      members = peers.map(
-        (url) => old.get(url) ?? { url, seed: BigInt(Bun.hash(url)), up: true, failures: 0, addresses: literal(url) },
-      );
+      members = peers.map((url) => old.get(url) ?? newMember(url));
       indexAddresses();
       void resolveAll();
     }
@@ -104,10 +104,9 @@ export function createFleet(opts: FleetOptions): Fleet {
   async function resolveAll(): Promise<void> {
     await Promise.all(
       members.map(async (m) => {
-        const host = new URL(m.url).hostname.replace(/^\[|\]$/g, "");
-        if (isIP(host)) return;
+        if (isIP(m.host)) return;
         try {
-          m.addresses = (await lookup(host, { all: true })).map((a) => plain(a.address));
+          m.addresses = (await lookup(m.host, { all: true })).map((a) => plain(a.address));
         } catch (error) {
           // Kept as they were: a DNS hiccup must not make a member's requests untrusted.
           opts.log.warn("cannot resolve a fleet member's host name", { member: m.url, error });
@@ -212,10 +211,11 @@ export function ownerOf(key: string, members: readonly string[]): string | undef
   )[0]?.url;
 }
 
-/** An IP literal member is its own address; a name is resolved in the background. */
-function literal(url: string): string[] {
+/** A member first listed: taken to serve until checked; an IP literal is its own address, a name is resolved later. */
+function newMember(url: string): MemberState {
   const host = new URL(url).hostname.replace(/^\[|\]$/g, "");
-  return isIP(host) ? [plain(host)] : [];
+  const addresses = isIP(host) ? [plain(host)] : [];
+  return { url, host, seed: BigInt(Bun.hash(url)), up: true, failures: 0, addresses };
 }
 
 /** `::ffff:10.0.0.1` (an IPv4 peer on a dual-stack socket) is 10.0.0.1. */

@@ -11,11 +11,12 @@ export interface PeerFetchOptions {
   upstream: UpstreamFetch;
   via: string;
   log: Logger;
-  /** A member that has not accepted the connection by then is skipped. */
-  connectTimeoutMs?: number;
-  /** While waiting for a member's answer, how often to look whether the health checks found it down. */
-  watchEveryMs?: number;
 }
+
+/** A member that has not accepted the connection by then is skipped. */
+const CONNECT_TIMEOUT_MS = 1000;
+/** While waiting for a member's answer, how often to look whether the health checks found it down. */
+const WATCH_EVERY_MS = 250;
 
 /** A member that could not take the request: the next one in the ranking gets it, or the origin. */
 class MemberUnavailable extends Error {
@@ -49,10 +50,8 @@ class MemberRefused extends Error {
  * pipeline with a Range request, which goes to whoever owns the URL then.
  */
 export function createPeerFetch(opts: PeerFetchOptions): UpstreamFetch & { close(): void } {
-  const connectTimeoutMs = opts.connectTimeoutMs ?? 1000;
-  const watchEveryMs = opts.watchEveryMs ?? 250;
   // The owner answers once its own upstream did: its head timeout (30 s) runs first.
-  const client = createHttp1Client({ headersTimeoutMs: 40_000, connectTimeoutMs });
+  const client = createHttp1Client({ headersTimeoutMs: 40_000, connectTimeoutMs: CONNECT_TIMEOUT_MS });
   /** Members that refused this one's peer requests, each told to the operator once. */
   const refusedBy = new Set<string>();
 
@@ -67,7 +66,7 @@ export function createPeerFetch(opts: PeerFetchOptions): UpstreamFetch & { close
     const watch = new AbortController();
     const watchdog = setInterval(() => {
       if (!opts.fleet.isUp(member)) watch.abort(new MemberUnavailable(`${member} stopped answering its health checks`));
-    }, watchEveryMs);
+    }, WATCH_EVERY_MS);
     let res: Exchanged;
     try {
       res = await client.request(target, { method: req.method, path: req.url, headers, body: null }, watch.signal);

@@ -1,3 +1,4 @@
+import { isIP } from "node:net";
 import { type Cidr, canonical, inCidr, parseCidr, parseIp } from "./ip.ts";
 
 /**
@@ -34,7 +35,7 @@ export function createClientAddress(trustedProxies: () => readonly string[]) {
     for (let i = hops.length - 1; i >= 0; i--) {
       const hop = hops[i]!;
       if (hop === "") continue;
-      if (!isAddress(hop)) return socketAddress; // garbage where an address belongs: trust nothing further left
+      if (isIP(hop) === 0) return socketAddress; // garbage where an address belongs: trust nothing further left
       if (!trusted(hop)) return hop;
     }
     return socketAddress;
@@ -42,12 +43,3 @@ export function createClientAddress(trustedProxies: () => readonly string[]) {
 }
 
 export type ClientAddress = ReturnType<typeof createClientAddress>;
-
-function isAddress(s: string): boolean {
-  try {
-    parseIp(s);
-    return true;
-  } catch {
-    return false;
-  }
-}

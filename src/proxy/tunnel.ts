@@ -38,6 +38,8 @@ export interface TunnelOptions {
 /** How a CONNECT ended, for onServed. */
 type TunnelOutcome = Pick<Served, "label" | "status" | "bytes" | "contentType">;
 type Report = (outcome: TunnelOutcome) => void;
+/** The agent behind a CONNECT: its address (read once), and its user name once admitted under Patch Mode. */
+type Who = { address: string; user?: string };
 
 /** How long the upstream proxy may take to open a tunnel. */
 const PROXY_TUNNEL_TIMEOUT_MS = 30_000;
@@ -84,12 +86,12 @@ export function createTunnelHandler(opts: TunnelOptions) {
     });
   }
 
-  /** `who` is filled in as the agent is admitted: its user name under Patch Mode. */
+  /** `who.user` is filled in as the agent is admitted: its user name under Patch Mode. */
   async function establish(
     req: IncomingMessage,
     client: Duplex,
     head: Buffer,
-    who: { user?: string },
+    who: Who,
     report: Report,
   ): Promise<void> {
     const via = req.headers.via;
@@ -105,7 +107,7 @@ export function createTunnelHandler(opts: TunnelOptions) {
       throw new GatewayError(400, "bad_connect_target", `CONNECT needs host:port, e.g. ${example}; got "${req.url}"`);
     }
     const config = opts.config();
-    let agent = clientOf(req);
+    let agent = who.address;
     if (config.patchMode.enabled) {
       const header = req.headers["proxy-authorization"];
       agent = await admitAgent(opts.agents, header, agent, config.patchMode.clientNetworks);
@@ -125,13 +127,13 @@ export function createTunnelHandler(opts: TunnelOptions) {
     const cached = (reach === "platform" && config.cacheMode.enabled) || reach === "patch";
     if (opts.interceptor && cached && !domainMatches(target.host, config.tls.doNotIntercept)) {
       // Upstream is resolved and checked per request, when (and only if) a request misses the cache.
-      const address = clientOf(req);
       opts.log.debug("intercepting a tunnel", { target: req.url, agent });
-      await opts.interceptor(client, head, target.host, target.port, agent, config.patchMode.enabled, address);
+      await opts.interceptor(client, head, target.host, target.port, agent, config.patchMode.enabled, who.address);
       return report({ label: "INTERCEPTED", status: 200, bytes: 0 });
     }
-    const proxy = opts.proxyFor?.(target.host.replace(/^\[|\]$/g, ""));
-    if (proxy) return pipeThroughProxy(req, client, head, target.host, target.port, proxy, report);
+    const name = target.host.replace(/^\[|\]$/g, "");
+    const proxy = opts.proxyFor?.(name);
+    if (proxy) return pipeThroughProxy(req, client, head, target, authorityOf(name, target.port), proxy, report);
     const address = await opts.guard(target.host, target.port);
     pipe(req, client, head, address.address, target.port, report);
   }
@@ -145,14 +147,12 @@ export function createTunnelHandler(opts: TunnelOptions) {
     req: IncomingMessage,
     client: Duplex,
     head: Buffer,
-    host: string,
-    port: number,
+    target: { host: string; port: number },
+    authority: string,
     proxy: ProxyHop,
     report: Report,
   ) {
-    const name = host.replace(/^\[|\]$/g, "");
-    await checkBehindProxy(opts.guard, host, port);
-    const authority = authorityOf(name, port);
+    await checkBehindProxy(opts.guard, target.host, target.port);
     if (client.destroyed) return;
     let early: Buffer = Buffer.alloc(0);
     const timeout = AbortSignal.timeout(PROXY_TUNNEL_TIMEOUT_MS);
@@ -217,8 +217,8 @@ export function createTunnelHandler(opts: TunnelOptions) {
     client.on("error", () => {});
     open.add(client);
     client.once("close", () => open.delete(client));
-    const who: { user?: string } = {};
     const address = clientOf(req);
+    const who: Who = { address };
     const report = (outcome: TunnelOutcome) =>
       opts.onServed?.({
         ...outcome,

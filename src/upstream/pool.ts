@@ -36,6 +36,8 @@ export function createConnectionPool(opts: PoolOptions = {}) {
   const idleMs = opts.idleMs ?? 4000;
   const maxIdle = opts.maxIdlePerTarget ?? 32;
   const idle = new Map<string, Set<Socket>>();
+  /** The Via of the CONNECTs that open tunnels through an upstream proxy. */
+  const via = opts.via === undefined ? undefined : `1.1 ${opts.via}`;
   const keyOf = (t: UpstreamTarget) => {
     if (!t.proxy) return `${t.tls ? "https" : "http"}|${t.address}|${t.port}|${t.name}`;
     // Absolute-form requests to any origin share the connections to the proxy; a tunnel leads to one origin.
@@ -90,7 +92,6 @@ export function createConnectionPool(opts: PoolOptions = {}) {
     async open(target: UpstreamTarget, signal: AbortSignal): Promise<Socket> {
       const { proxy } = target;
       if (proxy && !target.tls) return connectToProxy(proxy, signal);
-      const via = opts.via === undefined ? undefined : `1.1 ${opts.via}`;
       const tunnel = proxy && (await tunnelThrough(proxy, authorityOf(target.name, target.port), signal, via));
       return new Promise((resolve, reject) => {
         const socket = target.tls

@@ -29,7 +29,10 @@ const MAX_HEAD = 16 * 1024;
 const HEAD_END = Buffer.from("\r\n\r\n");
 const WHAT_TO_CHECK = "CACHEGATE_UPSTREAM_PROXY / upstreamProxy.url";
 
-/** `host:port` of a CONNECT request: IPv6 literals in brackets (RFC 9110 §9.3.6 uses the authority form). */
+/**
+ * `host:port` of a CONNECT request: IPv6 literals in brackets (RFC 9110 §9.3.6 uses the authority form); also
+ * how logs and messages name the proxy itself (its `label`, never with credentials).
+ */
 export function authorityOf(name: string, port: number): string {
   return `${isIP(name) === 6 ? `[${name}]` : name}:${port}`;
 }

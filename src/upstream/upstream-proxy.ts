@@ -2,11 +2,11 @@ import { X509Certificate } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import * as tls from "node:tls";
 import { domainMatches } from "../config/domain-name.ts";
-import { parseProxyUrl, proxyLabel } from "../config/proxy-url.ts";
+import { parseProxyUrl } from "../config/proxy-url.ts";
 import type { Config } from "../config/schema.ts";
 import { GatewayError } from "../errors.ts";
 import type { Logger } from "../log.ts";
-import type { ProxyHop } from "./proxy-hop.ts";
+import { authorityOf, type ProxyHop } from "./proxy-hop.ts";
 
 const PEM_CERT = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g;
 
@@ -77,7 +77,7 @@ export async function createUpstreamProxy(config: () => Config, log: Logger) {
     if (!parsed.ok) return undefined; // the schema refused it already
     const p = parsed.value;
     const credentials = p.username === undefined ? undefined : `${p.username}:${p.password ?? ""}`;
-    const label = proxyLabel(p);
+    const label = authorityOf(p.host, p.port);
     const secureContext = caFile === undefined ? undefined : trust.get(caFile);
     const result: ProxyHop = {
       host: p.host,
@@ -92,11 +92,14 @@ export async function createUpstreamProxy(config: () => Config, log: Logger) {
   }
 
   return {
-    /** The proxy a request to `host` goes through, or undefined for a direct connection. */
+    /**
+     * The proxy a request to `host` goes through, or undefined for a direct connection. `host` is a name or an IP
+     * literal without brackets, as both callers (proxy/upstream.ts, proxy/tunnel.ts) have it already.
+     */
     hopFor(host: string): ProxyHop | undefined {
       const c = config();
       const url = c.upstreamProxy.url;
-      if (url === undefined || domainMatches(host.replace(/^\[|\]$/g, ""), c.upstreamProxy.bypass)) return undefined;
+      if (url === undefined || domainMatches(host, c.upstreamProxy.bypass)) return undefined;
       return hop(url, c);
     },
     /**
@@ -109,7 +112,7 @@ export async function createUpstreamProxy(config: () => Config, log: Logger) {
       const url = next.upstreamProxy.url;
       const parsed = url === undefined ? undefined : parseProxyUrl(url);
       log.info("upstream proxy set", {
-        proxy: parsed?.ok ? proxyLabel(parsed.value) : "none (direct)",
+        proxy: parsed?.ok ? authorityOf(parsed.value.host, parsed.value.port) : "none (direct)",
         bypass: next.upstreamProxy.bypass,
         caFile: next.upstreamProxy.caFile ?? null,
       });

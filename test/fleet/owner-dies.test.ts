@@ -1,7 +1,7 @@
 import { afterAll, expect, test } from "bun:test";
 import { createServer } from "node:http";
 import { ownerOf } from "../../src/fleet/members.ts";
-import { agentRequest, freePort } from "../support/admin.ts";
+import { type AgentResponse, agentGet, agentRequest, freePort } from "../support/admin.ts";
 import { type GatewayProcess, killAllGatewayProcesses, startGatewayProcess } from "../support/gateway-process.ts";
 import { listenOnLoopback } from "../support/listen.ts";
 import { waitFor } from "../support/wait.ts";
@@ -40,10 +40,8 @@ async function fleetOfTwo() {
 async function versionedOrigin() {
   let current = 1;
   let held = false;
-  let served = 0;
   const ranges: { range: string | undefined; ifRange: string }[] = [];
   const server = createServer((req, res) => {
-    served++;
     const etag = `"v${current}"`;
     const body = version(current);
     const headers = { etag, "cache-control": "max-age=600", "content-type": "application/octet-stream" };
@@ -63,7 +61,6 @@ async function versionedOrigin() {
   return {
     url: (path: string) => `http://localhost:${port}${path}`,
     ranges,
-    served: () => served,
     change: () => void current++,
     stop,
   };
@@ -85,50 +82,63 @@ async function halfThrough(member: GatewayProcess): Promise<void> {
   );
 }
 
-test("same version: the agent's body is completed from the origin with If-Range, and the copy stored is whole", async () => {
+/** The origin and a fleet of two, `url` owned by the second member (b), the one that dies; all stop after `run`. */
+async function ownerOfUrlDies(
+  run: (fleet: { origin: Origin; a: GatewayProcess; b: GatewayProcess; url: string }) => Promise<void>,
+): Promise<void> {
   const origin = await versionedOrigin();
   const { peers, members } = await fleetOfTwo();
   const [a, b] = members;
   try {
-    const url = await ownedBy(peers[1]!, peers, origin.url);
-    const res = await agentRequest(a.proxyUrl, url);
-    expect(res.headers["x-cache"]).toBe("PEER");
-    await halfThrough(a);
-    await b.kill("SIGKILL");
-    const body = await res.body;
-    expect(body.length).toBe(SIZE);
-    expect(body.equals(version(1))).toBe(true);
-    expect(origin.ranges).toEqual([{ range: `bytes=${HALF}-${SIZE - 1}`, ifRange: '"v1"' }]);
-
-    await a.idle();
-    const again = await agentRequest(a.proxyUrl, url);
-    expect(again.headers["x-cache"]).toBe("HIT");
-    expect((await again.body).equals(version(1))).toBe(true);
+    await run({ origin, a, b, url: await ownedBy(peers[1]!, peers, origin.url) });
   } finally {
     await Promise.all([a.close(), b.close()]);
     await origin.stop();
   }
-}, 60_000);
+}
 
-test("changed version: the agent's body is cut, never joined to the new bytes, and nothing of it is stored", async () => {
-  const origin = await versionedOrigin();
-  const { peers, members } = await fleetOfTwo();
-  const [a, b] = members;
-  try {
-    const url = await ownedBy(peers[1]!, peers, origin.url);
-    const res = await agentRequest(a.proxyUrl, url);
-    await halfThrough(a);
-    origin.change();
-    await b.kill("SIGKILL");
-    await expect(res.body).rejects.toThrow("cut off");
-    expect(origin.ranges).toEqual([{ range: `bytes=${HALF}-${SIZE - 1}`, ifRange: '"v1"' }]);
+type Origin = Awaited<ReturnType<typeof versionedOrigin>>;
 
-    await a.idle();
-    const again = await agentRequest(a.proxyUrl, url);
-    expect(again.headers["x-cache"]).toBe("MISS");
-    expect((await again.body).equals(version(2))).toBe(true);
-  } finally {
-    await Promise.all([a.close(), b.close()]);
-    await origin.stop();
-  }
-}, 60_000);
+/** Once the member is done with the download: the same URL asked again, as the next agent sees it. */
+async function askedAgain(member: GatewayProcess, url: string): Promise<AgentResponse> {
+  await member.idle();
+  return agentGet(member.proxyUrl, url);
+}
+
+test(
+  "same version: the agent's body is completed from the origin with If-Range, and the copy stored is whole",
+  () =>
+    ownerOfUrlDies(async ({ origin, a, b, url }) => {
+      const res = await agentRequest(a.proxyUrl, url);
+      expect(res.headers["x-cache"]).toBe("PEER");
+      await halfThrough(a);
+      await b.kill("SIGKILL");
+      const body = await res.body;
+      expect(body.length).toBe(SIZE);
+      expect(body.equals(version(1))).toBe(true);
+      expect(origin.ranges).toEqual([{ range: `bytes=${HALF}-${SIZE - 1}`, ifRange: '"v1"' }]);
+
+      const again = await askedAgain(a, url);
+      expect(again.headers["x-cache"]).toBe("HIT");
+      expect(again.body.equals(version(1))).toBe(true);
+    }),
+  60_000,
+);
+
+test(
+  "changed version: the agent's body is cut, never joined to the new bytes, and nothing of it is stored",
+  () =>
+    ownerOfUrlDies(async ({ origin, a, b, url }) => {
+      const res = await agentRequest(a.proxyUrl, url);
+      await halfThrough(a);
+      origin.change();
+      await b.kill("SIGKILL");
+      await expect(res.body).rejects.toThrow("cut off");
+      expect(origin.ranges).toEqual([{ range: `bytes=${HALF}-${SIZE - 1}`, ifRange: '"v1"' }]);
+
+      const again = await askedAgain(a, url);
+      expect(again.headers["x-cache"]).toBe("MISS");
+      expect(again.body.equals(version(2))).toBe(true);
+    }),
+  60_000,
+);
