@@ -183,7 +183,7 @@ export function createFiller(deps: FillDeps) {
       clearTimeout(timer);
       timer = setTimeout(() => {
         silent = true;
-        void reader.cancel();
+        reader.cancel().catch(() => {}); // the read in progress fails, and says why
       }, deps.idleTimeoutMs);
     };
     upstreamReaders.add(reader);

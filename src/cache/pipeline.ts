@@ -1,5 +1,6 @@
 import type { Logger } from "../log.ts";
 import type { BlobStore } from "../store/blob-store.ts";
+import { discard } from "../upstream/client.ts";
 import type { CacheIndex, StoredEntry } from "./cache-index.ts";
 import type { EvictionPolicy } from "./eviction.ts";
 import { createMemoryHits, type MemoryHit } from "./fast-hit.ts";
@@ -144,7 +145,7 @@ export function createCachePipeline(deps: PipelineDeps): CachePipeline {
   function refreshInBackground(req: Request, url: string, entry: StoredEntry): void {
     const background = new Request(req.url, { method: "GET", headers: req.headers });
     void lead(background, url, entry).then(
-      (res) => res.body?.cancel().catch(() => {}),
+      (res) => discard(res.body),
       (error) => log.warn("background revalidation failed; the stale entry stays", { url, error }),
     );
   }

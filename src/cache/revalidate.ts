@@ -1,3 +1,4 @@
+import { discard } from "../upstream/client.ts";
 import type { CacheIndex, StoredEntry } from "./cache-index.ts";
 import type { DownloadHead, LeadFlight } from "./flights.ts";
 import { currentAge, mergeNotModified, parseCacheControl, type ResponseTiming, storability } from "./freshness.ts";
@@ -52,7 +53,7 @@ export function createRevalidation(deps: RevalidationDeps) {
       notModified: Response,
       timing: ResponseTiming,
     ): Promise<Response> {
-      void notModified.body?.cancel();
+      discard(notModified.body);
       const { headers, keep } = renewed(stale, notModified.headers);
       const fresh = deps.index.refresh(stale, headers, timing.requestTime, timing.responseTime);
       flight.settle({ kind: "entry", entry: fresh, stale: false });
@@ -76,7 +77,7 @@ export function createRevalidation(deps: RevalidationDeps) {
       notModified: Response,
       timing: ResponseTiming,
     ): Promise<Response> {
-      void notModified.body?.cancel();
+      discard(notModified.body);
       const { headers, keep } = renewed(downloading.rep, notModified.headers);
       const { download } = downloading;
       const rep = { ...downloading.rep, headers };

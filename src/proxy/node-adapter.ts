@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { Readable } from "node:stream";
 import { type BodyCursor, claimCursor, FILE_CHUNK } from "../cache/body-source.ts";
+import { discard } from "../upstream/client.ts";
 
 /**
  * The proxy port is a node:http server because only node:http hands over
@@ -58,13 +59,13 @@ export async function writeResponse(res: ServerResponse, response: Response): Pr
   } catch (err) {
     // A head node:http refuses (a stored header it deems invalid): the body's file handle, pin or upstream
     // connection must not wait for a reader that will never come.
-    void response.body?.cancel().catch(() => {});
+    discard(response.body);
     throw err;
   }
 
   const body = response.body;
   if (body === null || res.req.method === "HEAD") {
-    void body?.cancel();
+    discard(body);
     res.end();
     return 0;
   }
